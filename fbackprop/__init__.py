@@ -1,0 +1,22 @@
+"""fbackprop: backpropagation derived, executed and checked.
+
+Networks are pure functions of parameter pytrees. Each layer is Gordon's curried ``f p x`` with
+its two Euler derivatives ``D(f p) a`` and ``D(λv. f v a) p`` written by hand beside it; one
+generic recurrence turns them into the backward pass, and every rule is checked against
+``jax.grad``.
+"""
+from . import graph, notation
+from .activations import Activation, get_activation
+from .costs import Cost, get_cost
+from .layers import Layer, dense
+from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
+                      manual_grad, mlp, serial)
+from .notation import D, compose, nabla, star
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Activation", "Backprop", "Cost", "D", "Layer", "Network", "astype", "backprop", "backward",
+    "compose", "dense", "forward", "get_activation", "get_cost", "graph", "loss_fn",
+    "manual_grad", "mlp", "nabla", "notation", "serial", "star",
+]

@@ -1,0 +1,102 @@
+"""Activation functions g, each written beside its derivative.
+
+An :class:`Activation` carries ``g`` (z ↦ a, elementwise except softmax), ``Dg`` (z ↦ g'(z), the
+elementwise derivative in the form the texts use) and ``D(z, d)``, the delta pulled back through
+g: ``d · Dg(z)`` — for elementwise g that is ``d ⊙ g'(z)`` (Kamper eq. 21, Nielsen BP1/BP2), for
+softmax the Jacobian-transpose product. Arrays carry a leading batch axis; g acts on the last axis.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from .validate import lookup
+
+__all__ = ["Activation", "sigmoid", "tanh", "relu", "identity", "softmax",
+           "ACTIVATIONS", "get_activation"]
+
+
+class Activation(NamedTuple):
+    """An activation g with its derivative.
+
+    name: how it is referred to (``"sigmoid"`` …).
+    g:    z ↦ g(z).
+    Dg:   z ↦ g'(z) elementwise, or ``None`` when g is not elementwise (softmax).
+    vjp:  (z, d) ↦ d · Dg(z), the delta at z given the delta d at a = g(z).
+    """
+
+    name: str
+    g: Callable
+    Dg: Optional[Callable]
+    vjp: Callable
+
+    def __call__(self, z):
+        return self.g(z)
+
+    def D(self, z, d):
+        """``d · Dg(z)``: pull the delta ∂C/∂a back to ∂C/∂z."""
+        return self.vjp(z, d)
+
+
+def _elementwise(name: str, g: Callable, Dg: Callable) -> Activation:
+    # Elementwise g has a diagonal Jacobian: d·Dg(z) = d ⊙ g'(z)  (Kamper eq. 17, 21).
+    return Activation(name, g, Dg, lambda z, d: d * Dg(z))
+
+
+def _sigmoid(z):
+    return jax.nn.sigmoid(z)
+
+
+def _Dsigmoid(z):
+    s = jax.nn.sigmoid(z)
+    return s * (1 - s)  # σ' = σ(1 − σ)  (Gordon, "Derivative of the activation function")
+
+
+def _Dtanh(z):
+    t = jnp.tanh(z)
+    return 1 - t * t  # tanh' = 1 − tanh²  (Jin eqs. 37–41)
+
+
+def _relu(z):
+    return jnp.maximum(z, 0)
+
+
+def _Drelu(z):
+    return (z > 0).astype(z.dtype)  # ReLU'(z) = 1[z > 0]; at the kink ReLU'(0) = 0, as jax.nn.relu
+
+
+def _identity(z):
+    return z
+
+
+def _Didentity(z):
+    return jnp.ones_like(z)
+
+
+sigmoid = _elementwise("sigmoid", _sigmoid, _Dsigmoid)
+tanh = _elementwise("tanh", jnp.tanh, _Dtanh)
+relu = _elementwise("relu", _relu, _Drelu)
+identity = _elementwise("identity", _identity, _Didentity)
+
+
+def _softmax(z):
+    return jax.nn.softmax(z, axis=-1)
+
+
+def _softmax_vjp(z, d):
+    # s = softmax(z), ∂s_i/∂z_j = s_i(δ_ij − s_j), so (Jᵀd)_j = s_j (d_j − Σ_i d_i s_i).
+    s = jax.nn.softmax(z, axis=-1)
+    return s * (d - jnp.sum(d * s, axis=-1, keepdims=True))
+
+
+softmax = Activation("softmax", _softmax, None, _softmax_vjp)
+
+ACTIVATIONS = {a.name: a for a in (sigmoid, tanh, relu, identity, softmax)}
+
+
+def get_activation(activation, *, argument: str = "activation") -> Activation:
+    """Look up an activation by name, or pass an :class:`Activation` through unchanged."""
+    return lookup(activation, ACTIVATIONS, Activation, argument=argument, example="sigmoid",
+                  build_hint="or pass an fbackprop.Activation")

@@ -1,0 +1,70 @@
+"""The fully connected layer as Gordon's neuron: ``f p a = g(W a + b)``.
+
+Notation (Gordon, "Two neuron per layer example", after Nielsen): ``W`` is stored as
+(n_out, n_in) so ``W[j, k]`` is w_jk, the weight from neuron k of layer l−1 to neuron j of layer
+l; ``z`` is the weighted input, ``a`` an activation, ``d`` = ∂J/∂(output) the incoming delta and
+``delta`` = ∂J/∂z (Nielsen's δ). Where the texts use one column vector per example, the code
+holds a batch of row vectors: per example z = W a + b, in code ``z = a @ W.T + b``. Any number of
+leading axes is allowed (a sequence of hidden states, say); they are all treated as batch.
+Indices run from 0.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from ..activations import get_activation
+from .base import Layer
+
+__all__ = ["dense"]
+
+
+def _rows(t):
+    """Collapse every leading axis into one batch axis: (..., n) → (N, n)."""
+    return t.reshape(-1, t.shape[-1])
+
+
+def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
+          dtype=jnp.float32) -> Layer:
+    """A dense layer ``f p a = g(W a + b)`` (or ``g(W a)`` with ``bias=False``, as Bradbury's net).
+
+    Parameters are ``{"W": (n_out, n_in), "b": (n_out,)}``. ``init`` draws W from a normal
+    distribution scaled by 1/√n_in (√(2/n_in) for ReLU) and sets b to zero.
+    """
+    for arg, v in (("n_in", n_in), ("n_out", n_out)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"dense: {arg} must be a positive int, received {v!r}.")
+    g = get_activation(activation)
+    gain = math.sqrt(2.0) if g.name == "relu" else 1.0
+
+    def init(key):
+        W = gain / math.sqrt(n_in) * jax.random.normal(key, (n_out, n_in), dtype)
+        return {"W": W, "b": jnp.zeros((n_out,), dtype)} if bias else {"W": W}
+
+    def pre_activation(p, a):
+        z = a @ p["W"].T  # z_j = Σ_k w_jk a_k (+ b_j)  (Gordon; Kamper eq. 10; Bradbury eq. 28)
+        return z + p["b"] if bias else z
+
+    def apply(p, a):
+        return g(pre_activation(p, a))  # a^l = g(z^l)  (Kamper eq. 11)
+
+    def D_input(p, a, d):
+        # d · D(f p) a.  BP1/BP2 (Nielsen via Gordon; Kamper eqs. 21, 24):
+        #   δ = d ⊙ g'(z),   d_prev = Wᵀ δ   (per example; a batch of rows gives δ W)
+        delta = g.D(pre_activation(p, a), d)
+        return delta @ p["W"]
+
+    def D_param(p, a, d):
+        # d · D(λv. f v a) p.  BP4: ∂J/∂w_jk = δ_j a_k → dW = Σ_batch δ aᵀ, one matrix product
+        # δᵀ·a over all batch rows (Kamper eq. 23).  BP3: ∂J/∂b_j = δ_j → db = Σ_batch δ (eq. 22).
+        delta = g.D(pre_activation(p, a), d)
+        rows = _rows(delta)
+        grads = {"W": rows.T @ _rows(a)}
+        if bias:
+            grads["b"] = jnp.sum(rows, axis=0)
+        return grads
+
+    return Layer(init, apply, D_input, D_param,
+                 name=f"dense({n_in}→{n_out}, {g.name}{'' if bias else ', no bias'})")

@@ -1,0 +1,215 @@
+"""Serial networks and Gordon's generic backward recurrence.
+
+A network is the composition ``f_N p x = f_L p_L (… (f_1 p_1 x))`` of layers (Gordon, "The
+Backpropagation algorithm"); its parameters are the tuple ``(p_1, …, p_L)`` (indices from 0 in
+code). The backward pass is Gordon's pseudocode, for l = L … 1:
+
+    d_L = D(C y) a_L
+    Δp_l = −η · d_l · D(λv. f v a_{l−1}) p_l        (layer.D_param)
+    d_{l−1} = d_l · D(f p_l) a_{l−1}               (layer.D_input)
+
+Here d_l = ∂J/∂a_l (Gordon's d; Nielsen's δ is ∂J/∂z). The loss J is the mean over the batch of
+the per-example cost, so d_L carries a factor 1/batch and every parameter gradient is the average
+of the per-example gradients (offline learning, Gordon). Nothing on this path calls autodiff.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from .costs import get_cost
+from .layers.base import Layer
+from .layers.dense import dense
+from .activations import get_activation
+from .validate import as_float_input, check_params, check_target, check_tree_like
+
+__all__ = ["Network", "serial", "mlp", "forward", "backward", "loss_fn", "manual_grad",
+           "backprop", "Backprop", "astype"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A serial stack of :class:`~fbackprop.Layer`; pure functions only.
+
+    ``init(key)`` → parameter tuple ``(p_1, …, p_L)``; ``apply(params, x)`` = f_N p x for x of
+    shape ``(batch, *input_shape)``. ``input_shape`` is one example's shape (``None`` entries
+    match any size); ``None`` disables the input-shape check.
+    """
+
+    layers: tuple
+    input_shape: Optional[tuple] = None
+    name: str = "serial"
+
+    def init(self, key) -> tuple:
+        keys = jax.random.split(key, len(self.layers))
+        return tuple(layer.init(k) for layer, k in zip(self.layers, keys))
+
+    def apply(self, params, x):
+        x = as_float_input(x, self.input_shape)
+        check_params(self, params)
+        return forward(self, params, x)[-1]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __repr__(self):
+        return f"Network({self.name}: " + " → ".join(layer.name for layer in self.layers) + ")"
+
+
+def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
+    """Compose layers in order: ``serial(l1, l2)`` computes ``f₂ p₂ (f₁ p₁ x)``.
+
+    Each argument must be an :class:`~fbackprop.Layer`. Pass ``input_shape`` (one example's
+    shape) to have inputs of the wrong shape rejected with a clear message.
+    """
+    if not layers:
+        raise ValueError("serial needs at least one Layer; received none.")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"serial: argument {i} must be an fbackprop.Layer(init, apply, D_input, D_param), "
+                f"received {type(layer).__name__}."
+            )
+    if input_shape is not None:
+        input_shape = tuple(input_shape)
+    return Network(tuple(layers), input_shape, name)
+
+
+def mlp(sizes, activation="sigmoid", output_activation=None, bias: bool = True) -> Network:
+    """A multi-layer perceptron of dense layers with widths ``sizes`` (input first).
+
+    ``activation`` is used on hidden layers and, when ``output_activation`` is ``None``, on the
+    output layer too. Names: ``"sigmoid" | "tanh" | "relu" | "identity"`` (``"softmax"`` also
+    allowed on the output). ``bias=False`` gives Bradbury's bias-free network.
+    """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"mlp: sizes must be a sequence of layer widths such as (4, 8, 3), "
+                        f"received {type(sizes).__name__}: {sizes!r}.")
+    sizes = tuple(sizes)
+    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
+                                 for s in sizes):
+        raise ValueError(f"mlp: sizes must hold at least two positive ints (input width, then "
+                         f"each layer's width), received {sizes!r}.")
+    hidden = get_activation(activation)
+    out = hidden if output_activation is None else get_activation(
+        output_activation, argument="output_activation")
+    acts = [hidden] * (len(sizes) - 2) + [out]
+    layers = tuple(dense(n_in, n_out, g, bias=bias)
+                   for n_in, n_out, g in zip(sizes[:-1], sizes[1:], acts))
+    name = f"mlp({'-'.join(map(str, sizes))}, {hidden.name}/{out.name}{'' if bias else ', no bias'})"
+    return Network(layers, (sizes[0],), name)
+
+
+def forward(net: Network, params, x) -> tuple:
+    """Forward pass keeping every activation: ``(a_0 = x, a_1, …, a_L)``."""
+    activations = [x]
+    for layer, p in zip(net.layers, params):
+        activations.append(layer.apply(p, activations[-1]))  # a_l = f p_l a_{l−1}
+    return tuple(activations)
+
+
+def backward(net: Network, params, activations, d_L, *, input_grad: bool = False):
+    """Gordon's backward recurrence on the hand-written rules.
+
+    Returns ``(grads, deltas)``: ``grads[l]`` = ∂J/∂p_l with the structure of ``params[l]``;
+    ``deltas[l]`` = d_l = ∂J/∂a_l for l = 0 … L (``deltas[0]`` = ∂J/∂x, Bradbury Table 1 step 7,
+    only when ``input_grad``; otherwise ``None``, since no parameter needs it).
+    """
+    L = len(net.layers)
+    grads = [None] * L
+    deltas = [None] * (L + 1)
+    deltas[L] = d = d_L
+    for l in reversed(range(L)):
+        layer, p, a_prev = net.layers[l], params[l], activations[l]
+        g = layer.D_param(p, a_prev, d)  # ∂J/∂p_l = d_l · D(λv. f v a_{l−1}) p_l
+        check_tree_like(g, p, what=f"D_param of layer {l} ({layer.name}) returned a gradient that",
+                        fix="A layer's D_param must return a pytree shaped like its params.")
+        grads[l] = g
+        if l > 0 or input_grad:
+            d = layer.D_input(p, a_prev, d)  # d_{l−1} = d_l · D(f p_l) a_{l−1}
+            if tuple(jnp.shape(d)) != tuple(a_prev.shape):
+                raise ValueError(
+                    f"D_input of layer {l} ({layer.name}) returned a delta of shape "
+                    f"{tuple(jnp.shape(d))}; it must have the shape of the layer's input, "
+                    f"{tuple(a_prev.shape)}.")
+            deltas[l] = d
+    return tuple(grads), tuple(deltas)
+
+
+def _per_example_mean(cost, y, a):
+    per_vector = cost.C(y, a)  # shape a.shape[:-1]
+    return jnp.mean(jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1))
+
+
+def _prepare(net, cost, params, x, y):
+    x = as_float_input(x, net.input_shape)
+    check_params(net, params)
+    activations = forward(net, params, x)
+    y = check_target(y, activations[-1], cost_name=cost.name)
+    return activations, y
+
+
+def loss_fn(net: Network, cost):
+    """``loss(params, x, y)``: the mean over the batch of the per-example cost C y (f_N p x).
+
+    ``jax.grad`` of this function is the reference every hand-written gradient is checked against.
+    """
+    cost = get_cost(cost)
+
+    def loss(params, x, y):
+        activations, y = _prepare(net, cost, params, x, y)
+        return _per_example_mean(cost, y, activations[-1])
+
+    return loss
+
+
+class Backprop(NamedTuple):
+    """Everything the manual pass computes.
+
+    loss:        J, the batch mean of the per-example cost.
+    grads:       ∂J/∂params, structured like params.
+    deltas:      (d_0, …, d_L), d_l = ∂J/∂a_l; d_0 = ∂J/∂x (None if not requested).
+    activations: (a_0 = x, …, a_L).
+    """
+
+    loss: Any
+    grads: Any
+    deltas: tuple
+    activations: tuple
+
+
+def backprop(net: Network, cost, *, input_grad: bool = True):
+    """``run(params, x, y)`` → :class:`Backprop`: forward pass, d_L = D(C y) a_L / batch, then the
+    backward recurrence — hand-written rules only. Gradients are of the batch-mean loss."""
+    cost = get_cost(cost)
+
+    def run(params, x, y):
+        activations, y = _prepare(net, cost, params, x, y)
+        a_L = activations[-1]
+        # d_L = D(C y) a_L, averaged over the batch (the loss is the batch mean).
+        d_L = cost.D(y, a_L) / a_L.shape[0]
+        grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
+        return Backprop(_per_example_mean(cost, y, a_L), grads, deltas, activations)
+
+    return run
+
+
+def manual_grad(net: Network, cost):
+    """``grad(params, x, y)`` → ∂J/∂params of the batch-mean loss, structured like params,
+    computed only by the hand-written rules (no ``jax.grad``, ``jax.vjp`` or other autodiff)."""
+    run = backprop(net, cost, input_grad=False)
+
+    def grad(params, x, y):
+        return run(params, x, y).grads
+
+    return grad
+
+
+def astype(tree, dtype):
+    """Cast every floating-point leaf of a pytree to ``dtype`` (e.g. params to float64)."""
+    return jax.tree.map(
+        lambda t: t.astype(dtype) if jnp.issubdtype(jnp.asarray(t).dtype, jnp.floating) else t,
+        tree)
