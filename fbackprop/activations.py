@@ -25,12 +25,21 @@ class Activation(NamedTuple):
     g:    z ↦ g(z).
     Dg:   z ↦ g'(z) elementwise, or ``None`` when g is not elementwise (softmax).
     vjp:  (z, d) ↦ d · Dg(z), the delta at z given the delta d at a = g(z).
+    kinks: the points where g is not differentiable (ReLU: 0), where the derivative takes the
+          documented one-sided value.
     """
 
     name: str
     g: Callable
     Dg: Optional[Callable]
     vjp: Callable
+    kinks: tuple = ()
+
+    def kink_distance(self, z):
+        """Smallest |z − k| over the kinks k (``inf`` for a smooth g)."""
+        if not self.kinks:
+            return jnp.asarray(jnp.inf, z.dtype)
+        return jnp.min(jnp.stack([jnp.min(jnp.abs(z - k)) for k in self.kinks]))
 
     def __call__(self, z):
         return self.g(z)
@@ -40,9 +49,9 @@ class Activation(NamedTuple):
         return self.vjp(z, d)
 
 
-def _elementwise(name: str, g: Callable, Dg: Callable) -> Activation:
+def _elementwise(name: str, g: Callable, Dg: Callable, kinks: tuple = ()) -> Activation:
     # Elementwise g has a diagonal Jacobian: d·Dg(z) = d ⊙ g'(z)  (Kamper eq. 17, 21).
-    return Activation(name, g, Dg, lambda z, d: d * Dg(z))
+    return Activation(name, g, Dg, lambda z, d: d * Dg(z), kinks)
 
 
 def _sigmoid(z):
@@ -77,7 +86,7 @@ def _Didentity(z):
 
 sigmoid = _elementwise("sigmoid", _sigmoid, _Dsigmoid)
 tanh = _elementwise("tanh", jnp.tanh, _Dtanh)
-relu = _elementwise("relu", _relu, _Drelu)
+relu = _elementwise("relu", _relu, _Drelu, kinks=(0.0,))
 identity = _elementwise("identity", _identity, _Didentity)
 
 

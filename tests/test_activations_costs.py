@@ -90,3 +90,12 @@ def test_unknown_names_list_the_valid_ones():
         fb.get_cost("hinge")
     with pytest.raises(TypeError, match="received int"):
         fb.get_cost(3)
+
+
+def test_kink_distance():
+    z = jnp.array([[0.5, -0.002], [3.0, -1.0]])
+    assert float(fb.get_activation("relu").kink_distance(z)) == pytest.approx(0.002)
+    assert float(fb.get_activation("tanh").kink_distance(z)) == float("inf")
+    layer = fb.dense(2, 2, "relu", bias=False)
+    p = {"W": jnp.eye(2)}
+    assert float(layer.kink_distance(p, z)) == pytest.approx(0.002)

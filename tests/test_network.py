@@ -161,3 +161,20 @@ def test_loss_is_batch_mean_of_per_example_cost():
     g = fb.manual_grad(net, "mse")
     mean_g = jax.tree.map(lambda *t: sum(t) / 6, *[g(params, x[i:i + 1], y[i:i + 1]) for i in range(6)])
     assert tree_relative_error(g(params, x, y), mean_g) <= 1e-13
+
+
+def test_manual_grad_uses_no_autodiff(monkeypatch):
+    """The manual path must not call jax.grad, vjp, jvp, linearize or value_and_grad."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("autodiff called on the manual path")
+
+    net = fb.mlp((3, 4, 2), "relu", "identity")
+    params, x, y = sample_point(net, "softmax_cross_entropy", 3, seed=4)
+    ref = jax.grad(fb.loss_fn(net, "softmax_cross_entropy"))(params, x, y)
+    for name in ("grad", "vjp", "jvp", "linearize", "value_and_grad"):
+        monkeypatch.setattr(jax, name, forbidden)
+    manual = fb.manual_grad(net, "softmax_cross_entropy")(params, x, y)
+    out = fb.backprop(net, "softmax_cross_entropy")(params, x, y)
+    monkeypatch.undo()
+    assert tree_relative_error(manual, ref) <= TOLERANCE["float64"]
+    assert tree_relative_error(out.grads, ref) <= TOLERANCE["float64"]

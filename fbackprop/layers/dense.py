@@ -66,5 +66,9 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
             grads["b"] = jnp.sum(rows, axis=0)
         return grads
 
+    def kink_distance(p, a):
+        return g.kink_distance(pre_activation(p, a))  # ReLU: min |z|
+
     return Layer(init, apply, D_input, D_param,
-                 name=f"dense({n_in}→{n_out}, {g.name}{'' if bias else ', no bias'})")
+                 name=f"dense({n_in}→{n_out}, {g.name}{'' if bias else ', no bias'})",
+                 kink_distance=kink_distance)
