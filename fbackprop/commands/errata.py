@@ -1,0 +1,52 @@
+"""``fbackprop errata``: check every implemented equation of the source texts against jax.grad."""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "errata", help="check the source texts' equations against jax.grad",
+        description="Evaluate every equation of the five source texts that fbackprop implements, "
+                    "as written, at random points, and compare it with jax.grad; print which hold, "
+                    "which do not and their corrected forms. Exit status 1 if any equation behaves "
+                    "other than the table says (a correction that fails, or an equation without a "
+                    "correction that does not hold).")
+    p.add_argument("--text", choices=("Kamper", "Gordon", "Bradbury", "Fleuret", "Jin"),
+                   help="one text only")
+    p.add_argument("--errata-only", action="store_true",
+                   help="list only the equations that do not hold as written")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt.add_argument("--markdown", action="store_true", help="the table as Markdown (docs/ERRATA.md)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
+    p.set_defaults(func=run)
+
+
+def consistent(result) -> bool:
+    """True when an entry behaves as documented: it holds, or it fails and its correction holds."""
+    if result.entry.corrected:
+        return (not result.holds) and bool(result.corrected_holds)
+    return result.holds
+
+
+def run(args) -> int:
+    from .. import errata
+
+    entries = [e for e in errata.REGISTRY if args.text in (None, e.text)]
+    results = errata.run(entries, seed=args.seed)
+    shown = [r for r in results if not (args.errata_only and r.holds)]
+    ok = all(consistent(r) for r in results)
+    if args.json:
+        print(json.dumps({"ok": ok, "tolerance": errata.HOLDS_TOL,
+                          "equations": [r.as_dict() for r in shown]}, indent=1))
+    elif args.markdown:
+        print(errata.render_markdown(shown))
+    else:
+        print(errata.render_text(shown))
+        bad = [r for r in results if not consistent(r)]
+        for r in bad:
+            print(f"UNEXPECTED: {r.entry.text} {r.entry.where} "
+                  f"({'holds' if r.holds else 'does not hold'} as written"
+                  f"{'' if r.corrected_error is None else ', correction ' + ('holds' if r.corrected_holds else 'fails')})")
+    return 0 if ok else 1

@@ -1,0 +1,11 @@
+"""Errata for the five source texts, found by checking every implemented equation against
+``jax.grad`` (``fbackprop errata``; the table is in docs/ERRATA.md).
+
+Importing this package registers the entries of each text, in the texts' order.
+"""
+from . import kamper, gordon, bradbury, fleuret, jin  # noqa: F401  (registration, in order)
+from .core import (DRAWS, HOLDS_TOL, REGISTRY, TEXTS, Entry, Result, Values, discrepancy,
+                   render_markdown, render_text, run)
+
+__all__ = ["DRAWS", "HOLDS_TOL", "REGISTRY", "TEXTS", "Entry", "Result", "Values",
+           "discrepancy", "render_markdown", "render_text", "run"]
