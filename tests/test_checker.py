@@ -87,7 +87,11 @@ def user_net(plant=None, where=None):
                      input_shape=(4,), name="user net")
 
 
-# (mistake, layer it is planted in, the rule that must fail there)
+# (mistake, layer it is planted in, the rule that must fail there). On the batch mean: the
+# recurrence applies the loss's 1/batch once, to d_L, so a layer's D_param must *sum* over the
+# batch. The mean-vs-sum slip therefore shows up in a per-layer rule in two honest ways: a rule
+# whose forward really contains a batch mean (the centering layer) written with the sum, and a
+# D_param that averages over the batch again, as if d did not already carry the 1/batch.
 PLANTED = [
     ("missing σ' in the propagated delta", 1, "D_input"),
     ("transposed weight gradient", 1, "D_param"),      # square W: same shape, wrong values
@@ -426,5 +430,7 @@ def test_check_rejects_bad_input():
         fb.check(net, "mse", params, x, y, dtype="float16")
     with pytest.raises(ValueError, match=r"directions must be a positive int, received 0"):
         fb.check(net, "mse", params, x, y, finite_differences=True, directions=0)
+    with pytest.raises(ValueError, match=r"tolerance must be a number ≥ 0.*received -1"):
+        fb.check(net, "mse", params, x, y, tolerance=-1)
     with pytest.raises(ValueError, match=r"width 5, but the network expects 3"):
         fb.check(net, "mse", params, jnp.ones((2, 5)), y)

@@ -78,7 +78,8 @@ def run(args) -> int:
           f"{'max rel err':>11}{fd_col}  {'tolerance':>9}  pass")
     for r in rows:
         fd = f"  {_fmt(r['fd_max_rel_error']):>10}" if args.fd else ""
-        note = f"  (layers {r['failing_layers']})" if r["failing_layers"] else ""
+        note = (f"  (layers {r['failing_layers']})" if r["failing_layers"] else
+                f"  (at a kink: layers {r['at_kink']})" if r["at_kink"] else "")
         print(f"{r['model']:{width}}  {r['activation']:10}  {r['cost']:22}  {r['dtype']:7}  "
               f"{_fmt(r['max_rel_error']):>11}{fd}  {r['tolerance']:9.0e}  "
               f"{'yes' if r['pass'] else 'NO'}{note}")
