@@ -196,7 +196,8 @@ class GradientReport:
         if self.kinks is not None:
             kinks = dict(self.kinks)
             kinks["distance"] = [_json_float(v) for v in kinks["distance"]]
-        return {"subject": self.subject, "cost": self.cost, "dtype": self.dtype,
+        return {"subject": self.subject, "layers": list(self.layer_names), "cost": self.cost,
+                "dtype": self.dtype,
                 "tolerance": self.tolerance, "ok": self.ok,
                 "failing_layers": list(self.failing_layers), "loss": _json_float(self.loss),
                 "finite_differences": self.fd, "kinks": kinks, "rows": rows}
