@@ -7,6 +7,7 @@ generic recurrence turns them into the backward pass, and every rule is checked 
 """
 from . import graph, notation
 from .activations import Activation, get_activation
+from .checker import GradientCheckError, GradientReport, check, check_grad
 from .costs import Cost, get_cost
 from .layers import Layer, dense
 from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
@@ -16,7 +17,7 @@ from .notation import D, compose, nabla, star
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Backprop", "Cost", "D", "Layer", "Network", "astype", "backprop", "backward",
-    "compose", "dense", "forward", "get_activation", "get_cost", "graph", "loss_fn",
+    "Activation", "Backprop", "Cost", "D", "GradientCheckError", "GradientReport", "Layer",
+    "Network", "astype", "backprop", "backward", "check", "check_grad", "compose", "dense", "forward", "get_activation", "get_cost", "graph", "loss_fn",
     "manual_grad", "mlp", "nabla", "notation", "serial", "star",
 ]

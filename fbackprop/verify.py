@@ -22,7 +22,7 @@ import numpy as np
 from .costs import get_cost
 from .network import Network, loss_fn, manual_grad, mlp
 
-__all__ = ["TOLERANCE", "relative_error", "tree_relative_error", "sample_point", "sample_target",
+__all__ = ["TOLERANCE", "error_stats", "relative_error", "tree_relative_error", "sample_point", "sample_target",
            "sample_params", "both_grads", "verify", "layer_rule_errors", "Config", "builtin_configs", "run_configs"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -45,13 +45,25 @@ def precision_for(dtype):
         yield
 
 
-def relative_error(got, ref) -> float:
-    """``max|got − ref| / max|ref|`` (absolute error if ``ref`` is all zeros)."""
+def error_stats(got, ref) -> tuple[float, float, tuple]:
+    """``(max|got − ref|, max|got − ref| / max|ref|, index of the worst element)``.
+
+    The relative error is normwise: the largest absolute difference over the largest reference
+    magnitude (the absolute error when ``ref`` is all zeros), so that elements of ``ref`` near zero
+    do not inflate it. A NaN in ``got`` counts as an infinitely wrong element."""
     got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if ref.size == 0:
-        return 0.0
-    err, scale = float(np.max(np.abs(got - ref))), float(np.max(np.abs(ref)))
-    return err / scale if scale > 0 else err
+        return 0.0, 0.0, ()
+    diff = np.abs(got - ref)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    worst = np.unravel_index(int(np.argmax(diff)), diff.shape)
+    err, scale = float(diff[worst]), float(np.max(np.abs(ref)))
+    return err, (err / scale if scale > 0 else err), tuple(int(i) for i in worst)
+
+
+def relative_error(got, ref) -> float:
+    """``max|got − ref| / max|ref|`` (absolute error if ``ref`` is all zeros)."""
+    return error_stats(got, ref)[1]
 
 
 def tree_relative_error(got, ref) -> float:
@@ -169,16 +181,9 @@ def builtin_configs() -> list[Config]:
 
 
 def run_configs(configs, dtypes=("float64", "float32"), *, seed: int = 0) -> list[dict]:
-    """Verify each configuration in each dtype; one result row per (configuration, dtype)."""
-    rows = []
-    for cfg in configs:
-        net = cfg.make()
-        for dtype in dtypes:
-            with precision_for(dtype):
-                params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=seed, dtype=dtype)
-                err = verify(net, cfg.cost, params, x, y, jit=True)
-            tol = TOLERANCE[_dtype_name(dtype)]
-            rows.append({"model": cfg.label, "activation": cfg.activation, "cost": cfg.cost,
-                         "dtype": dtype, "max_rel_error": err, "tolerance": tol,
-                         "pass": bool(err <= tol)})
-    return rows
+    """Verify each configuration in each dtype; one result row per (configuration, dtype):
+    :func:`fbackprop.checker.summary_row` of :func:`fbackprop.check` (per layer and whole)."""
+    from .checker import check_configs, summary_row  # the checker builds on this module
+
+    return [summary_row(cfg, dtype, report)
+            for cfg, dtype, report in check_configs(configs, dtypes, seed=seed)]

@@ -1,8 +1,20 @@
-"""`fbackprop check`: the table, --json, and exit status 1 when a rule is wrong."""
+"""`fbackprop check`: the table, --json, --model/--fd, exit status 1 when a rule is wrong and 2
+when nothing matches; the persistent compilation cache."""
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 import fbackprop as fb
 from fbackprop import cli, verify
+
+
+@pytest.fixture(autouse=True)
+def no_persistent_cache(monkeypatch):
+    """In-process runs must not turn on JAX's disk cache for the rest of the test session."""
+    monkeypatch.setenv("FBACKPROP_CACHE_DIR", "")
 
 
 def test_check_prints_a_table_and_passes(capsys):
@@ -20,19 +32,65 @@ def test_check_json(capsys):
     assert all(r["max_rel_error"] <= r["tolerance"] for r in report["rows"])
 
 
-def test_check_fails_with_exit_status_1_on_a_wrong_rule(capsys, monkeypatch):
+def _planted():
     good = fb.dense(2, 2, "tanh")
     # a classic mistake: the propagated delta forgets g'(z)
     wrong = fb.Layer(good.init, good.apply, lambda p, a, d: d @ p["W"], good.D_param, name="wrong")
+    # layer 1's propagated delta feeds layer 0's gradient (layer 0's D_input is never needed)
+    return fb.serial(fb.dense(3, 2), wrong, input_shape=(3,), name="planted")
 
-    def make():
-        # layer 1's propagated delta feeds layer 0's gradient (layer 0's D_input is never needed)
-        return fb.serial(fb.dense(3, 2), wrong, input_shape=(3,), name="planted")
 
+@pytest.fixture
+def planted_config(monkeypatch):
     monkeypatch.setattr(verify, "builtin_configs",
-                        lambda: [verify.Config("mlp", "planted", "tanh", "mse", make)])
+                        lambda: [verify.Config("mlp", "planted", "tanh", "mse", _planted)])
+
+
+def test_check_fails_with_exit_status_1_on_a_wrong_rule(capsys, planted_config):
     assert cli.main(["check", "--dtype", "float64"]) == 1
-    assert "FAILED" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "(layers [1])" in out
+    # the failing configuration's per-layer report names the wrong rule
+    assert "layer 1: wrong" in out and "D_input" in out and "failing layers [1]" in out
+
+
+def test_check_json_of_a_failure_with_fd(capsys, planted_config):
+    assert cli.main(["check", "--dtype", "float64", "--fd", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["rows"][0]["failing_layers"] == [1]
+    (failure,) = out["failures"]
+    assert failure["finite_differences"]["eps"] == fb.checker.FD_EPS
+    bad = [r for r in failure["rows"] if r["status"] == "fail"]
+    assert {r["layer"] for r in bad} == {1, None}
+    assert any("hand-written gradient is wrong" in r["note"] for r in bad)
+
+
+def test_model_without_configurations_exits_2(capsys, planted_config):
+    assert cli.main(["check", "--model", "lstm"]) == 2
+    err = capsys.readouterr().err
+    assert "no built-in configurations for model 'lstm'" in err and "mlp" in err
+    assert cli.main(["check", "--model", "mlp", "--cost", "logistic"]) == 2
+    assert "no mlp configuration uses cost 'logistic'" in capsys.readouterr().err
+
+
+def test_fd_in_float32_exits_2(capsys):
+    assert cli.main(["check", "--fd", "--dtype", "float32"]) == 2
+    assert "--fd needs float64" in capsys.readouterr().err
+
+
+def test_persistent_compilation_cache_is_written(tmp_path):
+    script = ("import fbackprop as fb\n"
+              "from fbackprop import cli, verify\n"
+              "verify.builtin_configs = lambda: [verify.Config('mlp', 'tiny', 'tanh', 'mse', "
+              "lambda: fb.mlp((2, 2), 'tanh'))]\n"
+              "raise SystemExit(cli.main(['check', '--model', 'mlp', '--dtype', 'float64']))\n")
+    env = {**os.environ, "FBACKPROP_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "1/1 passed" in proc.stdout
+    assert any((tmp_path / "cache").iterdir())
 
 
 def test_module_entry_point_help(capsys):
