@@ -36,8 +36,9 @@ computed per example. Examples closer than ``kink_tol`` to a kink are perturbed 
 noise on those examples only, σ_k = 0.1·3^(k−1) in round k, so that a dead layer can come alive)
 and the check is repeated, up to ``resample`` times; if a layer stays near a kink (a kink in the
 parameters, say, which moving x cannot leave), its mismatches
-are reported with status ``"kink"`` — at a kink the hand-written rule's one-sided derivative and
-autodiff's may differ honestly — and never as a failure.
+are reported with status ``"kink"`` — at a kink the one-sided derivative of a rule (ReLU'(0) = 0,
+as jax.nn.relu) and finite differences (which see the average slope) differ honestly, as may a
+user's rule and autodiff — and never as a failure.
 """
 from __future__ import annotations
 

@@ -125,7 +125,7 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
     for l in reversed(range(L)):
         layer, p, a_prev = net.layers[l], params[l], activations[l]
         g = layer.D_param(p, a_prev, d)  # ∂J/∂p_l = d_l · D(λv. f v a_{l−1}) p_l
-        check_tree_like(g, p, what=f"D_param of layer {l} ({layer.name}) returned a gradient that",
+        check_tree_like(g, p, what=f"the gradient returned by D_param of layer {l} ({layer.name})",
                         fix="A layer's D_param must return a pytree shaped like its params.")
         grads[l] = g
         if l > 0 or input_grad:

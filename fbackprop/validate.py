@@ -79,7 +79,10 @@ def check_target(y, a, *, cost_name: str):
 
 def check_tree_like(got, expected, *, what: str, fix: str):
     """Raise ``TypeError`` when ``got`` and ``expected`` differ in pytree structure, and
-    ``ValueError`` when a leaf differs in shape; the message shows both."""
+    ``ValueError`` when a leaf differs in shape; the message shows both.
+
+    ``what`` names the tree: a plain name such as ``"params"`` is followed directly by the leaf's
+    path (``params['W']``); a phrase (containing a space) gets ``", leaf ['W'],"``."""
     got_def, exp_def = jax.tree.structure(got), jax.tree.structure(expected)
     if got_def != exp_def:
         raise TypeError(f"{what} has the wrong pytree structure.\n  expected: {exp_def}\n"
@@ -88,7 +91,9 @@ def check_tree_like(got, expected, *, what: str, fix: str):
     exp_leaves = jax.tree.leaves(expected)
     for (path, g), e in zip(got_leaves, exp_leaves):
         if tuple(jnp.shape(g)) != tuple(jnp.shape(e)):
-            raise ValueError(f"{what}{jax.tree_util.keystr(path)} has shape {tuple(jnp.shape(g))}, "
+            key = jax.tree_util.keystr(path)
+            leaf = f"{what}, leaf {key}," if " " in what else f"{what}{key}"
+            raise ValueError(f"{leaf} has shape {tuple(jnp.shape(g))}, "
                              f"expected {tuple(jnp.shape(e))}. {fix}")
 
 

@@ -174,7 +174,7 @@ def builtin_configs() -> list[Config]:
             def make(sizes=sizes, act=act, out=out, bias=bias):
                 return mlp(sizes, act, out, bias=bias)
 
-            configs.append(Config("mlp", make().name, act, cost, make, batch=1 + (i % 2) * 4))
+            configs.append(Config("mlp", make().name, act, cost, make, batch=1 + ((i + 1) % 2) * 4))
     configs.append(Config("mlp", mlp((4, 6, 3), "tanh", "softmax").name, "tanh", "mse",
                           lambda: mlp((4, 6, 3), "tanh", "softmax")))
     return configs

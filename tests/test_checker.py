@@ -252,8 +252,8 @@ def test_report_json_and_table():
 # --- kinks -------------------------------------------------------------------------------------
 
 def _relu_point():
-    """A ReLU net with example 0 exactly on the kink: x₀ = 0 and b = 0 give z = 0, where the
-    hand-written ReLU'(0) = 0 and autodiff of max(z, 0) (½ at a tie) disagree."""
+    """A ReLU net with example 0 exactly on the kink: x₀ = 0 and b = 0 give z = 0, where
+    ReLU'(0) = 0 (hand-written and jax.nn.relu alike) but finite differences see the slope ½."""
     net = fb.mlp((3, 5, 2), "relu", "identity")
     params, x, y = _point(net, "softmax_cross_entropy", seed=2)
     params = ({**params[0], "b": jnp.zeros(5)}, params[1])
@@ -270,11 +270,14 @@ def test_a_point_on_a_relu_kink_is_resampled():
 
 def test_a_point_left_on_a_kink_is_reported_not_failed():
     net, params, x, y = _relu_point()
-    report = fb.check(net, "softmax_cross_entropy", params, x, y, resample=0)
+    report = fb.check(net, "softmax_cross_entropy", params, x, y, finite_differences=True,
+                      resample=0)
     assert report.ok and report.at_kink == (0,)
     at_kink = [r for r in report.rows if r.status == "kink"]
     assert at_kink and all(r.layer in (0, None) for r in at_kink)
-    assert all(r.max_rel > r.tolerance for r in at_kink)  # the kink did change the derivative
+    assert all(r.max_rel > r.tolerance for r in at_kink)  # the kink did change the FD slope
+    # hand-written and autodiff agree at the kink: ReLU'(0) = 0 on both sides
+    assert all(r.status == "pass" for r in report.rows if r.pair == "hand–autodiff")
     assert "AT A KINK" in str(report)
 
 
@@ -282,7 +285,7 @@ def test_a_kink_in_the_parameters_cannot_be_resampled_away():
     net, params, x, y = _relu_point()
     W = params[0]["W"].at[1].set(0.0)  # unit 1 has z = 0 for every input
     report = fb.check(net, "softmax_cross_entropy", ({**params[0], "W": W}, params[1]), x, y,
-                      resample=2)
+                      finite_differences=True, resample=2)
     assert report.kinks["resampled"] == 2 and report.at_kink == (0,)
     assert report.ok and any(r.status == "kink" for r in report.rows)
 

@@ -178,3 +178,17 @@ def test_manual_grad_uses_no_autodiff(monkeypatch):
     monkeypatch.undo()
     assert tree_relative_error(manual, ref) <= TOLERANCE["float64"]
     assert tree_relative_error(out.grads, ref) <= TOLERANCE["float64"]
+
+
+def test_builtin_configurations_are_not_degenerate():
+    """A check at a point where a whole leaf's gradient is zero (a dead ReLU layer, say) proves
+    nothing about that leaf: every built-in configuration must exercise every parameter."""
+    from fbackprop.verify import builtin_configs
+
+    for cfg in builtin_configs():
+        net = cfg.make()
+        params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=0)
+        ref = jax.grad(fb.loss_fn(net, cfg.cost))(params, x, y)
+        path_leaves = jax.tree_util.tree_flatten_with_path(ref)[0]
+        for path, leaf in path_leaves:
+            assert np.any(np.asarray(leaf) != 0), f"{cfg.label}: zero gradient at {path}"
