@@ -56,12 +56,13 @@ MODELS = ("mlp", "cnn", "rnn", "lstm")
 COST_FOR_TASK = {"classification": "softmax_cross_entropy", "binary": "logistic",
                  "regression": "mse"}
 
-# Defaults: global ones, then per data set (an explicit argument always wins).
+# Defaults: global ones, then per data set (an explicit argument always wins). MNIST-1D's follow
+# Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000).
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
             "check_every": 10, "checkpoint_every": None}  # None: every epochs // 20 (≥ 1)
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
-    "mnist1d": {"epochs": 100, "batch_size": 100, "hidden": (100, 100)},
+    "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2}},
     "xor": {"epochs": 100, "batch_size": 16, "hidden": (8,)},
     "sine": {"epochs": 300, "batch_size": 32, "hidden": (32,)},
     "logistic2d": {"epochs": 50, "batch_size": 10, "hidden": ()},
@@ -380,8 +381,8 @@ def _resolve(given: dict, saved: Optional[dict], ds, net_name, model_is_network)
     _choice(cfg["mode"], MODES, argument="mode")
     _choice(cfg["grad"], GRADS, argument="grad")
     _choice(cfg["optimizer"], tuple(OPTIMIZERS), argument="optimizer")
-    if cfg.get("lr") is None:
-        cfg["lr"] = LR_DEFAULTS[cfg["optimizer"]]
+    if cfg.get("lr") is None or isinstance(cfg["lr"], dict):
+        cfg["lr"] = (cfg.get("lr") or {}).get(cfg["optimizer"], LR_DEFAULTS[cfg["optimizer"]])
     n = len(ds.x_train)
     forced = {"online": 1, "offline": n}.get(cfg["mode"])
     if forced is not None:

@@ -242,3 +242,55 @@ def test_cli_reports_errors_with_status_2(tmp_path, capsys):
     assert "error: the learning rate must be" in capsys.readouterr().err
     assert cli.main(["train", "--resume"]) == 2
     assert "--resume needs --out" in capsys.readouterr().err
+
+
+# --- the model registry: cnn/rnn/lstm are issue 3's constructors, looked up at call time -----
+
+def _time_mean():
+    """A stand-in for a sequence layer, free of convolution and recurrence: the mean over the
+    time axis, (batch, T, n) → (batch, n), with its hand-written derivative."""
+    def apply(p, a):
+        return jnp.mean(a, axis=1)
+
+    def D_input(p, a, d):
+        return jnp.broadcast_to(d[:, None, :] / a.shape[1], a.shape)  # each step gets d / T
+
+    return fb.Layer(lambda key: {}, apply, D_input, lambda p, a, d: {}, name="time-mean")
+
+
+def _recording(calls, name):
+    def ctor(*args, **kwargs):
+        calls.append((name, args, kwargs))
+        if name == "cnn":
+            return fb.mlp((int(np.prod(args[0])), kwargs["n_out"]))
+        n_in, _, n_out = args
+        return fb.serial(_time_mean(), fb.dense(n_in, n_out, "identity"),
+                         input_shape=(None, n_in), name=f"fake {name}")
+    return ctor
+
+
+def test_registry_builds_issue_3_models_and_shapes_the_data(monkeypatch):
+    calls = []
+    for name in ("cnn", "rnn", "lstm"):
+        monkeypatch.setattr(fb, name, _recording(calls, name), raising=False)
+    images = _tiny("classification")._replace(
+        x_train=np.zeros((12, 8, 8), np.float32), x_test=np.zeros((6, 8, 8), np.float32))
+    signals = images._replace(x_train=np.zeros((12, 40), np.float32),
+                              x_test=np.zeros((6, 40), np.float32))
+    training.build_model("cnn", images)
+    training.build_model("cnn", signals, hidden=(32,))
+    training.build_model("rnn", images)
+    training.build_model("lstm", signals, hidden=16)
+    assert calls == [
+        ("cnn", ((1, 8, 8),), dict(conv_channels=(16,), kernel_size=3, pool_size=2, pool="mean",
+                                   hidden=(64,), n_out=3, activation="relu",
+                                   output_activation="identity")),
+        ("cnn", ((1, 40),), dict(conv_channels=(32, 32), kernel_size=5, pool_size=2,
+                                 pool="mean", hidden=(32,), n_out=3, activation="relu",
+                                 output_activation="identity")),
+        ("rnn", (8, 64, 3), {"output": "last"}),   # digits: 8 steps of 8 features
+        ("lstm", (1, 16, 3), {"output": "last"}),  # MNIST-1D: 40 steps of 1 feature
+    ]
+    # a sequence network (input shape (None, n_in)) trains on images read row by row
+    result = fb.train("rnn", images, epochs=1, batch_size=4)
+    assert result.net.name == "fake rnn" and len(result.history) == 1
