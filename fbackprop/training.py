@@ -64,7 +64,7 @@ DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
     "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2}},
     "xor": {"epochs": 100, "batch_size": 16, "hidden": (8,)},
-    "sine": {"epochs": 300, "batch_size": 32, "hidden": (32,)},
+    "sine": {"epochs": 60, "batch_size": 16, "hidden": (32,), "lr": {"adam": 1e-2}},
     "logistic2d": {"epochs": 50, "batch_size": 10, "hidden": ()},
     "custom": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
 }
@@ -588,8 +588,9 @@ def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manag
     finally:
         bar.close()
         if out is not None and history:
-            rundir.write_plot(out, history, f"{config.model} on {config.data}, {config.mode}, "
-                                            f"{config.optimizer} η={config.lr:g}, {config.grad}")
+            rundir.write_plot(out, history,
+                              f"{config.model} on {config.data}, {config.mode}, {config.optimizer} "
+                              f"η={config.lr:g}, {config.grad} gradients")
     return params
 
 
@@ -621,9 +622,9 @@ def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history,
                f"lower --lr.")
     else:
         x, y = _batch_at(setup, step, epoch_key, data_dev)
-        manual = backprop(setup.net, setup.cost, input_grad=False)(params, x, y).grads
+        run, reference = backprop(setup.net, setup.cost), jax.grad(loss_fn(setup.net, setup.cost))
         with jax.default_matmul_precision("highest"):
-            ref = jax.grad(loss_fn(setup.net, setup.cost))(params, x, y)
+            manual, ref = jax.jit(lambda p: (run(p, x, y).grads, reference(p, x, y)))(params)
         errors = [tree_relative_error(m, r) for m, r in zip(manual, ref)]  # one per layer
         bad = [l for l, e in enumerate(errors) if e > setup.tolerance] or \
             [int(np.argmax(errors))]

@@ -34,8 +34,13 @@ def _reference(ds, net, opt, batch_size, epochs, seed):
     """Gordon's learning modes as a plain Python loop on jax.grad: each epoch shuffles with the
     next split of the run's key, then steps through subsets of ``batch_size`` (the last one the
     remainder)."""
-    cost = training.COST_FOR_TASK[ds.task]
-    grad = jax.jit(jax.grad(fb.loss_fn(net, cost)))
+    grad = jax.grad(fb.loss_fn(net, training.COST_FOR_TASK[ds.task]))
+
+    @jax.jit
+    def step(params, state, x, y):
+        updates, state = opt.update(grad(params, x, y), state, params)
+        return optax.apply_updates(params, updates), state
+
     x = jnp.asarray(ds.x_train)
     y = jnp.asarray(training._targets(ds, ds.y_train))
     init_key, key = jax.random.split(jax.random.PRNGKey(seed))
@@ -46,8 +51,7 @@ def _reference(ds, net, opt, batch_size, epochs, seed):
         perm = np.asarray(jax.random.permutation(epoch_key, len(x)))
         for start in range(0, len(x), batch_size):
             idx = perm[start:start + batch_size]
-            updates, state = opt.update(grad(params, x[idx], y[idx]), state, params)
-            params = optax.apply_updates(params, updates)
+            params, state = step(params, state, x[idx], y[idx])
     return params
 
 
@@ -294,3 +298,15 @@ def test_registry_builds_issue_3_models_and_shapes_the_data(monkeypatch):
     # a sequence network (input shape (None, n_in)) trains on images read row by row
     result = fb.train("rnn", images, epochs=1, batch_size=4)
     assert result.net.name == "fake rnn" and len(result.history) == 1
+
+
+def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path):
+    manager = rundir.checkpoint_manager(tmp_path)
+    for epoch in (1, 2):
+        rundir.save(manager, epoch, {"w": jnp.full((3,), float(epoch)), "epoch": epoch})
+    manager.close()
+    (tmp_path / "checkpoints" / "2" / "default" / "_METADATA").write_text("{")  # torn file
+    manager = rundir.checkpoint_manager(tmp_path)
+    epoch, state = rundir.restore_latest(manager, {"w": jnp.zeros(3), "epoch": 0})
+    manager.close()
+    assert epoch == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
