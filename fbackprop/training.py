@@ -554,7 +554,7 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
 
 def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager, shardings,
          progress):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
                    config.check_every, TOLERANCE["float32"], ds.task)

@@ -27,7 +27,7 @@ def add_parser(subparsers):
         "train", help="train a network with the hand-written gradients",
         description="Train a network with the hand-written backward rules (or jax.grad, or both "
                     "compared) and save config, metrics, a plot and checkpoints. With no "
-                    "arguments: an MLP on scikit-learn's digits, ≥ 95%% test accuracy in "
+                    "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
                     "seconds. Unset options take the data set's defaults, or with --resume the "
                     "saved run's values.")
     p.add_argument("--model", choices=MODELS, help="network family (default mlp)")
@@ -75,7 +75,8 @@ def run(args) -> int:
               "continue.", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else _default_out()
-    print(f"fbackprop train: {'resuming' if args.resume else 'writing to'} {out}", flush=True)
+    print(f"fbackprop train: run directory {out}{' (resuming)' if args.resume else ''}",
+          flush=True)
     try:
         result = train(args.model, args.data, mode=args.mode, optimizer=args.optimizer,
                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
