@@ -27,7 +27,7 @@ import tempfile
 
 import jax
 
-__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "create", "open_for_resume",
+__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "create", "read_config", "open_for_resume",
            "append_metrics", "read_metrics", "rewrite_metrics", "write_plot", "checkpoint_manager", "save",
            "restore", "restore_latest", "saved_epochs"]
 
@@ -88,16 +88,22 @@ def _differences(saved: dict, config: dict, ignore) -> list:
             for k in keys if saved.get(k) != config.get(k)]
 
 
+def read_config(out) -> dict:
+    """The config saved in run directory ``out``; ``ValueError`` if there is none."""
+    out = pathlib.Path(out).absolute()
+    if not (out / CONFIG).exists():
+        raise ValueError(f"--resume: {out} holds no run ({CONFIG} is missing). Pass the --out "
+                         f"directory of an earlier run, or drop --resume to start a new one.")
+    return json.loads((out / CONFIG).read_text())
+
+
 def open_for_resume(out, config: dict, *, may_differ=("epochs",)) -> pathlib.Path:
     """Check that ``out`` holds a run with a checkpoint and the same ``config`` (keys in
     ``may_differ`` excepted); only then record the new config. Raises ``ValueError`` — before
     writing anything — when the directory, its config or its checkpoints are missing, or when
     the configs differ."""
     out = pathlib.Path(out).absolute()
-    if not (out / CONFIG).exists():
-        raise ValueError(f"--resume: {out} holds no run ({CONFIG} is missing). Pass the --out "
-                         f"directory of an earlier run, or drop --resume to start a new one.")
-    saved = json.loads((out / CONFIG).read_text())
+    saved = read_config(out)
     diff = _differences(saved, json.loads(json.dumps(config)), may_differ)
     if diff:
         raise ValueError(f"--resume: the configuration differs from the one saved in "

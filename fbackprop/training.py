@@ -28,6 +28,8 @@ from epoch to epoch, so it is traced once per run.
 Several local devices: when the batch size divides evenly, each batch is split across a 1-D
 device mesh (``jax.sharding``), the parameters are replicated, and XLA averages the gradients
 across devices.
+
+The module is ``training`` (not ``train``) so that ``fbackprop.train`` stays the function.
 """
 from __future__ import annotations
 
@@ -359,6 +361,7 @@ class TrainConfig:
     checkpoint_every: int
 
     def as_dict(self) -> dict:
+        """The settings as JSON-ready values (what ``config.json`` holds)."""
         d = dataclasses.asdict(self)
         d["hidden"] = None if self.hidden is None else list(self.hidden)
         return d
@@ -367,6 +370,12 @@ class TrainConfig:
 def _positive_int(value, argument, fix):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{argument} must be an int ≥ 1, received {value!r}; {fix}")
+    return int(value)
+
+
+def _seed(value):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"seed must be an int ≥ 0, received {value!r}; e.g. --seed 0.")
     return int(value)
 
 
@@ -407,7 +416,7 @@ def _resolve(given: dict, saved: Optional[dict], ds, net_name, model_is_network)
         lr=_check_lr(cfg["lr"], cfg["optimizer"]),
         epochs=_positive_int(cfg["epochs"], "epochs", "e.g. --epochs 20."),
         batch_size=bs, grad=cfg["grad"],
-        seed=int(cfg["seed"]), hidden=None if model_is_network else hidden,
+        seed=_seed(cfg["seed"]), hidden=None if model_is_network else hidden,
         check_every=_positive_int(cfg["check_every"], "check_every", "e.g. 10."),
         checkpoint_every=_positive_int(cfg["checkpoint_every"] or max(1, cfg["epochs"] // 20),
                                        "checkpoint_every", "e.g. 1."))
@@ -485,15 +494,7 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         raise ValueError("resume=True needs out: the directory of the run to continue.")
     saved = None
     if resume:
-        import json
-        import pathlib
-
-        path = pathlib.Path(out) / rundir.CONFIG
-        if not path.exists():
-            raise ValueError(f"--resume: {pathlib.Path(out).absolute()} holds no run "
-                             f"({rundir.CONFIG} is missing). Pass the --out directory of an "
-                             f"earlier run, or drop --resume to start a new one.")
-        saved = json.loads(path.read_text())
+        saved = rundir.read_config(out)
         model = saved.get("model") if model is None and saved.get("model") in MODELS else model
         data = saved.get("data") if data is None and saved.get("data") in datasets.DATASETS \
             else data

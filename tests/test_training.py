@@ -190,6 +190,8 @@ BAD = [
     ({"lr": 0.0}, ValueError, r"learning rate must be a finite number > 0, received 0.0"),
     ({"lr": -1.0}, ValueError, r"> 0, received -1.0"),
     ({"epochs": 0}, ValueError, r"epochs must be an int ≥ 1"),
+    ({"seed": -1}, ValueError, r"seed must be an int ≥ 0, received -1"),
+    ({"hidden": (8, 0)}, ValueError, r"each hidden width must be an int ≥ 1, received 0"),
     ({"mode": "online", "batch_size": 8}, ValueError, r"mode 'online' uses a batch of 1"),
     ({"model": "rnn", "hidden": (4, 4)}, ValueError, r"one hidden size"),
     ({"model": 3}, TypeError, r"model must be a name such as 'mlp' or an fbackprop.Network"),
