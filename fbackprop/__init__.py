@@ -13,6 +13,8 @@ from .layers import Layer, dense
 from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
                       manual_grad, mlp, serial)
 from .notation import D, compose, nabla, star
+from . import data
+from .training import TrainResult, TrainingStopped, train
 
 __version__ = "0.1.0"
 
@@ -20,4 +22,5 @@ __all__ = [
     "Activation", "Backprop", "Cost", "D", "GradientCheckError", "GradientReport", "Layer",
     "Network", "astype", "backprop", "backward", "check", "check_grad", "compose", "dense", "forward", "get_activation", "get_cost", "graph", "loss_fn",
     "manual_grad", "mlp", "nabla", "notation", "serial", "star",
+    "data", "train", "TrainResult", "TrainingStopped",
 ]

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("check", "errata")  # modules under fbackprop.commands, in the order --help lists them
+COMMANDS = ("train", "check", "errata")  # modules under fbackprop.commands, in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,105 @@
+"""``fbackprop train``: train a network with the hand-written gradients and save the run."""
+from __future__ import annotations
+
+import pathlib
+import sys
+import time
+
+from ..data import DATASETS
+from ..training import GRADS, MODELS, MODES, OPTIMIZERS
+
+
+def _widths(text: str):
+    """``"64,32"`` → (64, 32); ``""`` or ``"none"`` → () (no hidden layer)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 64,32 (or "
+                                         f"'none'), received {text!r}") from None
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "train", help="train a network with the hand-written gradients",
+        description="Train a network with the hand-written backward rules (or jax.grad, or both "
+                    "compared) and save config, metrics, a plot and checkpoints. With no "
+                    "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
+                    "seconds. Unset options take the data set's defaults, or with --resume the "
+                    "saved run's values.")
+    p.add_argument("--model", choices=MODELS, help="network family (default mlp)")
+    p.add_argument("--data", choices=tuple(DATASETS), help="data set (default digits)")
+    p.add_argument("--mode", choices=MODES,
+                   help="Gordon's learning mode: online (batch 1), offline (whole training set "
+                        "per update) or minibatch (default)")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+                   help="gd (Δp = −η∇, by hand), or optax's sgd, momentum, adam (default)")
+    p.add_argument("--lr", type=float, help="learning rate η (default depends on --optimizer)")
+    p.add_argument("--epochs", type=int, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, help="minibatch size (minibatch mode)")
+    p.add_argument("--grad", choices=GRADS,
+                   help="gradient source: manual (default), autodiff (jax.grad), or checked "
+                        "(manual, compared with jax.grad every --check-every steps)")
+    p.add_argument("--check-every", type=int, help="steps between checks with --grad checked")
+    p.add_argument("--hidden", type=_widths,
+                   help="hidden widths, e.g. 64,32 ('none' for no hidden layer); the state size "
+                        "for rnn/lstm")
+    p.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default 0)")
+    p.add_argument("--checkpoint-every", type=int,
+                   help="epochs between checkpoints (default: epochs // 20, at least 1)")
+    p.add_argument("--out", type=pathlib.Path,
+                   help="run directory (default runs/<date>-<time>); refuses one that holds a run")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last complete checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _default_out() -> pathlib.Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out, i = pathlib.Path("runs") / stamp, 1
+    while out.exists():
+        i += 1
+        out = pathlib.Path("runs") / f"{stamp}-{i}"
+    return out
+
+
+def run(args) -> int:
+    from ..training import TrainingStopped, train
+
+    if args.resume and args.out is None:
+        print("fbackprop train: error: --resume needs --out DIR, the directory of the run to "
+              "continue.", file=sys.stderr)
+        return 2
+    out = args.out if args.out is not None else _default_out()
+    print(f"fbackprop train: run directory {out}{' (resuming)' if args.resume else ''}",
+          flush=True)
+    try:
+        result = train(args.model, args.data, mode=args.mode, optimizer=args.optimizer,
+                       lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                       grad=args.grad, seed=args.seed, hidden=args.hidden,
+                       check_every=args.check_every, checkpoint_every=args.checkpoint_every,
+                       out=out, resume=args.resume, progress=not args.no_progress)
+    except TrainingStopped as err:
+        print(f"fbackprop train: {err}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError) as err:
+        print(f"fbackprop train: error: {err}", file=sys.stderr)
+        return 2
+    c, last = result.config, result.history[-1] if result.history else None
+    print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}, batch {c.batch_size}, "
+          f"{c.epochs} epochs, {c.grad} gradients"
+          + (f", batches split across {result.devices} devices" if result.devices > 1 else ""))
+    if last is not None:
+        if last["test_accuracy"] is not None:
+            print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% "
+                  f"({len(result.data.x_test)} test examples; train "
+                  f"{100 * last['train_accuracy']:.2f}%)")
+        else:
+            print(f"final test loss: {last['test_loss']:.6f} ({len(result.data.x_test)} test "
+                  f"examples)")
+    print(f"saved in {result.out}: config.json, metrics.jsonl, plot.png, checkpoints/")
+    return 0

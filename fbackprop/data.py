@@ -1,0 +1,198 @@
+"""Data sets for training, all available offline.
+
+Each loader returns a :class:`Dataset`: NumPy arrays ``x_train, y_train, x_test, y_test`` (x in
+float32 with each example in its natural shape — an 8×8 image, a signal of 40 samples, a point
+in the plane), the ``task`` that decides the cost and the accuracy, ``n_classes`` and a one-line
+``description``. Class labels are integers in ``[0, n_classes)``; the trainer turns them into
+one-hot targets (``"classification"``, softmax cross-entropy) or into Fleuret's ±1
+(``"binary"``, logistic loss). Regression targets are float arrays of shape (n, 1).
+
+Every split is fixed: a data set does not depend on the training seed, so test accuracies of
+different runs are comparable. Synthetic sets are drawn with a NumPy generator seeded by the
+loader's own ``seed`` argument; nothing touches a global random state for long (MNIST-1D's
+generator seeds NumPy's global state, which is saved and restored around it).
+"""
+from __future__ import annotations
+
+import random
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+__all__ = ["Dataset", "TASKS", "DATASETS", "load", "check_labels", "digits", "mnist1d", "xor",
+           "sine", "logistic2d"]
+
+TASKS = ("classification", "binary", "regression")
+
+
+class Dataset(NamedTuple):
+    """A train/test split.
+
+    x_train, x_test: float32 arrays (n, *example_shape).
+    y_train, y_test: int labels (n,) for ``"classification"`` and ``"binary"``; float32 (n, 1)
+                     for ``"regression"``.
+    task:            ``"classification"`` (softmax cross-entropy on n_classes outputs),
+                     ``"binary"`` (Fleuret's logistic loss on one output, labels 0/1 mapped to
+                     −1/+1) or ``"regression"`` (mean squared error).
+    n_classes:       number of classes (``None`` for regression).
+    description:     one line saying what the data is.
+    name:            the loader's name.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: str
+    n_classes: Optional[int]
+    description: str
+    name: str = "custom"
+
+
+def check_labels(y, n_classes: int, *, split: str = "y_train") -> np.ndarray:
+    """Return integer class labels ``y`` of shape (n,) after checking they lie in
+    ``[0, n_classes)``; otherwise raise ``ValueError``/``TypeError`` naming the first bad one."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{split} must hold one integer class label per example, shape (n,); "
+                         f"received shape {y.shape}. Pass labels, not one-hot rows "
+                         f"(y.argmax(axis=1)).")
+    if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise TypeError(f"{split} must hold integer class labels, received dtype {y.dtype}. "
+                            f"Convert them with y.astype(int).")
+    bad = np.flatnonzero((y < 0) | (y >= n_classes))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{split} has label {int(y[i])} at index {i} ({bad.size} out of range in "
+                         f"all); labels must lie in [0, {n_classes}) for {n_classes} classes. "
+                         f"Fix the labels or the number of classes.")
+    return y.astype(np.int32)
+
+
+def _validated(ds: Dataset) -> Dataset:
+    """Check a Dataset's task, shapes and labels; return it with labels as int32."""
+    if ds.task not in TASKS:
+        raise ValueError(f"Dataset.task must be one of {', '.join(map(repr, TASKS))}, "
+                         f"received {ds.task!r}.")
+    for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
+        if np.ndim(x) < 2 or len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"x_{split} must be an array (n, ...) with n ≥ 1 matching y_{split}; "
+                             f"received x_{split} of shape {np.shape(x)} and y_{split} of shape "
+                             f"{np.shape(y)}.")
+    if ds.task == "regression":
+        return ds._replace(y_train=np.asarray(ds.y_train, np.float32).reshape(len(ds.y_train), -1),
+                           y_test=np.asarray(ds.y_test, np.float32).reshape(len(ds.y_test), -1))
+    n = ds.n_classes
+    if not isinstance(n, int) or n < 2 or (ds.task == "binary" and n != 2):
+        raise ValueError(f"Dataset.n_classes must be an int ≥ 2 (exactly 2 for task 'binary'), "
+                         f"received {n!r}.")
+    return ds._replace(y_train=check_labels(ds.y_train, n, split="y_train"),
+                       y_test=check_labels(ds.y_test, n, split="y_test"))
+
+
+def _split(x, y, test_fraction: float, seed: int):
+    """A fixed, seeded random train/test split (the first `test_fraction` of a permutation)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * test_fraction))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], y[train], x[test], y[test]
+
+
+def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), pixel values
+    scaled from 0…16 to 0…1; a fixed split of 20% for testing (1438 train, 359 test)."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)  # (n, 8, 8), features scaled to [0, 1]
+    y = bunch.target.astype(np.int32)
+    x_tr, y_tr, x_te, y_te = _split(x, y, test_fraction, seed)
+    return _validated(Dataset(x_tr, y_tr, x_te, y_te, "classification", 10,
+                              "scikit-learn digits: 8×8 images scaled to [0, 1], 10 classes",
+                              "digits"))
+
+
+def mnist1d() -> Dataset:
+    """MNIST-1D (Greydanus 2020) generated locally with ``mnist1d.data.make_dataset`` and its
+    default arguments: 5000 signals of length 40, 10 classes, the paper's 4000/1000 split.
+    Never downloads; generation takes about a second."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset seeds NumPy's and Python's global generators; leave them as we found them.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return _validated(Dataset(np.asarray(d["x"], np.float32), np.asarray(d["y"]),
+                              np.asarray(d["x_test"], np.float32), np.asarray(d["y_test"]),
+                              "classification", 10,
+                              "MNIST-1D (Greydanus 2020): signals of length 40, 10 classes, "
+                              "4000 train / 1000 test", "mnist1d"))
+
+
+def xor(*, n_train: int = 400, n_test: int = 200, noise: float = 0.1, seed: int = 0) -> Dataset:
+    """Noisy XOR in the plane: points around the four corners (±1, ±1), class 1 where exactly
+    one coordinate is positive. Not linearly separable; needs a hidden layer."""
+    rng = np.random.default_rng(seed)
+
+    def draw(n):
+        corners = rng.choice([-1.0, 1.0], size=(n, 2))
+        x = corners + noise * rng.standard_normal((n, 2))
+        return x.astype(np.float32), (corners[:, 0] * corners[:, 1] < 0).astype(np.int32)
+
+    (x_tr, y_tr), (x_te, y_te) = draw(n_train), draw(n_test)
+    return _validated(Dataset(x_tr, y_tr, x_te, y_te, "binary", 2,
+                              "XOR: noisy points near (±1, ±1), class 1 where the signs differ",
+                              "xor"))
+
+
+def sine(*, n_train: int = 256, n_test: int = 200, seed: int = 0) -> Dataset:
+    """1-D regression of y = sin(x) on [−π, π] (Fleuret: a continuous function on an interval
+    is approximated by a sum of translated and scaled ReLUs). Training x uniform at random,
+    test x on an even grid; no noise."""
+    rng = np.random.default_rng(seed)
+    x_tr = rng.uniform(-np.pi, np.pi, (n_train, 1)).astype(np.float32)
+    x_te = np.linspace(-np.pi, np.pi, n_test, dtype=np.float32)[:, None]
+    return _validated(Dataset(x_tr, np.sin(x_tr), x_te, np.sin(x_te), "regression", None,
+                              "sine: y = sin(x) on [−π, π]", "sine"))
+
+
+def logistic2d(*, n_train: int = 100, n_test: int = 400, separation: float = 2.0,
+               seed: int = 0) -> Dataset:
+    """Two Gaussian classes in the plane with unit variance and means ±(separation/2)(1, 1),
+    for Fleuret's logistic regression (100 training points as in his figures)."""
+    rng = np.random.default_rng(seed)
+    mean = np.array([1.0, 1.0]) * separation / 2
+
+    def draw(n):
+        y = rng.integers(0, 2, n).astype(np.int32)
+        x = np.where(y[:, None] == 1, mean, -mean) + rng.standard_normal((n, 2))
+        return x.astype(np.float32), y
+
+    (x_tr, y_tr), (x_te, y_te) = draw(n_train), draw(n_test)
+    return _validated(Dataset(x_tr, y_tr, x_te, y_te, "binary", 2,
+                              "logistic2d: two overlapping Gaussian classes in the plane",
+                              "logistic2d"))
+
+
+DATASETS = {"digits": digits, "mnist1d": mnist1d, "xor": xor, "sine": sine,
+            "logistic2d": logistic2d}
+
+
+def load(data) -> Dataset:
+    """A data set by name (``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"``), or a
+    user's :class:`Dataset`, checked (task, shapes, labels in range)."""
+    if isinstance(data, Dataset):
+        return _validated(data)
+    if isinstance(data, str):
+        if data in DATASETS:
+            return DATASETS[data]()
+        raise ValueError(f"unknown data {data!r}; valid names are "
+                         f"{', '.join(map(repr, DATASETS))} (or pass an fbackprop.data.Dataset).")
+    raise TypeError(f"data must be a name such as 'digits' or an fbackprop.data.Dataset, "
+                    f"received {type(data).__name__}.")
