@@ -159,6 +159,7 @@ def write_plot(out: pathlib.Path, history: list, title: str = ""):
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(9, 3.6), layout="constrained")
@@ -175,6 +176,8 @@ def write_plot(out: pathlib.Path, history: list, title: str = ""):
     else:
         ax_acc.text(0.5, 0.5, "regression: no accuracy", ha="center", va="center")
         ax_acc.set_axis_off()
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.suptitle(title)
     _atomic_write(out / PLOT, lambda f: fig.savefig(f, format="png", dpi=100))
 

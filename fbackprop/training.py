@@ -47,7 +47,8 @@ from . import data as datasets
 from . import rundir
 from .costs import get_cost
 from .network import Network, backprop, loss_fn, mlp
-from .verify import TOLERANCE, tree_relative_error
+from .checker import check
+from .verify import TOLERANCE
 
 __all__ = ["train", "TrainResult", "TrainingStopped", "gordon_gd", "make_optimizer",
            "build_model", "shape_inputs", "MODES", "GRADS", "OPTIMIZERS", "MODELS"]
@@ -206,12 +207,14 @@ class TrainingStopped(RuntimeError):
     """Training stopped before its last epoch: a non-finite value appeared, or (``grad=
     "checked"``) the hand-written gradient diverged from ``jax.grad``. ``epoch`` and ``step``
     say where (1-based epoch, 0-based step within it); ``history`` holds the completed epochs;
-    ``last_checkpoint`` is the epoch of the last good checkpoint (``None`` without ``out``)."""
+    ``last_checkpoint`` is the epoch of the last good checkpoint (``None`` without ``out``);
+    ``report`` is the gradient checker's report at the diverging batch (``None`` when a
+    non-finite value stopped training)."""
 
-    def __init__(self, message, *, epoch, step, history, last_checkpoint):
+    def __init__(self, message, *, epoch, step, history, last_checkpoint, report=None):
         super().__init__(message)
         self.epoch, self.step, self.history = epoch, step, history
-        self.last_checkpoint = last_checkpoint
+        self.last_checkpoint, self.report = last_checkpoint, report
 
 
 def _gradient_source(net, cost, grad):
@@ -613,34 +616,32 @@ def _postfix(row):
 def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history, out,
              last_saved):
     """The error for a stopped epoch: which values went non-finite, or which layers'
-    gradients differ from jax.grad (re-measured with verify.tree_relative_error)."""
+    gradients differ from jax.grad (located by the gradient checker, fbackprop.check)."""
     step = int(status["step"])
     where = f"epoch {epoch}, step {step}"
+    report = None
     if not np.all(status["finite"]):
         names = [n for n, ok in zip(_leaf_names(params), status["finite"]) if not ok]
         msg = (f"training stopped at {where}: non-finite values in {', '.join(names)}. "
                f"The learning rate ({config.optimizer}, lr={config.lr:g}) may be too large; "
                f"lower --lr.")
     else:
+        # Locate the wrong rule with the gradient checker, in float64, at the very batch that
+        # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
+        # failing layer is the one whose own rule is wrong, not merely the lowest affected one.
         x, y = _batch_at(setup, step, epoch_key, data_dev)
-        run, reference = backprop(setup.net, setup.cost), jax.grad(loss_fn(setup.net, setup.cost))
-        with jax.default_matmul_precision("highest"):
-            manual, ref = jax.jit(lambda p: (run(p, x, y).grads, reference(p, x, y)))(params)
-        errors = [tree_relative_error(m, r) for m, r in zip(manual, ref)]  # one per layer
-        bad = [l for l, e in enumerate(errors) if e > setup.tolerance] or \
-            [int(np.argmax(errors))]
-        listing = "; ".join(f"layer {l} ({setup.net.layers[l].name}): {errors[l]:.2e}"
-                            for l in bad)
+        report = check(setup.net, setup.cost, params, x, y, dtype="float64")
+        located = (f"The gradient checker locates it: {report.failure_message()}"
+                   if not report.ok else
+                   "In float64 the checker finds every layer's rules correct at this batch, so "
+                   "the divergence is float32 rounding: raise the check tolerance.")
         msg = (f"training stopped at {where}: the hand-written gradient differs from jax.grad "
-               f"(relative error {float(status['error']):.2e} > {setup.tolerance:g}) in "
-               f"{listing}. The backward pass runs from the output down, so the error starts at "
-               f"layer {bad[-1]} ({setup.net.layers[bad[-1]].name}): its D_param, or the "
-               f"D_input of the layer above it.")
+               f"(relative error {float(status['error']):.2e} > {setup.tolerance:g}). {located}")
     if last_saved is not None:
         msg += (f" The last good checkpoint (epoch {last_saved}) is in "
                 f"{out / rundir.CHECKPOINTS}.")
     return TrainingStopped(msg, epoch=epoch, step=step, history=history,
-                           last_checkpoint=last_saved)
+                           last_checkpoint=last_saved, report=report)
 
 
 def _batch_at(setup, step, epoch_key, data_dev):

@@ -108,26 +108,35 @@ def test_gordon_gd_is_minus_eta_times_the_gradient():
     assert jax.tree.map(lambda u: u.tolist(), updates) == {"W": [[-0.25, 0.5]], "b": [-0.125]}
 
 
-def _planted_net():
-    """dense(2→4) → planted(4→4) → dense(4→1); the planted layer's weight gradient is doubled."""
+def _planted_net(rule):
+    """dense(2→4) → planted(4→4) → dense(4→1); the planted layer doubles its weight gradient
+    (``rule="D_param"``) or drops tanh' from the delta it propagates (``rule="D_input"``)."""
     good = fb.dense(4, 4, "tanh")
 
     def D_param(p, a, d):
         g = good.D_param(p, a, d)
         return {"W": 2 * g["W"], "b": g["b"]}
 
-    planted = fb.Layer(good.init, good.apply, good.D_input, D_param, name="planted")
+    def D_input(p, a, d):
+        return d @ p["W"]
+
+    planted = (fb.Layer(good.init, good.apply, good.D_input, D_param, name="planted")
+               if rule == "D_param" else
+               fb.Layer(good.init, good.apply, D_input, good.D_param, name="planted"))
     return fb.serial(fb.dense(2, 4, "tanh"), planted, fb.dense(4, 1, "identity"),
                      input_shape=(2,), name="planted net")
 
 
-def test_checked_gradients_stop_and_name_the_wrong_layer():
+@pytest.mark.parametrize("rule", ["D_param", "D_input"])
+def test_checked_gradients_stop_and_name_the_wrong_layer(rule):
+    # A wrong D_input in layer 1 corrupts only layer 0's gradient; the checker still names layer 1.
     with pytest.raises(fb.TrainingStopped) as err:
-        fb.train(_planted_net(), "xor", grad="checked", check_every=1, epochs=2)
+        fb.train(_planted_net(rule), "xor", grad="checked", check_every=1, epochs=2)
     msg = str(err.value)
     assert "epoch 1, step 0" in msg and "differs from jax.grad" in msg
-    assert "layer 1 (planted)" in msg and "layer 0" not in msg and "layer 2" not in msg
+    assert f"layer 1: planted, {rule}" in msg and "layer 0" not in msg and "layer 2" not in msg
     assert err.value.epoch == 1 and err.value.step == 0 and err.value.history == []
+    assert err.value.report.failing_layers == (1,)
     # (a correct network passes the same checks: the "checked" row of the table above)
 
 
