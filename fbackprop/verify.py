@@ -146,6 +146,7 @@ class Config(NamedTuple):
     cost: str
     make: Callable      # () -> Network
     batch: int = 4
+    input_shape: tuple | None = None  # one example's shape when the network's has None (any T)
 
 
 def builtin_configs() -> list[Config]:
@@ -165,6 +166,8 @@ def builtin_configs() -> list[Config]:
             configs.append(Config("mlp", make().name, act, cost, make, batch=1 + (i % 2) * 4))
     configs.append(Config("mlp", mlp((4, 6, 3), "tanh", "softmax").name, "tanh", "mse",
                           lambda: mlp((4, 6, 3), "tanh", "softmax")))
+    from .models import model_configs  # CNN, RNN and LSTM rows (issue 3)
+    configs += model_configs()
     return configs
 
 
@@ -175,7 +178,8 @@ def run_configs(configs, dtypes=("float64", "float32"), *, seed: int = 0) -> lis
         net = cfg.make()
         for dtype in dtypes:
             with precision_for(dtype):
-                params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=seed, dtype=dtype)
+                params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=seed, dtype=dtype,
+                                            input_shape=cfg.input_shape)
                 err = verify(net, cfg.cost, params, x, y, jit=True)
             tol = TOLERANCE[_dtype_name(dtype)]
             rows.append({"model": cfg.label, "activation": cfg.activation, "cost": cfg.cost,
