@@ -90,26 +90,23 @@ def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.floa
         return (_sigmoid(zg[..., :H]), _sigmoid(zg[..., H:2 * H]), _sigmoid(zg[..., 2 * H:3 * H]),
                 jnp.tanh(zg[..., 3 * H:]))
 
-    def cell(zg, C_prev):
-        i, f, o, a = gates(zg)
-        C = a * i + C_prev * f          # eq. 34: C_τ = a_τ ⊙ i_τ + C_{τ−1} ⊙ f_τ
-        return C, jnp.tanh(C) * o       # eq. 35: h_τ = tanh(C_τ) ⊙ o_τ
-
     def states(p, x):
-        """Forward scan carrying (h, C); returns every state s_τ = [h_τ, C_τ], (T, batch, 2H).
+        """Forward scan carrying (h, C); returns, for every τ, the state and the gates
+        [h_τ, C_τ, i_τ, f_τ, o_τ, a_τ] as one array (T, batch, 6H).
 
-        The scan emits the whole state as one array, so that ``apply`` (which reads only h) and
-        the backward pass run the very same loop and XLA computes it once. (Carrying the
-        concatenated state instead of the pair makes XLA recompute the gates inside the
-        concatenation: twice as slow.)
+        The scan emits everything as one array, so that ``apply`` (which reads only h) and the
+        backward pass (which reads the rest) run the very same loop and XLA computes it once.
+        (Carrying the concatenation instead of the pair makes XLA recompute the gates inside it.)
         """
         check_sequence(x, n_in, name)
         xz = jnp.einsum("btk,jk->tbj", x, p["W_x"]) + p["b"]  # W_x x_τ + b for all τ at once
 
         def step(carry, xz_t):
             h, C = carry
-            C, h = cell(xz_t + h @ p["W_h"].T, C)  # eqs. 30–35
-            return (h, C), jnp.concatenate([h, C], axis=-1)
+            i, f, o, a = gates(xz_t + h @ p["W_h"].T)  # eqs. 30–33
+            C = a * i + C * f                          # eq. 34: C_τ = a_τ ⊙ i_τ + C_{τ−1} ⊙ f_τ
+            h = jnp.tanh(C) * o                        # eq. 35: h_τ = tanh(C_τ) ⊙ o_τ
+            return (h, C), jnp.concatenate([h, C, i, f, o, a], axis=-1)
 
         zero = jnp.zeros((x.shape[0], H), xz.dtype)
         return lax.scan(step, (zero, zero), xz)[1]
@@ -121,10 +118,8 @@ def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.floa
     def bptt(p, x, d):
         """The reverse scan; returns (h, δz_τ (T, batch, 4H), ∂J/∂h_τ, ∂J/∂C_τ), time-major."""
         s = states(p, x)
-        h, C = s[..., :H], s[..., H:]
+        h, C, i, f, o, a = (s[..., k * H:(k + 1) * H] for k in range(6))
         h_prev, C_prev = shift_right(h), shift_right(C)
-        # every gate at once, one product over all T·batch rows (the scan above kept only C, h)
-        i, f, o, a = gates(jnp.einsum("btk,jk->tbj", x, p["W_x"]) + p["b"] + h_prev @ p["W_h"].T)
         tanh_C = jnp.tanh(C)
         # The local derivatives do not depend on the deltas: form them for all τ at once, outside
         # the loop, so that each reverse step is one fused expression and one product.
