@@ -8,16 +8,14 @@ Run:  python scripts/bench_models.py [--repeats N] [--json] [--only cnn,rnn,lstm
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
-import platform
 import sys
 
 import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_mlp import time_pair  # noqa: E402  (the shared timing helper)
+from bench_mlp import report, time_pair  # noqa: E402  (the shared timing and table)
 
 import fbackprop as fb  # noqa: E402
 
@@ -66,16 +64,8 @@ def main(argv=None):
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     rows = bench(args.repeats, [s for s in args.only.split(",") if s])
-    if args.json:
-        print(json.dumps({"device": str(jax.devices()[0]), "jax": jax.__version__, "rows": rows}))
-        return
-    print(f"device: {jax.devices()[0]}  jax {jax.__version__}  python {platform.python_version()}")
-    print(f"{'model':5} {'size':6} {'shape':47} {'batch':>5} {'manual ms':>10} {'jax.grad ms':>12} "
-          f"{'ratio':>6}")
-    for r in rows:
-        print(f"{r['model']:5} {r['size']:6} {r['shape']:47} {r['batch']:5d} "
-              f"{r['manual_ms']:10.3f} {r['autodiff_ms']:12.3f} {r['ratio']:6.2f}")
-    print("ratio = jax.grad time / manual time (median); >= 0.95 means manual is not slower")
+    report(rows, [("model", 5, lambda r: r["model"]), ("size", 6, lambda r: r["size"]),
+                  ("shape", 47, lambda r: r["shape"])], args.json)
 
 
 if __name__ == "__main__":
