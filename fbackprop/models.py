@@ -188,6 +188,6 @@ def model_configs():
                 return rnn(3, 6, 2, activation=act, output=output)
             return lstm(3, 5, 2, output=output)
 
-        rows.append(Config(model, f"{make().name} T={T}", act or "lstm", cost, make, batch=3,
+        rows.append(Config(model, f"{make().name} T={T}", act or "σ/tanh", cost, make, batch=3,
                            input_shape=(T, 3)))
     return rows
