@@ -10,6 +10,8 @@ from .activations import Activation, get_activation
 from .checker import GradientCheckError, GradientReport, check, check_grad
 from .costs import Cost, get_cost
 from .layers import Layer, dense
+from .layers import conv, flatten, gate_params, lstm_layer, max_pool, mean_pool, rnn_layer
+from .models import cnn, delta_norms, lstm, rnn
 from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
                       manual_grad, mlp, serial)
 from .notation import D, compose, nabla, star
@@ -23,4 +25,7 @@ __all__ = [
     "Network", "astype", "backprop", "backward", "check", "check_grad", "compose", "dense", "forward", "get_activation", "get_cost", "graph", "loss_fn",
     "manual_grad", "mlp", "nabla", "notation", "serial", "star",
     "data", "train", "TrainResult", "TrainingStopped",
+    # convolutional and recurrent models (issue 3)
+    "cnn", "conv", "delta_norms", "flatten", "gate_params", "lstm", "lstm_layer", "max_pool",
+    "mean_pool", "rnn", "rnn_layer",
 ]

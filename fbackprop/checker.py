@@ -777,7 +777,8 @@ def check_configs(configs, dtypes=("float64", "float32"), *, finite_differences:
         net = cfg.make()
         for dtype in dtypes:
             with precision_for(dtype):
-                params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=seed, dtype=dtype)
+                params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=seed, dtype=dtype,
+                                            input_shape=cfg.input_shape)
             yield cfg, dtype, check(net, cfg.cost, params, x, y, dtype=dtype, seed=seed,
                                     finite_differences=finite_differences and dtype == "float64")
 

@@ -50,7 +50,8 @@ def as_float_input(x, input_shape=None, *, argument: str = "x"):
         )
     for axis, (want, got) in enumerate(zip(input_shape, x.shape[1:]), start=1):
         if want is not None and want != got:
-            what = "width" if axis == x.ndim - 1 else f"size along axis {axis}"
+            what = ("width" if axis == x.ndim - 1 else "channel count (axis 1)" if axis == 1
+                    else f"size along axis {axis}")  # axis 1 is the channel axis (channel-first)
             raise ValueError(
                 f"{argument} has {what} {got}, but the network expects {want}: received shape "
                 f"{tuple(x.shape)}, expected {_shape_str(expected)}."
@@ -64,7 +65,16 @@ def check_target(y, a, *, cost_name: str):
         y = jnp.asarray(y)
     if tuple(y.shape) != tuple(a.shape):
         hint = ""
-        if y.ndim == a.ndim - 1 and tuple(y.shape) == tuple(a.shape[:-1]):
+        if a.ndim == 2 and y.ndim == 3 and (y.shape[0], y.shape[2]) == tuple(a.shape):
+            hint = (" The network scores only the last time step (output='last'): give y for that "
+                    "step, or build the model with output='all' to score every step.")
+        elif a.ndim == 3 and y.ndim == 2 and tuple(y.shape) == (a.shape[0], a.shape[2]):
+            hint = (f" The network scores every time step (output='all'): y needs the time axis "
+                    f"(batch, T = {a.shape[1]}, {a.shape[2]}), or build the model with "
+                    f"output='last' to score only the last step.")
+        elif a.ndim == 3 and y.ndim == 3 and y.shape[1] != a.shape[1]:
+            hint = f" y has {y.shape[1]} time steps but x has T = {a.shape[1]}."
+        elif y.ndim == a.ndim - 1 and tuple(y.shape) == tuple(a.shape[:-1]):
             hint = (f" If y holds class labels, one-hot encode them: "
                     f"jax.nn.one_hot(y, {a.shape[-1]}).")
         raise ValueError(

@@ -158,6 +158,7 @@ class Config(NamedTuple):
     cost: str
     make: Callable      # () -> Network
     batch: int = 4
+    input_shape: tuple | None = None  # one example's shape when the network's has None (any T)
 
 
 def builtin_configs() -> list[Config]:
@@ -177,6 +178,8 @@ def builtin_configs() -> list[Config]:
             configs.append(Config("mlp", make().name, act, cost, make, batch=1 + ((i + 1) % 2) * 4))
     configs.append(Config("mlp", mlp((4, 6, 3), "tanh", "softmax").name, "tanh", "mse",
                           lambda: mlp((4, 6, 3), "tanh", "softmax")))
+    from .models import model_configs  # CNN, RNN and LSTM rows (issue 3)
+    configs += model_configs()
     return configs
 
 

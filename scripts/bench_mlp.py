@@ -56,22 +56,28 @@ def bench(repeats: int = 30, cost: str = "softmax_cross_entropy", activation: st
     return rows
 
 
+def report(rows, columns, as_json: bool = False):
+    """Print ``rows`` as JSON or as a table whose leading ``columns`` are (header, width, row ↦
+    text), followed by the timing columns every benchmark shares."""
+    if as_json:
+        print(json.dumps({"device": str(jax.devices()[0]), "jax": jax.__version__, "rows": rows}))
+        return
+    print(f"device: {jax.devices()[0]}  jax {jax.__version__}  python {platform.python_version()}")
+    print(" ".join(f"{h:{w}}" for h, w, _ in columns)
+          + f" {'batch':>5} {'manual ms':>10} {'jax.grad ms':>12} {'ratio':>6}")
+    for r in rows:
+        print(" ".join(f"{text(r):{w}}" for _, w, text in columns)
+              + f" {r['batch']:5d} {r['manual_ms']:10.3f} {r['autodiff_ms']:12.3f} {r['ratio']:6.2f}")
+    print("ratio = jax.grad time / manual time (median); >= 0.95 means manual is not slower")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=100, help="timed calls per side (>= 30)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
-    rows = bench(args.repeats)
-    if args.json:
-        print(json.dumps({"device": str(jax.devices()[0]), "jax": jax.__version__, "rows": rows}))
-        return
-    print(f"device: {jax.devices()[0]}  jax {jax.__version__}  python {platform.python_version()}")
-    print(f"{'model':8} {'sizes':26} {'batch':>5} {'manual ms':>10} {'jax.grad ms':>12} "
-          f"{'ratio':>6}")
-    for r in rows:
-        print(f"{r['model']:8} {str(tuple(r['sizes'])):26} {r['batch']:5d} {r['manual_ms']:10.3f} "
-              f"{r['autodiff_ms']:12.3f} {r['ratio']:6.2f}")
-    print("ratio = jax.grad time / manual time (median); >= 0.95 means manual is not slower")
+    report(bench(args.repeats), [("model", 8, lambda r: r["model"]),
+                                 ("sizes", 26, lambda r: str(tuple(r["sizes"])))], args.json)
 
 
 if __name__ == "__main__":

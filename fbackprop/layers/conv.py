@@ -1,0 +1,141 @@
+"""The convolution layer (Jin §2.1): ``f p X = φ(X * W + b)``, 1-D or 2-D, valid, stride 1.
+
+Convention: the forward pass is a true **convolution**, as Jin writes it (eq. 12):
+
+    Z_o(i, j) = Σ_c Σ_{k1, k2} X_c(i − k1, j − k2) W_{o,c}(k1, k2) + b_o,      A_o = φ(Z_o)
+
+with no padding, so the kernel stays inside the map and an n × n input with an m × m kernel gives
+an (n − m + 1) × (n − m + 1) output. XLA's ``conv_general_dilated`` computes a cross-correlation
+(``Σ X(i + k) W(k)``), so :func:`_convolve` feeds it the kernel rotated by 180°. With indices from
+0 and the output indexed by the window's first position (Jin indexes it by its last, i ∈ {m, …, n}),
+``Z(i) = Σ_k X(i + m − 1 − k) W(k)``. The three hand-written rules (δ = ∂J/∂Z):
+
+* input (what propagates): ∂J/∂X = full convolution of δ with rot180(W); since the forward already
+  convolves, that is the full cross-correlation δ ⋆ W — one XLA convolution, channels swapped;
+* kernel (Jin eq. 20): ∂J/∂W = δ * rot180(X), which equals rot180(X ⋆ δ): the valid
+  cross-correlation of the input with the delta, rotated — only the small kernel-shaped result is
+  flipped; the batch is summed inside the same XLA convolution;
+* bias (Jin eq. 21): ∂J/∂b_o = Σ over the batch and every position of δ_o.
+
+Layout is channel-first: X of shape (batch, C_in, L) or (batch, C_in, H, W); the kernel W has shape
+(C_out, C_in, *kernel_size) (W[o, c] is the kernel from input channel c to output channel o, like
+dense's w_jk) and b has shape (C_out,).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..activations import get_activation
+from .base import Layer
+
+__all__ = ["conv"]
+
+_SPATIAL = {1: "H", 2: "HW"}
+
+
+def _rot180(t, n: int):
+    """Rotate the last ``n`` (spatial) axes by 180°: t(k) → t(m − 1 − k) on each."""
+    return lax.rev(t, tuple(range(t.ndim - n, t.ndim)))
+
+
+def _correlate(x, k, specs, padding):
+    """Cross-correlation ``out(i) = Σ x(i + k) w(k)``: XLA's convolution primitive as it is."""
+    n = len(specs[0]) - 2
+    return lax.conv_general_dilated(x, k, (1,) * n, padding, dimension_numbers=specs)
+
+
+def _convolve(x, k, specs, padding):
+    """True convolution ``out(i) = Σ x(i + m − 1 − k) w(k)`` (Jin eq. 12): correlate with rot180(k)."""
+    return _correlate(x, _rot180(k, len(specs[0]) - 2), specs, padding)
+
+
+def _positive_ints(name: str, value, n=None) -> tuple:
+    t = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if not t or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in t) or (
+            n is not None and len(t) != n):
+        want = f"{n} positive int(s)" if n else "a positive int or a tuple of them"
+        raise ValueError(f"conv: {name} must be {want}, received {value!r}.")
+    return t
+
+
+def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid", *,
+         dtype=jnp.float32) -> Layer:
+    """A valid, stride-1 convolution layer ``f p X = φ(X * W + b)`` (Jin eqs. 11–12).
+
+    ``kernel_size`` is a tuple, ``(m,)`` for 1-D signals of shape (batch, in_channels, L) or
+    ``(m1, m2)`` for 2-D maps of shape (batch, in_channels, H, W); its length fixes the dimension.
+    ``activation`` is any elementwise activation (``"sigmoid" | "tanh" | "relu" | "identity"``).
+    Parameters are ``{"W": (out_channels, in_channels, *kernel_size), "b": (out_channels,)}``;
+    ``init`` draws W from N(0, 1/fan_in) (2/fan_in for ReLU), fan_in = in_channels·∏kernel_size,
+    and sets b to zero. The forward is a true convolution (see the module docstring).
+    """
+    for arg, v in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"conv: {arg} must be a positive int, received {v!r}.")
+    if isinstance(kernel_size, int) or len(tuple(kernel_size)) not in _SPATIAL:
+        raise ValueError(f"conv: kernel_size must be a tuple of length 1 (1-D) or 2 (2-D), such "
+                         f"as (3,) or (3, 3); received {kernel_size!r}.")
+    ks = _positive_ints("kernel_size", kernel_size)
+    n = len(ks)
+    g = get_activation(activation)
+    if g.Dg is None:
+        raise ValueError(f"conv: activation must be elementwise ('sigmoid', 'tanh', 'relu' or "
+                         f"'identity'), received {g.name!r}.")
+    sp = _SPATIAL[n]
+    forward_specs = ("NC" + sp, "OI" + sp, "NC" + sp)     # X (b, c, …), W (o, c, …) → Z (b, o, …)
+    input_specs = ("NC" + sp, "IO" + sp, "NC" + sp)       # δ (b, o, …), W read as (in=o, out=c)
+    kernel_specs = ("CN" + sp, "IO" + sp, "CN" + sp)      # X as (feature=b, batch=c), δ as (in=b,
+    #                                                       out=o) → (o, c, …): batch summed inside
+    fan_in = in_channels * math.prod(ks)
+    gain = math.sqrt(2.0) if g.name == "relu" else 1.0
+    layout = "(batch, C, L)" if n == 1 else "(batch, C, H, W)"
+
+    def init(key):
+        W = gain / math.sqrt(fan_in) * jax.random.normal(key, (out_channels, in_channels, *ks),
+                                                         dtype)
+        return {"W": W, "b": jnp.zeros((out_channels,), dtype)}
+
+    def check_input(a):
+        spatial = tuple(a.shape[2:])
+        if a.ndim != n + 2 or a.shape[1] != in_channels:
+            raise ValueError(
+                f"{name}: input must have shape {layout} with C = {in_channels} channels, "
+                f"received shape {tuple(a.shape)}.")
+        if any(s < k for s, k in zip(spatial, ks)):
+            raise ValueError(
+                f"{name}: kernel {ks} is larger than the input map {spatial} (valid convolution, "
+                f"no padding). Use a smaller kernel_size or a larger input.")
+
+    def pre_activation(p, a):
+        check_input(a)
+        # Jin eq. 12: Z_o(i) = Σ_c Σ_k X_c(i − k) W_{o,c}(k) + b_o — a true convolution
+        z = _convolve(a, p["W"], forward_specs, "VALID")
+        return z + p["b"].reshape((-1,) + (1,) * n)
+
+    def apply(p, a):
+        return g(pre_activation(p, a))  # Jin eq. 11: A = φ(X * W + b)
+
+    def D_input(p, a, d):
+        # d · D(f p) X.  δ = d ⊙ φ'(Z); ∂J/∂X = full convolution of δ with rot180(W)
+        # = full cross-correlation δ ⋆ W, summed over output channels (W read with in/out swapped).
+        delta = g.D(pre_activation(p, a), d)
+        full = [(k - 1, k - 1) for k in ks]
+        return _correlate(delta, p["W"], input_specs, full)
+
+    def D_param(p, a, d):
+        # d · D(λv. f v X) p.  Jin eq. 20: ∂J/∂W = δ * rot180(X) = rot180(X ⋆ δ), with the sum over
+        # the batch done by the same convolution; Jin eq. 21: ∂J/∂b_o = Σ_{batch, i, j} δ_o(i, j).
+        delta = g.D(pre_activation(p, a), d)
+        dW = _rot180(_correlate(a, delta, kernel_specs, "VALID"), n)
+        db = jnp.sum(delta, axis=(0,) + tuple(range(2, n + 2)))
+        return {"W": dW, "b": db}
+
+    def kink_distance(p, a):
+        return g.kink_distance(pre_activation(p, a))  # ReLU: min |Z|
+
+    name = f"conv{n}d({in_channels}→{out_channels}, {'×'.join(map(str, ks))}, {g.name})"
+    return Layer(init, apply, D_input, D_param, name=name, kink_distance=kink_distance)

@@ -1,0 +1,193 @@
+"""Model constructors beyond the MLP: a CNN (Jin §2), a recurrent network (Jin §3.1–3.2) and an LSTM
+(Jin §3.3). Each returns an :class:`fbackprop.Network` — a serial stack of hand-written layers with
+``input_shape`` set — so ``manual_grad``, ``loss_fn``, ``backprop`` and the input checks work on it
+unchanged. :func:`delta_norms` reads the per-time-step deltas of the hand-written BPTT.
+"""
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+
+from .activations import get_activation
+from .layers.conv import conv
+from .layers.dense import dense
+from .layers.lstm import lstm_layer
+from .layers.pool import flatten, max_pool, mean_pool
+from .layers.recurrent import check_output, rnn_layer
+from .network import Network, backprop
+
+__all__ = ["cnn", "rnn", "lstm", "delta_norms", "model_configs"]
+
+_POOLS = {"mean": mean_pool, "max": max_pool}
+
+
+def _positive_int(who: str, arg: str, v) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"{who}: {arg} must be a positive int, received {v!r}.")
+    return v
+
+
+def _per_axis(arg: str, value, n: int) -> tuple:
+    """An int (the same on every spatial axis) or a tuple of n positive ints."""
+    t = (value,) * n if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        t = tuple(t)
+    except TypeError:
+        t = ()
+    if len(t) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                              for v in t):
+        raise ValueError(f"cnn: {arg} must be a positive int or a tuple of {n} positive ints "
+                         f"(one per spatial axis of the input), received {value!r}.")
+    return t
+
+
+def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean", hidden=(),
+        n_out: int, activation="sigmoid", output_activation="identity") -> Network:
+    """A convolutional network (Jin §2): one conv(+activation)+pool block per entry of
+    ``conv_channels``, then flatten, dense layers of widths ``hidden``, and ``n_out`` outputs.
+
+    ``input_shape`` is one example's shape including channels: (C, L) for 1-D signals, (C, H, W)
+    for images; x has shape (batch, *input_shape). ``kernel_size`` and ``pool_size`` are an int
+    or a tuple with one entry per spatial axis, the same for every block. Convolutions are valid
+    (no padding) with stride 1; pools are non-overlapping, ``pool="mean"`` (Jin eq. 13) or
+    ``"max"``, and must divide the map they pool. ``activation`` is used in the conv blocks and
+    the hidden dense layers; ``output_activation`` on the last layer (``"identity"`` gives logits
+    for the cross-entropy costs).
+    """
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) not in (2, 3) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                           and s >= 1 for s in shape):
+        raise ValueError(f"cnn: input_shape must be (C, L) for 1-D signals or (C, H, W) for images, "
+                         f"with positive ints, received {input_shape!r}.")
+    n = len(shape) - 1
+    ks, ps = _per_axis("kernel_size", kernel_size, n), _per_axis("pool_size", pool_size, n)
+    if pool not in _POOLS:
+        raise ValueError(f"cnn: pool must be 'mean' or 'max', received {pool!r}.")
+    if isinstance(conv_channels, int) or not hasattr(conv_channels, "__iter__"):
+        raise TypeError(f"cnn: conv_channels must be a sequence of channel counts such as (4, 8), "
+                        f"received {conv_channels!r}.")
+    if isinstance(hidden, int) or not hasattr(hidden, "__iter__"):
+        raise TypeError(f"cnn: hidden must be a sequence of dense widths such as (32,) (or () for "
+                        f"none), received {hidden!r}.")
+    conv_channels = tuple(_positive_int("cnn", "conv_channels entries", c) for c in conv_channels)
+    hidden = tuple(_positive_int("cnn", "hidden entries", h) for h in hidden)
+    _positive_int("cnn", "n_out", n_out)
+    g = get_activation(activation)
+    out = get_activation(output_activation, argument="output_activation")
+
+    layers, channels, spatial = [], shape[0], shape[1:]
+    for block, c_out in enumerate(conv_channels, start=1):
+        if any(s < k for s, k in zip(spatial, ks)):
+            raise ValueError(f"cnn: block {block}'s kernel {ks} is larger than its input map "
+                             f"{spatial} (valid convolution, no padding). Use a smaller "
+                             f"kernel_size, fewer blocks, or a larger input.")
+        spatial = tuple(s - k + 1 for s, k in zip(spatial, ks))
+        if any(s % q for s, q in zip(spatial, ps)):
+            raise ValueError(f"cnn: block {block}'s convolution gives a map of size {spatial}, "
+                             f"which the pool size {ps} does not divide (non-overlapping pooling "
+                             f"needs whole windows). Change kernel_size, pool_size or input_shape.")
+        layers += [conv(channels, c_out, ks, g), _POOLS[pool](ps)]
+        channels, spatial = c_out, tuple(s // q for s, q in zip(spatial, ps))
+    layers.append(flatten())
+    widths = (channels * math.prod(spatial),) + hidden
+    layers += [dense(a, b, g) for a, b in zip(widths[:-1], widths[1:])]
+    layers.append(dense(widths[-1], n_out, out))
+    name = (f"cnn({'x'.join(map(str, shape))}, conv {'-'.join(map(str, conv_channels)) or 'none'}, "
+            f"k{'x'.join(map(str, ks))}, {pool} pool {'x'.join(map(str, ps))}, "
+            f"hidden {'-'.join(map(str, hidden)) or 'none'}, {n_out} out, {g.name}/{out.name})")
+    return Network(tuple(layers), shape, name)
+
+
+def rnn(n_in: int, n_hidden: int, n_out: int, *, activation="tanh", output: str = "last") -> Network:
+    """A recurrent network (Jin eqs. 26–27): ``h_τ = φ(W_xh x_τ + W_hh h_{τ−1} + b)``, then a linear
+    dense head ``W_hy h + b_y`` (logits; Jin's softmax is the softmax cross-entropy cost).
+
+    x has shape (batch, T, n_in), any T ≥ 1. ``output="last"`` scores h_T only (y of shape
+    (batch, n_out)); ``output="all"`` scores every step (y of shape (batch, T, n_out)) with
+    J = Σ_τ J^(τ) per example (Jin eq. 28). Losses and gradients are batch means.
+    """
+    for arg, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+        _positive_int("rnn", arg, v)
+    check_output(output, "rnn")
+    body = rnn_layer(n_in, n_hidden, activation, output=output)
+    g = get_activation(activation)
+    return Network((body, dense(n_hidden, n_out, "identity")), (None, n_in),
+                   f"rnn({n_in}→{n_hidden}→{n_out}, {g.name}, output={output})")
+
+
+def lstm(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Network:
+    """An LSTM (Jin eqs. 30–35) followed by a linear dense head on h (logits, or the prediction
+    for ``"mse"``; Jin's eq. 36 scores h_τ itself, i.e. a head fixed to the identity).
+
+    Same conventions as :func:`rnn`: x (batch, T, n_in); ``output="last"`` or ``"all"``.
+    """
+    for arg, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
+        _positive_int("lstm", arg, v)
+    check_output(output, "lstm")
+    return Network((lstm_layer(n_in, n_hidden, output=output), dense(n_hidden, n_out, "identity")),
+                   (None, n_in), f"lstm({n_in}→{n_hidden}→{n_out}, output={output})")
+
+
+def delta_norms(net: Network, cost, params, x, y) -> dict:
+    """Norms over τ of the hand-written per-time-step deltas: ``{"h": (T,), "C": (T,)}``.
+
+    ``norms[τ]`` is the batch average of ‖∂J_b/∂h_τ‖ (Euclidean norm over the hidden units), J_b
+    being example b's own cost; since J is the batch mean, that equals Σ_b ‖∂J/∂h_τ^(b)‖. "C"
+    (∂J/∂C_τ) appears for LSTM layers. With several recurrent layers the keys are prefixed by the
+    layer's index, e.g. ``"0.h"``. Computed by the manual pass (``Layer.time_deltas``).
+    """
+    run = backprop(net, cost, input_grad=False)(params, x, y)
+    recurrent = [l for l, layer in enumerate(net.layers) if layer.time_deltas is not None]
+    if not recurrent:
+        raise ValueError(f"delta_norms needs a network with a recurrent layer (one with "
+                         f"time_deltas, such as fbackprop.rnn or fbackprop.lstm); {net!r} has none.")
+    out = {}
+    for l in recurrent:
+        layer = net.layers[l]
+        deltas = layer.time_deltas(params[l], run.activations[l], run.deltas[l + 1])
+        for key, t in deltas.items():
+            norms = jnp.sum(jnp.linalg.norm(t.reshape(t.shape[:2] + (-1,)), axis=-1), axis=0)
+            out[key if len(recurrent) == 1 else f"{l}.{key}"] = norms
+    return out
+
+
+def model_configs():
+    """Rows for ``fbackprop check``: CNNs (1-D and 2-D, mean and max pooling, every activation),
+    RNNs (every activation) and LSTMs, with ``output="last"`` and ``"all"``, small shapes."""
+    from .verify import Config
+
+    rows = []
+    cnn_rows = [  # (input_shape, conv_channels, kernel, pool_size, pool, hidden, activation, cost)
+        ((2, 12), (3,), 3, 2, "mean", (), "sigmoid", "softmax_cross_entropy"),
+        ((1, 14), (2, 3), 3, 2, "max", (4,), "tanh", "mse"),
+        ((1, 6, 6), (2,), 3, 2, "mean", (5,), "relu", "sigmoid_cross_entropy"),
+        ((2, 7, 8), (3,), (2, 3), (3, 2), "max", (), "identity", "sse"),
+    ]
+    for shape, chans, k, ps, pool, hidden, act, cost in cnn_rows:
+        out = act if cost in ("mse", "sse") else "identity"
+
+        def make(shape=shape, chans=chans, k=k, ps=ps, pool=pool, hidden=hidden, act=act, out=out):
+            return cnn(shape, conv_channels=chans, kernel_size=k, pool_size=ps, pool=pool,
+                       hidden=hidden, n_out=3, activation=act, output_activation=out)
+
+        rows.append(Config("cnn", make().name, act, cost, make, batch=3 if len(shape) == 2 else 2))
+    rnn_rows = [  # (model, activation, output, T, cost)
+        ("rnn", "tanh", "last", 5, "softmax_cross_entropy"),
+        ("rnn", "relu", "all", 3, "logistic"),
+        ("rnn", "identity", "last", 1, "sse"),
+        ("lstm", None, "last", 5, "softmax_cross_entropy"),
+        ("lstm", None, "all", 4, "mse"),
+    ]
+    for model, act, output, T, cost in rnn_rows:
+        def make(model=model, act=act, output=output):
+            if model == "rnn":
+                return rnn(3, 6, 2, activation=act, output=output)
+            return lstm(3, 5, 2, output=output)
+
+        rows.append(Config(model, f"{make().name} T={T}", act or "σ/tanh", cost, make, batch=3,
+                           input_shape=(T, 3)))
+    return rows
