@@ -1,4 +1,5 @@
-"""Verification of the hand-written rules against ``jax.grad`` (and each layer against ``jax.vjp``).
+"""Verification of the hand-written rules against ``jax.grad``: error measures, reproducible
+sample points and the built-in configurations (per-layer checks are :mod:`fbackprop.checker`).
 
 Error measure: for each parameter leaf, the normwise relative error
 ``max|manual − reference| / max|reference|`` (the absolute error when the reference is all
@@ -22,8 +23,9 @@ import numpy as np
 from .costs import get_cost
 from .network import Network, loss_fn, manual_grad, mlp
 
-__all__ = ["TOLERANCE", "error_stats", "relative_error", "tree_relative_error", "sample_point", "sample_target",
-           "sample_params", "both_grads", "verify", "layer_rule_errors", "Config", "builtin_configs", "run_configs"]
+__all__ = ["TOLERANCE", "error_stats", "relative_error", "tree_relative_error", "sample_point",
+           "sample_target", "sample_params", "both_grads", "Config", "builtin_configs",
+           "run_configs"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 
@@ -133,20 +135,6 @@ def both_grads(net: Network, cost, *, jit: bool = True):
         return manual(params, x, y), reference(params, x, y)
 
     return jax.jit(f) if jit else f
-
-
-def verify(net: Network, cost, params, x, y, *, jit: bool = True) -> float:
-    """Max relative error between ``manual_grad`` and ``jax.grad(loss_fn)`` at one point."""
-    return tree_relative_error(*both_grads(net, cost, jit=jit)(params, x, y))
-
-
-def layer_rule_errors(layer, p, a, d) -> tuple[float, float]:
-    """Relative errors of a layer's hand-written ``D_input`` and ``D_param`` against ``jax.vjp``
-    of its ``apply``, at the same incoming delta ``d``."""
-    _, vjp = jax.vjp(layer.apply, p, a)
-    ref_p, ref_a = vjp(d)
-    return (relative_error(layer.D_input(p, a, d), ref_a),
-            tree_relative_error(layer.D_param(p, a, d), ref_p))
 
 
 class Config(NamedTuple):
