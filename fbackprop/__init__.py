@@ -7,13 +7,13 @@ generic recurrence turns them into the backward pass, and every rule is checked 
 """
 from . import graph, notation
 from .activations import Activation, get_activation
-from .checker import GradientCheckError, GradientReport, check, check_grad
 from .costs import Cost, get_cost
-from .layers import Layer, dense
+from .gradcheck import GradientCheckError, GradientReport, check, check_grad
+from .layers import Layer, Probes, dense
 from .layers import conv, flatten, gate_params, lstm_layer, max_pool, mean_pool, rnn_layer
-from .models import cnn, delta_norms, lstm, rnn
+from .models import cnn, delta_norms, lstm, mlp, rnn
 from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
-                      manual_grad, mlp, serial)
+                      manual_grad, serial)
 from .notation import D, compose, nabla, star
 from . import data
 from .training import TrainResult, TrainingStopped, train
@@ -21,11 +21,17 @@ from .training import TrainResult, TrainingStopped, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activation", "Backprop", "Cost", "D", "GradientCheckError", "GradientReport", "Layer",
-    "Network", "astype", "backprop", "backward", "check", "check_grad", "compose", "dense", "forward", "get_activation", "get_cost", "graph", "loss_fn",
-    "manual_grad", "mlp", "nabla", "notation", "serial", "star",
+    # notation, activations, costs
+    "D", "compose", "nabla", "star", "notation", "graph", "Activation", "get_activation", "Cost",
+    "get_cost",
+    # layers and networks
+    "Layer", "Probes", "dense", "conv", "mean_pool", "max_pool", "flatten", "rnn_layer",
+    "lstm_layer", "gate_params", "Network", "serial", "forward", "backward", "backprop",
+    "Backprop", "loss_fn", "manual_grad", "astype",
+    # models
+    "mlp", "cnn", "rnn", "lstm", "delta_norms",
+    # checking
+    "check", "check_grad", "GradientReport", "GradientCheckError",
+    # training and data
     "data", "train", "TrainResult", "TrainingStopped",
-    # convolutional and recurrent models (issue 3)
-    "cnn", "conv", "delta_norms", "flatten", "gate_params", "lstm", "lstm_layer", "max_pool",
-    "mean_pool", "rnn", "rnn_layer",
 ]

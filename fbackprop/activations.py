@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from .validate import lookup
+from .inputs import lookup
 
 __all__ = ["Activation", "sigmoid", "tanh", "relu", "identity", "softmax",
            "ACTIVATIONS", "get_activation"]

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .validate import lookup
+from .inputs import lookup
 
 __all__ = ["Cost", "mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy", "logistic",
            "COSTS", "get_cost"]

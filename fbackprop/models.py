@@ -1,7 +1,8 @@
-"""Model constructors beyond the MLP: a CNN (Jin §2), a recurrent network (Jin §3.1–3.2) and an LSTM
-(Jin §3.3). Each returns an :class:`fbackprop.Network` — a serial stack of hand-written layers with
-``input_shape`` set — so ``manual_grad``, ``loss_fn``, ``backprop`` and the input checks work on it
-unchanged. :func:`delta_norms` reads the per-time-step deltas of the hand-written BPTT.
+"""Model constructors: an MLP (Gordon, Kamper, Bradbury), a CNN (Jin §2), a recurrent network
+(Jin §3.1–3.2) and an LSTM (Jin §3.3). Each returns an :class:`fbackprop.Network` — a serial stack
+of hand-written layers with ``input_shape`` set — so ``manual_grad``, ``loss_fn``, ``backprop`` and
+the input checks work on it unchanged. :func:`delta_norms` reads the per-time-step deltas of the
+hand-written BPTT.
 """
 from __future__ import annotations
 
@@ -14,32 +15,49 @@ from .layers.conv import conv
 from .layers.dense import dense
 from .layers.lstm import lstm_layer
 from .layers.pool import flatten, max_pool, mean_pool
-from .layers.recurrent import check_output, rnn_layer
+from .inputs import require_choice, require_positive_int, require_positive_ints
+from .layers.recurrent import require_output, rnn_layer
 from .network import Network, backprop
 
-__all__ = ["cnn", "rnn", "lstm", "delta_norms", "model_configs"]
+__all__ = ["mlp", "cnn", "rnn", "lstm", "delta_norms"]
 
 _POOLS = {"mean": mean_pool, "max": max_pool}
 
 
-def _positive_int(who: str, arg: str, v) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{who}: {arg} must be a positive int, received {v!r}.")
-    return v
+def mlp(sizes, activation="sigmoid", output_activation=None, bias: bool = True) -> Network:
+    """A multi-layer perceptron of dense layers ``f p a = g(W a + b)``.
 
+    Args:
+      sizes: the widths, input first, e.g. ``(4, 8, 3)``: at least two positive ints (a tuple,
+        list or integer array).
+      activation: used on hidden layers and, when ``output_activation`` is ``None``, on the
+        output layer too: ``"sigmoid" | "tanh" | "relu" | "identity"``.
+      output_activation: the output layer's activation (``"softmax"`` allowed), or ``None``.
+      bias: ``False`` gives Bradbury's bias-free network.
 
-def _per_axis(arg: str, value, n: int) -> tuple:
-    """An int (the same on every spatial axis) or a tuple of n positive ints."""
-    t = (value,) * n if isinstance(value, int) and not isinstance(value, bool) else value
+    Returns:
+      A :class:`~fbackprop.Network` on x of shape (batch, sizes[0]) with output
+      (batch, sizes[-1]); parameters are one ``{"W", "b"}`` dict per layer.
+    """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"mlp: sizes must be a sequence of layer widths such as (4, 8, 3), "
+                        f"received {type(sizes).__name__}: {sizes!r}.")
     try:
-        t = tuple(t)
-    except TypeError:
-        t = ()
-    if len(t) != n or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                              for v in t):
-        raise ValueError(f"cnn: {arg} must be a positive int or a tuple of {n} positive ints "
-                         f"(one per spatial axis of the input), received {value!r}.")
-    return t
+        widths = require_positive_ints(sizes, "sizes", scalar_ok=False)
+    except ValueError:
+        widths = ()
+    if len(widths) < 2:
+        raise ValueError(f"mlp: sizes must hold at least two positive ints (input width, then "
+                         f"each layer's width), received {tuple(sizes)!r}.")
+    sizes = widths
+    hidden = get_activation(activation)
+    out = hidden if output_activation is None else get_activation(
+        output_activation, argument="output_activation")
+    acts = [hidden] * (len(sizes) - 2) + [out]
+    layers = tuple(dense(n_in, n_out, g, bias=bias)
+                   for n_in, n_out, g in zip(sizes[:-1], sizes[1:], acts))
+    name = f"mlp({'-'.join(map(str, sizes))}, {hidden.name}/{out.name}{'' if bias else ', no bias'})"
+    return Network(layers, (sizes[0],), name)
 
 
 def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean", hidden=(),
@@ -64,18 +82,20 @@ def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean
         raise ValueError(f"cnn: input_shape must be (C, L) for 1-D signals or (C, H, W) for images, "
                          f"with positive ints, received {input_shape!r}.")
     n = len(shape) - 1
-    ks, ps = _per_axis("kernel_size", kernel_size, n), _per_axis("pool_size", pool_size, n)
-    if pool not in _POOLS:
-        raise ValueError(f"cnn: pool must be 'mean' or 'max', received {pool!r}.")
+    per_axis = "One entry per spatial axis of the input."
+    ks = require_positive_ints(kernel_size, "kernel_size", n=n, who="cnn", fix=per_axis)
+    ps = require_positive_ints(pool_size, "pool_size", n=n, who="cnn", fix=per_axis)
+    require_choice(pool, tuple(_POOLS), "pool", who="cnn")
     if isinstance(conv_channels, int) or not hasattr(conv_channels, "__iter__"):
         raise TypeError(f"cnn: conv_channels must be a sequence of channel counts such as (4, 8), "
                         f"received {conv_channels!r}.")
     if isinstance(hidden, int) or not hasattr(hidden, "__iter__"):
         raise TypeError(f"cnn: hidden must be a sequence of dense widths such as (32,) (or () for "
                         f"none), received {hidden!r}.")
-    conv_channels = tuple(_positive_int("cnn", "conv_channels entries", c) for c in conv_channels)
-    hidden = tuple(_positive_int("cnn", "hidden entries", h) for h in hidden)
-    _positive_int("cnn", "n_out", n_out)
+    conv_channels = tuple(require_positive_int(c, "conv_channels entries", who="cnn")
+                          for c in conv_channels)
+    hidden = tuple(require_positive_int(h, "hidden entries", who="cnn") for h in hidden)
+    n_out = require_positive_int(n_out, "n_out", who="cnn")
     g = get_activation(activation)
     out = get_activation(output_activation, argument="output_activation")
 
@@ -110,9 +130,9 @@ def rnn(n_in: int, n_hidden: int, n_out: int, *, activation="tanh", output: str 
     (batch, n_out)); ``output="all"`` scores every step (y of shape (batch, T, n_out)) with
     J = Σ_τ J^(τ) per example (Jin eq. 28). Losses and gradients are batch means.
     """
-    for arg, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-        _positive_int("rnn", arg, v)
-    check_output(output, "rnn")
+    n_in, n_hidden, n_out = (require_positive_int(v, arg, who="rnn") for arg, v in
+                             (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
+    require_output(output, "rnn")
     body = rnn_layer(n_in, n_hidden, activation, output=output)
     g = get_activation(activation)
     return Network((body, dense(n_hidden, n_out, "identity")), (None, n_in),
@@ -125,9 +145,9 @@ def lstm(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Netwo
 
     Same conventions as :func:`rnn`: x (batch, T, n_in); ``output="last"`` or ``"all"``.
     """
-    for arg, v in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-        _positive_int("lstm", arg, v)
-    check_output(output, "lstm")
+    n_in, n_hidden, n_out = (require_positive_int(v, arg, who="lstm") for arg, v in
+                             (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
+    require_output(output, "lstm")
     return Network((lstm_layer(n_in, n_hidden, output=output), dense(n_hidden, n_out, "identity")),
                    (None, n_in), f"lstm({n_in}→{n_hidden}→{n_out}, output={output})")
 
@@ -153,41 +173,3 @@ def delta_norms(net: Network, cost, params, x, y) -> dict:
             norms = jnp.sum(jnp.linalg.norm(t.reshape(t.shape[:2] + (-1,)), axis=-1), axis=0)
             out[key if len(recurrent) == 1 else f"{l}.{key}"] = norms
     return out
-
-
-def model_configs():
-    """Rows for ``fbackprop check``: CNNs (1-D and 2-D, mean and max pooling, every activation),
-    RNNs (every activation) and LSTMs, with ``output="last"`` and ``"all"``, small shapes."""
-    from .verify import Config
-
-    rows = []
-    cnn_rows = [  # (input_shape, conv_channels, kernel, pool_size, pool, hidden, activation, cost)
-        ((2, 12), (3,), 3, 2, "mean", (), "sigmoid", "softmax_cross_entropy"),
-        ((1, 14), (2, 3), 3, 2, "max", (4,), "tanh", "mse"),
-        ((1, 6, 6), (2,), 3, 2, "mean", (5,), "relu", "sigmoid_cross_entropy"),
-        ((2, 7, 8), (3,), (2, 3), (3, 2), "max", (), "identity", "sse"),
-    ]
-    for shape, chans, k, ps, pool, hidden, act, cost in cnn_rows:
-        out = act if cost in ("mse", "sse") else "identity"
-
-        def make(shape=shape, chans=chans, k=k, ps=ps, pool=pool, hidden=hidden, act=act, out=out):
-            return cnn(shape, conv_channels=chans, kernel_size=k, pool_size=ps, pool=pool,
-                       hidden=hidden, n_out=3, activation=act, output_activation=out)
-
-        rows.append(Config("cnn", make().name, act, cost, make, batch=3 if len(shape) == 2 else 2))
-    rnn_rows = [  # (model, activation, output, T, cost)
-        ("rnn", "tanh", "last", 5, "softmax_cross_entropy"),
-        ("rnn", "relu", "all", 3, "logistic"),
-        ("rnn", "identity", "last", 1, "sse"),
-        ("lstm", None, "last", 5, "softmax_cross_entropy"),
-        ("lstm", None, "all", 4, "mse"),
-    ]
-    for model, act, output, T, cost in rnn_rows:
-        def make(model=model, act=act, output=output):
-            if model == "rnn":
-                return rnn(3, 6, 2, activation=act, output=output)
-            return lstm(3, 5, 2, output=output)
-
-        rows.append(Config(model, f"{make().name} T={T}", act or "σ/tanh", cost, make, batch=3,
-                           input_shape=(T, 3)))
-    return rows

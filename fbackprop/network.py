@@ -21,13 +21,11 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
+from .inputs import as_float_input, require_params, require_target, require_tree_like
 from .layers.base import Layer
-from .layers.dense import dense
-from .activations import get_activation
-from .validate import as_float_input, check_params, check_target, check_tree_like
 
-__all__ = ["Network", "serial", "mlp", "forward", "backward", "loss_fn", "manual_grad",
-           "backprop", "Backprop", "astype"]
+__all__ = ["Network", "serial", "forward", "backward", "loss_fn", "manual_grad",
+           "backprop", "Backprop", "astype", "batch_mean_cost"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +47,7 @@ class Network:
 
     def apply(self, params, x):
         x = as_float_input(x, self.input_shape)
-        check_params(self, params)
+        require_params(self, params)
         return forward(self, params, x)[-1]
 
     def __len__(self):
@@ -78,31 +76,6 @@ def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
     return Network(tuple(layers), input_shape, name)
 
 
-def mlp(sizes, activation="sigmoid", output_activation=None, bias: bool = True) -> Network:
-    """A multi-layer perceptron of dense layers with widths ``sizes`` (input first).
-
-    ``activation`` is used on hidden layers and, when ``output_activation`` is ``None``, on the
-    output layer too. Names: ``"sigmoid" | "tanh" | "relu" | "identity"`` (``"softmax"`` also
-    allowed on the output). ``bias=False`` gives Bradbury's bias-free network.
-    """
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-        raise TypeError(f"mlp: sizes must be a sequence of layer widths such as (4, 8, 3), "
-                        f"received {type(sizes).__name__}: {sizes!r}.")
-    sizes = tuple(sizes)
-    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1
-                                 for s in sizes):
-        raise ValueError(f"mlp: sizes must hold at least two positive ints (input width, then "
-                         f"each layer's width), received {sizes!r}.")
-    hidden = get_activation(activation)
-    out = hidden if output_activation is None else get_activation(
-        output_activation, argument="output_activation")
-    acts = [hidden] * (len(sizes) - 2) + [out]
-    layers = tuple(dense(n_in, n_out, g, bias=bias)
-                   for n_in, n_out, g in zip(sizes[:-1], sizes[1:], acts))
-    name = f"mlp({'-'.join(map(str, sizes))}, {hidden.name}/{out.name}{'' if bias else ', no bias'})"
-    return Network(layers, (sizes[0],), name)
-
-
 def forward(net: Network, params, x) -> tuple:
     """Forward pass keeping every activation: ``(a_0 = x, a_1, …, a_L)``."""
     activations = [x]
@@ -114,9 +87,18 @@ def forward(net: Network, params, x) -> tuple:
 def backward(net: Network, params, activations, d_L, *, input_grad: bool = False):
     """Gordon's backward recurrence on the hand-written rules.
 
-    Returns ``(grads, deltas)``: ``grads[l]`` = ∂J/∂p_l with the structure of ``params[l]``;
-    ``deltas[l]`` = d_l = ∂J/∂a_l for l = 0 … L (``deltas[0]`` = ∂J/∂x, Bradbury Table 1 step 7,
-    only when ``input_grad``; otherwise ``None``, since no parameter needs it).
+    Args:
+      net: the network.
+      params: its parameters ``(p_1, …, p_L)``.
+      activations: ``(a_0 = x, …, a_L)`` from :func:`forward`.
+      d_L: ∂J/∂a_L, shaped like ``a_L`` (for the batch-mean loss it carries the 1/batch).
+      input_grad: also compute ``d_0`` = ∂J/∂x.
+
+    Returns:
+      ``(grads, deltas)``: ``grads[l]`` = ∂J/∂p_l with the structure of ``params[l]``;
+      ``deltas[l]`` = d_l = ∂J/∂a_l for l = 0 … L (``deltas[0]`` = ∂J/∂x, Bradbury Table 1 step 7,
+      only when ``input_grad``; otherwise ``None``, since no parameter needs it). A layer with a
+      fused ``backward`` rule computes its two derivatives in one call.
     """
     L = len(net.layers)
     grads = [None] * L
@@ -124,31 +106,37 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
     deltas[L] = d = d_L
     for l in reversed(range(L)):
         layer, p, a_prev = net.layers[l], params[l], activations[l]
-        g = layer.D_param(p, a_prev, d)  # ∂J/∂p_l = d_l · D(λv. f v a_{l−1}) p_l
-        check_tree_like(g, p, what=f"the gradient returned by D_param of layer {l} ({layer.name})",
-                        fix="A layer's D_param must return a pytree shaped like its params.")
+        needs_input = l > 0 or input_grad
+        if needs_input and layer.backward is not None:
+            d_prev, g = layer.backward(p, a_prev, d)  # both Euler derivatives at once
+        else:
+            g = layer.D_param(p, a_prev, d)  # ∂J/∂p_l = d_l · D(λv. f v a_{l−1}) p_l
+            d_prev = layer.D_input(p, a_prev, d) if needs_input else None  # d_l · D(f p_l) a_{l−1}
+        require_tree_like(g, p, what=f"the gradient returned by D_param of layer {l} "
+                                     f"({layer.name})",
+                          fix="A layer's D_param must return a pytree shaped like its params.")
         grads[l] = g
-        if l > 0 or input_grad:
-            d = layer.D_input(p, a_prev, d)  # d_{l−1} = d_l · D(f p_l) a_{l−1}
-            if tuple(jnp.shape(d)) != tuple(a_prev.shape):
+        if needs_input:
+            if tuple(jnp.shape(d_prev)) != tuple(a_prev.shape):
                 raise ValueError(
                     f"D_input of layer {l} ({layer.name}) returned a delta of shape "
-                    f"{tuple(jnp.shape(d))}; it must have the shape of the layer's input, "
+                    f"{tuple(jnp.shape(d_prev))}; it must have the shape of the layer's input, "
                     f"{tuple(a_prev.shape)}.")
-            deltas[l] = d
+            deltas[l] = d = d_prev
     return tuple(grads), tuple(deltas)
 
 
-def _per_example_mean(cost, y, a):
+def batch_mean_cost(cost, y, a):
+    """J = the mean over the batch of the per-example cost C y a (summed over any time axis)."""
     per_vector = cost.C(y, a)  # shape a.shape[:-1]
     return jnp.mean(jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1))
 
 
 def _prepare(net, cost, params, x, y):
     x = as_float_input(x, net.input_shape)
-    check_params(net, params)
+    require_params(net, params)
     activations = forward(net, params, x)
-    y = check_target(y, activations[-1], cost_name=cost.name)
+    y = require_target(y, activations[-1], cost_name=cost.name)
     return activations, y
 
 
@@ -161,7 +149,7 @@ def loss_fn(net: Network, cost):
 
     def loss(params, x, y):
         activations, y = _prepare(net, cost, params, x, y)
-        return _per_example_mean(cost, y, activations[-1])
+        return batch_mean_cost(cost, y, activations[-1])
 
     return loss
 
@@ -192,7 +180,7 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
         # d_L = D(C y) a_L, averaged over the batch (the loss is the batch mean).
         d_L = cost.D(y, a_L) / a_L.shape[0]
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
-        return Backprop(_per_example_mean(cost, y, a_L), grads, deltas, activations)
+        return Backprop(batch_mean_cost(cost, y, a_L), grads, deltas, activations)
 
     return run
 

@@ -46,9 +46,9 @@ import optax
 from . import data as datasets
 from . import rundir
 from .costs import get_cost
-from .network import Network, backprop, loss_fn, mlp
-from .checker import check
-from .verify import TOLERANCE
+from .gradcheck import TOLERANCE, check, max_relative_error
+from .models import mlp
+from .network import Network, backprop, loss_fn
 
 __all__ = ["train", "TrainResult", "TrainingStopped", "gordon_gd", "make_optimizer",
            "build_model", "shape_inputs", "MODES", "GRADS", "OPTIMIZERS", "MODELS"]
@@ -230,17 +230,6 @@ def _gradient_source(net, cost, grad):
     return manual
 
 
-def _max_relative_error(got, ref):
-    """Traced twin of :func:`fbackprop.verify.tree_relative_error`: max over leaves of
-    max|got − ref| / max|ref| (the absolute error for an all-zero ref)."""
-    errors = []
-    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
-        scale = jnp.max(jnp.abs(r))
-        err = jnp.max(jnp.abs(g - r))
-        errors.append(jnp.where(scale > 0, err / jnp.where(scale > 0, scale, 1), err))
-    return jnp.max(jnp.stack(errors))
-
-
 def _leaf_names(params) -> list:
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     return (["loss"] + [f"gradient{p}" for p in paths]
@@ -280,7 +269,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
     def check_error(params, x, y):
         # jax.grad against the hand-written gradient, both at the highest matmul precision.
         with jax.default_matmul_precision("highest"):
-            return _max_relative_error(manual(params, x, y).grads, reference(params, x, y))
+            return max_relative_error(manual(params, x, y).grads, reference(params, x, y))
 
     def epoch(params, opt_state, key, epoch_index, data):
         def step(carry, idx, sharding):

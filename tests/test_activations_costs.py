@@ -7,7 +7,7 @@ import pytest
 import fbackprop as fb
 from fbackprop.activations import ACTIVATIONS
 from fbackprop.costs import COSTS
-from fbackprop.verify import sample_target
+from fbackprop.gradcheck import sample_target
 
 ELEMENTWISE = [n for n, a in ACTIVATIONS.items() if a.Dg is not None]
 

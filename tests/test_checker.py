@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fbackprop as fb
-from fbackprop.verify import sample_point
+from fbackprop.gradcheck import sample_point
 
 B = 4  # batch > 1 so that a batch sum and a batch mean differ
 
@@ -231,7 +231,7 @@ def test_builtin_network_passes_with_dtype_tolerance(act, cost, dtype):
     net = fb.mlp((4, 6, 3), act, "identity" if cost != "mse" else act)
     params, x, y = _point(net, cost, seed=3)
     report = fb.check(net, cost, params, x, y, dtype=dtype)
-    assert report.ok and report.tolerance == fb.verify.TOLERANCE[dtype]
+    assert report.ok and report.tolerance == fb.gradcheck.TOLERANCE[dtype]
     assert all(r.tolerance == report.tolerance for r in report.rows)
     assert f"tolerance {report.tolerance:.0e}" in str(report)
 
@@ -325,13 +325,10 @@ def user_rnn(n_in, n_h, mistake=False):
                  "b": rows.sum(axis=0)}
         return dh, grads, dz @ p["Wx"]
 
-    def time_deltas_ref(p, a, d):
-        offsets = jnp.zeros(a.shape[:2] + (n_h,), a.dtype)
-        return {"h": jax.vjp(lambda e: run(p, a, e), offsets)[1](d)[0]}
-
+    probes = fb.Probes(time_deltas=lambda p, a, d: {"h": bptt(p, a, d)[0]},
+                       offset_apply=lambda p, a, offsets: run(p, a, offsets["h"]))
     return fb.Layer(init, run, lambda p, a, d: bptt(p, a, d)[2], lambda p, a, d: bptt(p, a, d)[1],
-                    name=f"rnn({n_in}→{n_h})", time_deltas=lambda p, a, d: {"h": bptt(p, a, d)[0]},
-                    time_deltas_ref=time_deltas_ref)
+                    name=f"rnn({n_in}→{n_h})", probes=probes)
 
 
 T = 5
@@ -433,7 +430,7 @@ def test_check_rejects_bad_input():
         fb.check(net, "mse", params, x, y, dtype="float16")
     with pytest.raises(ValueError, match=r"directions must be a positive int, received 0"):
         fb.check(net, "mse", params, x, y, finite_differences=True, directions=0)
-    with pytest.raises(ValueError, match=r"tolerance must be a number ≥ 0.*received -1"):
+    with pytest.raises(ValueError, match=r"tolerance must be a finite number ≥ 0.*received -1"):
         fb.check(net, "mse", params, x, y, tolerance=-1)
     with pytest.raises(ValueError, match=r"width 5, but the network expects 3"):
         fb.check(net, "mse", params, jnp.ones((2, 5)), y)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import fbackprop as fb
-from fbackprop import cli, verify
+from fbackprop import cli, suite
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +42,8 @@ def _planted():
 
 @pytest.fixture
 def planted_config(monkeypatch):
-    monkeypatch.setattr(verify, "builtin_configs",
-                        lambda: [verify.Config("mlp", "planted", "tanh", "mse", _planted)])
+    monkeypatch.setattr(suite, "builtin_configs",
+                        lambda: [suite.Config("mlp", "planted", "tanh", "mse", _planted)])
 
 
 def test_check_fails_with_exit_status_1_on_a_wrong_rule(capsys, planted_config):
@@ -59,7 +59,7 @@ def test_check_json_of_a_failure_with_fd(capsys, planted_config):
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is False and out["rows"][0]["failing_layers"] == [1]
     (failure,) = out["failures"]
-    assert failure["finite_differences"]["eps"] == fb.checker.FD_EPS
+    assert failure["finite_differences"]["eps"] == fb.gradcheck.FD_EPS
     bad = [r for r in failure["rows"] if r["status"] == "fail"]
     assert {r["layer"] for r in bad} == {1, None}
     assert any("hand-written gradient is wrong" in r["note"] for r in bad)
@@ -80,8 +80,8 @@ def test_fd_in_float32_exits_2(capsys):
 
 def test_persistent_compilation_cache_is_written(tmp_path):
     script = ("import fbackprop as fb\n"
-              "from fbackprop import cli, verify\n"
-              "verify.builtin_configs = lambda: [verify.Config('mlp', 'tiny', 'tanh', 'mse', "
+              "from fbackprop import cli, suite\n"
+              "suite.builtin_configs = lambda: [suite.Config('mlp', 'tiny', 'tanh', 'mse', "
               "lambda: fb.mlp((2, 2), 'tanh'))]\n"
               "raise SystemExit(cli.main(['check', '--model', 'mlp', '--dtype', 'float64']))\n")
     env = {**os.environ, "FBACKPROP_CACHE_DIR": str(tmp_path / "cache")}

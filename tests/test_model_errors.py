@@ -74,7 +74,7 @@ def test_empty_sequence(entry):
     (dict(input_shape=(8,)), r"input_shape must be \(C, L\) for 1-D signals or \(C, H, W\)"),
     (dict(kernel_size=(3, 3, 3)), r"kernel_size must be a positive int or a tuple of 2 positive ints"),
     (dict(pool_size=0), r"pool_size must be a positive int or a tuple of 2"),
-    (dict(pool="median"), r"pool must be 'mean' or 'max', received 'median'"),
+    (dict(pool="median"), r"unknown pool 'median'; valid names are 'mean', 'max'"),
     (dict(conv_channels=(2, 0)), r"conv_channels entries must be a positive int, received 0"),
     (dict(activation="softmax"), r"activation must be elementwise.*received 'softmax'"),
 ])
@@ -112,7 +112,7 @@ def test_layers_check_their_own_input():
 @pytest.mark.parametrize("make", [lambda: fb.rnn(3, 4, 2, output="every"),
                                   lambda: fb.lstm(3, 4, 2, output="first")])
 def test_unknown_output_mode(make):
-    with pytest.raises(ValueError, match=r"output must be 'last'.*or 'all'.*received"):
+    with pytest.raises(ValueError, match=r"unknown output '\w+'; valid names are 'last', 'all'"):
         make()
 
 

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import fbackprop as fb
-from fbackprop.verify import TOLERANCE, both_grads, precision_for, sample_point, tree_relative_error
+from fbackprop.gradcheck import TOLERANCE, precision_for, sample_point, tree_relative_error
+from helpers import both_grads
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 COSTS = ("mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy", "logistic")
@@ -184,7 +185,7 @@ def test_builtin_configurations_are_not_degenerate():
     """A check at a point where a leaf's gradient happens to be zero (a dead ReLU layer, say)
     proves nothing about that leaf. A leaf may be zero at the built-in point only if it is zero
     at other points too (structurally, e.g. W_hh of a one-step RNN whose h₋₁ = 0)."""
-    from fbackprop.verify import builtin_configs
+    from fbackprop.suite import builtin_configs
 
     def zero_leaves(cfg, net, seed):
         params, x, y = sample_point(net, cfg.cost, cfg.batch, seed=seed,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fbackprop as fb
-from fbackprop.verify import TOLERANCE, tree_relative_error
+from fbackprop.gradcheck import TOLERANCE, tree_relative_error
 
 ETA = 0.5  # any η: the tables give Δp = −η·(gradient)
 

@@ -39,13 +39,13 @@ def run(args) -> int:
     from ..jax_cache import enable_compilation_cache
 
     enable_compilation_cache()  # before the first compilation of this process
-    from .. import checker, verify
+    from .. import suite
 
-    configs = verify.builtin_configs()
+    configs = suite.builtin_configs()
     if args.model != "all":
         configs = [c for c in configs if c.model == args.model]
         if not configs:
-            have = sorted({c.model for c in verify.builtin_configs()})
+            have = sorted({c.model for c in suite.builtin_configs()})
             print(f"fbackprop check: there are no built-in configurations for model "
                   f"{args.model!r} yet; models with configurations: {', '.join(have)}. "
                   f"Choose one of those with --model, or --model all.", file=sys.stderr)
@@ -62,8 +62,8 @@ def run(args) -> int:
               "checks only).", file=sys.stderr)
         return 2
     dtypes = (args.dtype,) if args.dtype else ("float64", "float32")
-    results = [(checker.summary_row(cfg, dtype, rep), rep) for cfg, dtype, rep in
-               checker.check_configs(configs, dtypes, finite_differences=args.fd,
+    results = [(suite.summary_row(cfg, dtype, rep), rep) for cfg, dtype, rep in
+               suite.check_configs(configs, dtypes, finite_differences=args.fd,
                                      seed=args.seed)]
     rows = [row for row, _ in results]
     failed = [(row, rep) for row, rep in results if not row["pass"]]

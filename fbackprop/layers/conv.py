@@ -30,7 +30,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
-from .base import Layer
+from ..inputs import require_positive_int, require_positive_ints
+from .base import Layer, Probes
 
 __all__ = ["conv"]
 
@@ -53,33 +54,32 @@ def _convolve(x, k, specs, padding):
     return _correlate(x, _rot180(k, len(specs[0]) - 2), specs, padding)
 
 
-def _positive_ints(name: str, value, n=None) -> tuple:
-    t = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if not t or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in t) or (
-            n is not None and len(t) != n):
-        want = f"{n} positive int(s)" if n else "a positive int or a tuple of them"
-        raise ValueError(f"conv: {name} must be {want}, received {value!r}.")
-    return t
-
-
 def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid", *,
          dtype=jnp.float32) -> Layer:
     """A valid, stride-1 convolution layer ``f p X = φ(X * W + b)`` (Jin eqs. 11–12).
 
-    ``kernel_size`` is a tuple, ``(m,)`` for 1-D signals of shape (batch, in_channels, L) or
-    ``(m1, m2)`` for 2-D maps of shape (batch, in_channels, H, W); its length fixes the dimension.
-    ``activation`` is any elementwise activation (``"sigmoid" | "tanh" | "relu" | "identity"``).
-    Parameters are ``{"W": (out_channels, in_channels, *kernel_size), "b": (out_channels,)}``;
-    ``init`` draws W from N(0, 1/fan_in) (2/fan_in for ReLU), fan_in = in_channels·∏kernel_size,
-    and sets b to zero. The forward is a true convolution (see the module docstring).
+    Args:
+      in_channels: C_in, axis 1 of the input.
+      out_channels: C_out, axis 1 of the output.
+      kernel_size: ``(m,)`` for 1-D signals of shape (batch, C_in, L) or ``(m1, m2)`` for 2-D
+        maps of shape (batch, C_in, H, W); its length fixes the dimension.
+      activation: an elementwise activation (``"sigmoid" | "tanh" | "relu" | "identity"``).
+      dtype: dtype of the parameters ``init`` draws.
+
+    Returns:
+      A :class:`~fbackprop.Layer` with parameters ``{"W": (C_out, C_in, *kernel_size),
+      "b": (C_out,)}``; ``init`` draws W from N(0, 1/fan_in) (2/fan_in for ReLU), fan_in =
+      C_in·∏kernel_size, and sets b to zero. The forward is a true convolution and the rules are
+      Jin eqs. 20–21 (see the module docstring); output (batch, C_out, L − m + 1) or
+      (batch, C_out, H − m1 + 1, W − m2 + 1).
     """
-    for arg, v in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"conv: {arg} must be a positive int, received {v!r}.")
-    if isinstance(kernel_size, int) or len(tuple(kernel_size)) not in _SPATIAL:
+    in_channels = require_positive_int(in_channels, "in_channels", who="conv")
+    out_channels = require_positive_int(out_channels, "out_channels", who="conv")
+    ks = require_positive_ints(kernel_size, "kernel_size", scalar_ok=False, who="conv",
+                               fix="Give (m,) for 1-D signals or (m1, m2) for 2-D maps.")
+    if len(ks) not in _SPATIAL:
         raise ValueError(f"conv: kernel_size must be a tuple of length 1 (1-D) or 2 (2-D), such "
                          f"as (3,) or (3, 3); received {kernel_size!r}.")
-    ks = _positive_ints("kernel_size", kernel_size)
     n = len(ks)
     g = get_activation(activation)
     if g.Dg is None:
@@ -121,21 +121,33 @@ def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid",
 
     def D_input(p, a, d):
         # d · D(f p) X.  δ = d ⊙ φ'(Z); ∂J/∂X = full convolution of δ with rot180(W)
-        # = full cross-correlation δ ⋆ W, summed over output channels (W read with in/out swapped).
-        delta = g.D(pre_activation(p, a), d)
+        return input_delta(p, g.D(pre_activation(p, a), d))
+
+    def D_param(p, a, d):
+        # d · D(λv. f v X) p, from δ = d ⊙ φ'(Z)
+        return param_grads(a, g.D(pre_activation(p, a), d))
+
+    def input_delta(p, delta):
+        # full convolution of δ with rot180(W) = full cross-correlation δ ⋆ W, summed over the
+        # output channels (W read with in/out swapped)
         full = [(k - 1, k - 1) for k in ks]
         return _correlate(delta, p["W"], input_specs, full)
 
-    def D_param(p, a, d):
-        # d · D(λv. f v X) p.  Jin eq. 20: ∂J/∂W = δ * rot180(X) = rot180(X ⋆ δ), with the sum over
-        # the batch done by the same convolution; Jin eq. 21: ∂J/∂b_o = Σ_{batch, i, j} δ_o(i, j).
-        delta = g.D(pre_activation(p, a), d)
+    def param_grads(a, delta):
+        # Jin eq. 20: ∂J/∂W = δ * rot180(X) = rot180(X ⋆ δ), with the sum over the batch done by
+        # the same convolution; Jin eq. 21: ∂J/∂b_o = Σ_{batch, i, j} δ_o(i, j).
         dW = _rot180(_correlate(a, delta, kernel_specs, "VALID"), n)
         db = jnp.sum(delta, axis=(0,) + tuple(range(2, n + 2)))
         return {"W": dW, "b": db}
+
+    def backward(p, a, d):
+        # both rules from one δ = d ⊙ φ'(Z)
+        delta = g.D(pre_activation(p, a), d)
+        return input_delta(p, delta), param_grads(a, delta)
 
     def kink_distance(p, a):
         return g.kink_distance(pre_activation(p, a))  # ReLU: min |Z|
 
     name = f"conv{n}d({in_channels}→{out_channels}, {'×'.join(map(str, ks))}, {g.name})"
-    return Layer(init, apply, D_input, D_param, name=name, kink_distance=kink_distance)
+    return Layer(init, apply, D_input, D_param, name=name, backward=backward,
+                 probes=Probes(kink_distance=kink_distance))

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from ..activations import get_activation
-from .base import Layer
+from ..inputs import require_positive_int
+from .base import Layer, Probes
 
 __all__ = ["dense"]
 
@@ -30,12 +31,21 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
           dtype=jnp.float32) -> Layer:
     """A dense layer ``f p a = g(W a + b)`` (or ``g(W a)`` with ``bias=False``, as Bradbury's net).
 
-    Parameters are ``{"W": (n_out, n_in), "b": (n_out,)}``. ``init`` draws W from a normal
-    distribution scaled by 1/√n_in (√(2/n_in) for ReLU) and sets b to zero.
+    Args:
+      n_in: input width (the last axis of ``a``; any leading axes are batch).
+      n_out: output width.
+      activation: ``"sigmoid" | "tanh" | "relu" | "identity" | "softmax"`` or an
+        :class:`~fbackprop.Activation`.
+      bias: ``False`` drops b.
+      dtype: dtype of the parameters ``init`` draws.
+
+    Returns:
+      A :class:`~fbackprop.Layer` with parameters ``{"W": (n_out, n_in), "b": (n_out,)}``;
+      ``init`` draws W from N(0, 1/n_in) (2/n_in for ReLU) and sets b to zero. ``D_input``,
+      ``D_param`` and the fused ``backward`` are BP1–BP4 (Gordon, Kamper eqs. 21–24).
     """
-    for arg, v in (("n_in", n_in), ("n_out", n_out)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"dense: {arg} must be a positive int, received {v!r}.")
+    n_in = require_positive_int(n_in, "n_in", who="dense")
+    n_out = require_positive_int(n_out, "n_out", who="dense")
     g = get_activation(activation)
     gain = math.sqrt(2.0) if g.name == "relu" else 1.0
 
@@ -53,22 +63,32 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
     def D_input(p, a, d):
         # d · D(f p) a.  BP1/BP2 (Nielsen via Gordon; Kamper eqs. 21, 24):
         #   δ = d ⊙ g'(z),   d_prev = Wᵀ δ   (per example; a batch of rows gives δ W)
-        delta = g.D(pre_activation(p, a), d)
-        return delta @ p["W"]
+        return input_delta(p, g.D(pre_activation(p, a), d))
 
     def D_param(p, a, d):
-        # d · D(λv. f v a) p.  BP4: ∂J/∂w_jk = δ_j a_k → dW = Σ_batch δ aᵀ, one matrix product
-        # δᵀ·a over all batch rows (Kamper eq. 23).  BP3: ∂J/∂b_j = δ_j → db = Σ_batch δ (eq. 22).
-        delta = g.D(pre_activation(p, a), d)
+        # d · D(λv. f v a) p.  BP4 and BP3, from δ = d ⊙ g'(z)
+        return param_grads(a, g.D(pre_activation(p, a), d))
+
+    def input_delta(p, delta):
+        return delta @ p["W"]  # d_prev = Wᵀ δ  (Kamper eq. 24)
+
+    def param_grads(a, delta):
+        # BP4: ∂J/∂w_jk = δ_j a_k → dW = Σ_batch δ aᵀ, one matrix product δᵀ·a over all batch
+        # rows (Kamper eq. 23).  BP3: ∂J/∂b_j = δ_j → db = Σ_batch δ (Kamper eq. 22).
         rows = _rows(delta)
         grads = {"W": rows.T @ _rows(a)}
         if bias:
             grads["b"] = jnp.sum(rows, axis=0)
         return grads
 
+    def backward(p, a, d):
+        # both rules from one δ = d ⊙ g'(z)
+        delta = g.D(pre_activation(p, a), d)
+        return input_delta(p, delta), param_grads(a, delta)
+
     def kink_distance(p, a):
         return g.kink_distance(pre_activation(p, a))  # ReLU: min |z|
 
     return Layer(init, apply, D_input, D_param,
                  name=f"dense({n_in}→{n_out}, {g.name}{'' if bias else ', no bias'})",
-                 kink_distance=kink_distance)
+                 backward=backward, probes=Probes(kink_distance=kink_distance))

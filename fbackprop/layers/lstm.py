@@ -42,8 +42,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .base import Layer
-from .recurrent import batch_major, check_output, check_sequence, shift_right, time_major
+from ..inputs import require_positive_int
+from .base import Layer, Probes
+from .recurrent import batch_major, require_output, require_sequence, shift_right, time_major
 
 __all__ = ["lstm_layer", "gate_params", "GATES"]
 
@@ -66,15 +67,21 @@ def _sigmoid(z):
 def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.float32) -> Layer:
     """The LSTM layer of Jin eqs. 30–35 (see the module docstring), h_0 = C_0 = 0.
 
-    Parameters ``{"W_x": (4H, n_in), "W_h": (4H, H), "b": (4H,)}``, gates stacked (i, f, o, a);
-    ``init`` draws the weights from N(0, 1/fan_in) and sets b to zero. Input (batch, T, n_in);
-    output h_T (``output="last"``) or every h_τ (``output="all"``). ``time_deltas`` gives ∂J/∂h_τ
-    and ∂J/∂C_τ for every τ, ``time_deltas_ref`` their autodiff twins.
+    Args:
+      n_in: features per step (the last axis of x).
+      n_hidden: H, the width of h and C.
+      output: ``"last"`` (h_T, shape (batch, H)) or ``"all"`` (every h_τ, (batch, T, H)).
+      dtype: dtype of the parameters ``init`` draws.
+
+    Returns:
+      A :class:`~fbackprop.Layer` on x of shape (batch, T, n_in) with parameters
+      ``{"W_x": (4H, n_in), "W_h": (4H, H), "b": (4H,)}``, gates stacked (i, f, o, a) (weights
+      N(0, 1/fan_in), b zero). The rules are full BPTT by hand, one reverse scan shared by the
+      fused ``backward``; ``probes.time_deltas`` gives ∂J/∂h_τ and ∂J/∂C_τ for every τ.
     """
-    for arg, v in (("n_in", n_in), ("n_hidden", n_hidden)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"lstm_layer: {arg} must be a positive int, received {v!r}.")
-    check_output(output, "lstm_layer")
+    n_in = require_positive_int(n_in, "n_in", who="lstm_layer")
+    n_hidden = require_positive_int(n_hidden, "n_hidden", who="lstm_layer")
+    require_output(output, "lstm_layer")
     last = output == "last"
     H = n_hidden
     name = f"lstm({n_in}→{n_hidden}, {output})"
@@ -90,6 +97,10 @@ def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.floa
         return (_sigmoid(zg[..., :H]), _sigmoid(zg[..., H:2 * H]), _sigmoid(zg[..., 2 * H:3 * H]),
                 jnp.tanh(zg[..., 3 * H:]))
 
+    def input_projection(p, x):
+        require_sequence(x, n_in, name)
+        return jnp.einsum("btk,jk->tbj", x, p["W_x"]) + p["b"]  # W_x x_τ + b for all τ at once
+
     def states(p, x):
         """Forward scan carrying (h, C); returns, for every τ, the state and the gates
         [h_τ, C_τ, i_τ, f_τ, o_τ, a_τ] as one array (T, batch, 6H).
@@ -98,8 +109,7 @@ def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.floa
         backward pass (which reads the rest) run the very same loop and XLA computes it once.
         (Carrying the concatenation instead of the pair makes XLA recompute the gates inside it.)
         """
-        check_sequence(x, n_in, name)
-        xz = jnp.einsum("btk,jk->tbj", x, p["W_x"]) + p["b"]  # W_x x_τ + b for all τ at once
+        xz = input_projection(p, x)
 
         def step(carry, xz_t):
             h, C = carry
@@ -143,44 +153,49 @@ def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.floa
         _, (dz, dh, dC) = lax.scan(step, carry0, (direct, h_C, local, f), reverse=True)
         return h_prev, dz, dh, dC
 
-    def D_input(p, x, d):
+    def input_delta(p, dz):
         # ∂J/∂x_τ = W_xᵀ δz_τ (all four gates read x_τ), all τ in one product
-        _, dz, _, _ = bptt(p, x, d)
         return jnp.einsum("tbj,jk->btk", dz, p["W_x"])
 
-    def D_param(p, x, d):
+    def param_grads(x, h_prev, dz):
         # ∂J/∂W_x = Σ_τ δz_τ x_τᵀ, ∂J/∂W_h = Σ_τ δz_τ h_{τ−1}ᵀ, ∂J/∂b = Σ_τ δz_τ: one product each
-        h_prev, dz, _, _ = bptt(p, x, d)
         return {"W_x": jnp.einsum("tbj,btk->jk", dz, x),
                 "W_h": jnp.einsum("tbj,tbk->jk", dz, h_prev),
                 "b": jnp.sum(dz, axis=(0, 1))}
+
+    def D_input(p, x, d):
+        return input_delta(p, bptt(p, x, d)[1])
+
+    def D_param(p, x, d):
+        h_prev, dz, _, _ = bptt(p, x, d)
+        return param_grads(x, h_prev, dz)
+
+    def backward(p, x, d):
+        # one reverse scan serves both rules
+        h_prev, dz, _, _ = bptt(p, x, d)
+        return input_delta(p, dz), param_grads(x, h_prev, dz)
 
     def time_deltas(p, x, d):
         _, _, dh, dC = bptt(p, x, d)
         return {"h": batch_major(dh), "C": batch_major(dC)}  # ∂J/∂h_τ, ∂J/∂C_τ: (batch, T, H)
 
-    def time_deltas_ref(p, x, d):
-        # Autodiff twin: offsets added to every C_τ and h_τ inside the forward; their gradients are
-        # the total derivatives ∂J/∂C_τ and ∂J/∂h_τ.
-        xz = time_major(x @ p["W_x"].T + p["b"])
+    def offset_apply(p, x, offsets):
+        # the forward with offsets added to every C_τ and h_τ as they are passed on; their
+        # derivatives at zero are the total derivatives ∂J/∂C_τ and ∂J/∂h_τ
+        xz = input_projection(p, x)
 
-        def forward(e_h, e_C):
-            def step(carry, inputs):
-                h, C = carry
-                xz_t, eh_t, eC_t = inputs
-                i, f, o, a = gates(xz_t + h @ p["W_h"].T)
-                C = a * i + C * f + eC_t
-                h = jnp.tanh(C) * o + eh_t
-                return (h, C), h
+        def step(carry, inputs):
+            h, C = carry
+            xz_t, eh_t, eC_t = inputs
+            i, f, o, a = gates(xz_t + h @ p["W_h"].T)
+            C = a * i + C * f + eC_t
+            h = jnp.tanh(C) * o + eh_t
+            return (h, C), h
 
-            zero = jnp.zeros_like(xz[0, ..., :H])
-            hs = lax.scan(step, (zero, zero), (xz, e_h, e_C))[1]
-            return hs[-1] if last else batch_major(hs)
+        zero = jnp.zeros_like(xz[0, ..., :H])
+        hs = lax.scan(step, (zero, zero),
+                      (xz, time_major(offsets["h"]), time_major(offsets["C"])))[1]
+        return hs[-1] if last else batch_major(hs)
 
-        zeros = jnp.zeros(xz.shape[:2] + (H,), xz.dtype)
-        _, vjp = jax.vjp(forward, zeros, zeros)
-        ref_h, ref_C = vjp(d)
-        return {"h": batch_major(ref_h), "C": batch_major(ref_C)}
-
-    return Layer(init, apply, D_input, D_param, name=name, time_deltas=time_deltas,
-                 time_deltas_ref=time_deltas_ref)
+    return Layer(init, apply, D_input, D_param, name=name, backward=backward,
+                 probes=Probes(time_deltas=time_deltas, offset_apply=offset_apply))

@@ -24,7 +24,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax import lax
 
-from .base import Layer
+from ..inputs import require_positive_ints
+from .base import Layer, Probes
 
 __all__ = ["mean_pool", "max_pool", "flatten"]
 
@@ -40,9 +41,9 @@ def _no_param_grad(p, a, d):
 
 
 def _pool_size(pool_size) -> tuple:
-    t = (pool_size,) if isinstance(pool_size, int) else tuple(pool_size)
-    if len(t) not in (1, 2) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in t):
+    t = require_positive_ints(pool_size, "pool_size",
+                              fix="Give (p,) for 1-D signals or (p1, p2) for 2-D maps.")
+    if len(t) not in (1, 2):
         raise ValueError(f"pool_size must be a tuple of 1 (1-D) or 2 (2-D) positive ints, such as "
                          f"(2,) or (2, 2); received {pool_size!r}.")
     return t
@@ -86,7 +87,7 @@ def _pool_layer(pool_size, kind: str, reduce, D_input, kink_distance=None) -> La
         return kink_distance(windows(a), axes)
 
     return Layer(_no_params, apply, D_input_, _no_param_grad, name=name,
-                 kink_distance=None if kink_distance is None else kink_distance_)
+                 probes=None if kink_distance is None else Probes(kink_distance=kink_distance_))
 
 
 def mean_pool(pool_size) -> Layer:

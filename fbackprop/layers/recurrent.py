@@ -35,22 +35,21 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
-from .base import Layer
+from ..inputs import require_choice, require_positive_int
+from .base import Layer, Probes
 
-__all__ = ["rnn_layer", "check_output", "check_sequence", "time_major", "batch_major",
+__all__ = ["rnn_layer", "require_output", "require_sequence", "time_major", "batch_major",
            "shift_right"]
 
 
-def check_output(output: str, who: str) -> str:
+def require_output(output: str, who: str) -> str:
     """``output`` must be ``"last"`` (score h_T) or ``"all"`` (score every h_τ)."""
-    if output not in ("last", "all"):
-        raise ValueError(f"{who}: output must be 'last' (score only the final step, y of shape "
-                         f"(batch, n_out)) or 'all' (score every step, y of shape (batch, T, "
-                         f"n_out)); received {output!r}.")
-    return output
+    return require_choice(output, ("last", "all"), "output", who=who,
+                          fix="'last' scores only the final step (y of shape (batch, n_out)); "
+                              "'all' scores every step (y of shape (batch, T, n_out)).")
 
 
-def check_sequence(x, n_in: int, who: str):
+def require_sequence(x, n_in: int, who: str):
     """x must be (batch, T, n_in) with T ≥ 1."""
     if x.ndim != 3 or x.shape[-1] != n_in:
         raise ValueError(f"{who}: input must be a batch of sequences of shape (batch, T, {n_in}), "
@@ -76,19 +75,26 @@ def rnn_layer(n_in: int, n_hidden: int, activation="tanh", *, output: str = "las
               dtype=jnp.float32) -> Layer:
     """The recurrent layer h_τ = φ(W_xh x_τ + W_hh h_{τ−1} + b), h_0 = 0 (Jin eq. 26).
 
-    Parameters ``{"W_xh": (H, n_in), "W_hh": (H, H), "b": (H,)}``; ``init`` draws the weights from
-    N(0, 1/fan_in) and sets b to zero. Input (batch, T, n_in); output h_T (``output="last"``) or
-    every h_τ (``output="all"``). ``D_input``/``D_param`` are BPTT by hand (reverse ``lax.scan``);
-    ``time_deltas`` gives ∂J/∂h_τ for every τ and ``time_deltas_ref`` its autodiff twin.
+    Args:
+      n_in: features per step (the last axis of x).
+      n_hidden: H, the state width.
+      activation: φ, elementwise (``"sigmoid" | "tanh" | "relu" | "identity"``).
+      output: ``"last"`` (h_T, shape (batch, H)) or ``"all"`` (every h_τ, (batch, T, H)).
+      dtype: dtype of the parameters ``init`` draws.
+
+    Returns:
+      A :class:`~fbackprop.Layer` on x of shape (batch, T, n_in) with parameters
+      ``{"W_xh": (H, n_in), "W_hh": (H, H), "b": (H,)}`` (weights N(0, 1/fan_in), b zero).
+      ``D_input``/``D_param``/``backward`` are BPTT by hand (one reverse ``lax.scan``; see the
+      module docstring); ``probes.time_deltas`` gives ∂J/∂h_τ for every τ.
     """
-    for arg, v in (("n_in", n_in), ("n_hidden", n_hidden)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"rnn_layer: {arg} must be a positive int, received {v!r}.")
+    n_in = require_positive_int(n_in, "n_in", who="rnn_layer")
+    n_hidden = require_positive_int(n_hidden, "n_hidden", who="rnn_layer")
     g = get_activation(activation)
     if g.Dg is None:
         raise ValueError(f"rnn_layer: activation must be elementwise ('sigmoid', 'tanh', 'relu' or "
                          f"'identity'), received {g.name!r}.")
-    check_output(output, "rnn_layer")
+    require_output(output, "rnn_layer")
     last = output == "last"
     name = f"rnn({n_in}→{n_hidden}, {g.name}, {output})"
 
@@ -98,10 +104,13 @@ def rnn_layer(n_in: int, n_hidden: int, activation="tanh", *, output: str = "las
                 "W_hh": jax.random.normal(kh, (n_hidden, n_hidden), dtype) / math.sqrt(n_hidden),
                 "b": jnp.zeros((n_hidden,), dtype)}
 
+    def input_projection(p, x):
+        require_sequence(x, n_in, name)
+        return jnp.einsum("btk,jk->tbj", x, p["W_xh"]) + p["b"]  # W_xh x_τ + b, all τ at once
+
     def pre_activations(p, x):
         """Every z_τ, time-major (T, batch, H), by the forward scan that carries h."""
-        check_sequence(x, n_in, name)
-        xz = jnp.einsum("btk,jk->tbj", x, p["W_xh"]) + p["b"]  # W_xh x_τ + b, all τ at once
+        xz = input_projection(p, x)
 
         def step(h, xz_t):
             z = xz_t + h @ p["W_hh"].T  # Jin eq. 26: z_τ = W_xh x_τ + W_hh h_{τ−1} + b
@@ -129,41 +138,48 @@ def rnn_layer(n_in: int, n_hidden: int, activation="tanh", *, output: str = "las
         _, (delta, dh) = lax.scan(step, carry0, (z, direct), reverse=True)
         return z, delta, dh
 
-    def D_input(p, x, d):
+    def input_delta(p, delta):
         # ∂J/∂x_τ = W_xhᵀ δ_τ, all τ in one product
-        _, delta, _ = bptt(p, x, d)
         return jnp.einsum("tbj,jk->btk", delta, p["W_xh"])
 
-    def D_param(p, x, d):
+    def param_grads(x, z, delta):
         # Jin eq. 29 summed over τ, as products over T·batch rows:
         #   ∂J/∂W_xh = Σ_τ δ_τ x_τᵀ,  ∂J/∂W_hh = Σ_τ δ_τ h_{τ−1}ᵀ (h_0 = 0),  ∂J/∂b = Σ_τ δ_τ
-        z, delta, _ = bptt(p, x, d)
         h_prev = shift_right(g(z))
         return {"W_xh": jnp.einsum("tbj,btk->jk", delta, x),
                 "W_hh": jnp.einsum("tbj,tbk->jk", delta, h_prev),
                 "b": jnp.sum(delta, axis=(0, 1))}
 
+    def D_input(p, x, d):
+        return input_delta(p, bptt(p, x, d)[1])
+
+    def D_param(p, x, d):
+        z, delta, _ = bptt(p, x, d)
+        return param_grads(x, z, delta)
+
+    def backward(p, x, d):
+        # one reverse scan serves both rules
+        z, delta, _ = bptt(p, x, d)
+        return input_delta(p, delta), param_grads(x, z, delta)
+
     def time_deltas(p, x, d):
         return {"h": batch_major(bptt(p, x, d)[2])}  # ∂J/∂h_τ, (batch, T, H)
 
-    def time_deltas_ref(p, x, d):
-        # Autodiff twin: offsets e_τ added to every h_τ inside the forward; ∂J/∂e_τ = ∂J/∂h_τ.
-        xz = time_major(x @ p["W_xh"].T + p["b"])
+    def offset_apply(p, x, offsets):
+        # the forward with offsets e_τ added to every h_τ as it is passed on: ∂J/∂e_τ = ∂J/∂h_τ
+        xz = input_projection(p, x)
 
-        def forward(e):
-            def step(h, inputs):
-                xz_t, e_t = inputs
-                h = g(xz_t + h @ p["W_hh"].T) + e_t
-                return h, h
+        def step(h, inputs):
+            xz_t, e_t = inputs
+            h = g(xz_t + h @ p["W_hh"].T) + e_t
+            return h, h
 
-            hs = lax.scan(step, jnp.zeros_like(xz[0]), (xz, e))[1]
-            return hs[-1] if last else batch_major(hs)
-
-        _, vjp = jax.vjp(forward, jnp.zeros_like(xz))
-        return {"h": batch_major(vjp(d)[0])}
+        hs = lax.scan(step, jnp.zeros_like(xz[0]), (xz, time_major(offsets["h"])))[1]
+        return hs[-1] if last else batch_major(hs)
 
     def kink_distance(p, x):
         return g.kink_distance(pre_activations(p, x))  # ReLU: min |z_τ| over all τ
 
-    return Layer(init, apply, D_input, D_param, name=name, time_deltas=time_deltas,
-                 time_deltas_ref=time_deltas_ref, kink_distance=kink_distance)
+    return Layer(init, apply, D_input, D_param, name=name, backward=backward,
+                 probes=Probes(kink_distance=kink_distance, time_deltas=time_deltas,
+                               offset_apply=offset_apply))

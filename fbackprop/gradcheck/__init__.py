@@ -1,0 +1,29 @@
+"""Gradient checking that names the layer whose hand-written rule is wrong.
+
+The public entry points are :func:`check` (a network, layer by layer), :func:`check_grad` (any
+loss and hand-written gradient) and the :class:`GradientReport` they return. The modules, each
+with one role:
+
+* :mod:`.numerics` — tolerances, dtypes, matmul precision and the one relative-error measure;
+* :mod:`.sampling` — reproducible sample points;
+* :mod:`.report` — rows, the report, its rendering and JSON;
+* :mod:`.rules` — rules called at trace time, and their autodiff twins;
+* :mod:`.fd` — finite differences and the three-way verdict;
+* :mod:`.program` — the compiled programs, cached;
+* :mod:`.rows` — from program outputs to rows;
+* :mod:`.kinks` — resampling away from kinks;
+* :mod:`.check` — ``check`` and ``check_grad``.
+"""
+from .check import check, check_grad
+from .kinks import KINK_TOL, RESAMPLE_SCALE
+from .numerics import (FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, error_stats,
+                       max_relative_error, precision_for, relative_error, tree_relative_error)
+from .report import GradientCheckError, GradientReport, Row
+from .rules import layer_reference, time_deltas_reference
+from .sampling import sample_params, sample_point, sample_target
+
+__all__ = ["check", "check_grad", "GradientReport", "GradientCheckError", "Row", "FD_EPS",
+           "FD_TOLERANCE", "FD_NOISE", "KINK_TOL", "RESAMPLE_SCALE", "TOLERANCE", "error_stats",
+           "relative_error", "tree_relative_error", "max_relative_error", "precision_for",
+           "layer_reference", "time_deltas_reference", "sample_params", "sample_point",
+           "sample_target"]

@@ -1,0 +1,109 @@
+"""The compiled programs of a check, one per (network, cost, settings, argument shapes), cached.
+
+A network's program computes, at one sample point and in one XLA program: the loss; the incoming
+delta of every layer by autodiff alone (``d_L`` = ``jax.vjp`` of the batch-mean cost, then
+``d_{l−1}`` = ``jax.vjp`` of layer l's ``apply`` applied to ``d_l``, in reverse); at that delta,
+each layer's hand-written ``D_param``, ``D_input``, fused ``backward`` and ``time_deltas`` beside
+their automatic twins; the cost's ``D(C y) a_L / batch``; the whole hand-written recurrence beside
+``jax.grad``; the kink distances; and, when asked, the finite differences.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from ..network import backward, batch_mean_cost, forward, loss_fn
+from .fd import fd_block
+from .rules import call_rule, layer_reference, time_deltas_reference
+
+__all__ = ["spec", "program", "network_core", "grad_core"]
+
+
+def spec(tree):
+    """A hashable description of a pytree of arrays: its structure, shapes and dtypes."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(jnp.shape(t)), jnp.result_type(t).name) for t in leaves)
+
+
+def _unspec(spec_):
+    treedef, leaves = spec_
+    return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+
+@functools.lru_cache(maxsize=64)
+def program(make_core, key, spec_, jit: bool):
+    """``(fn, notes)``: ``make_core(key, notes)`` builds the traced function; it is lowered and
+    compiled once for the argument spec ``spec_`` (``notes`` fill in while it is traced, with
+    whatever a hand-written rule did wrong)."""
+    notes: dict = {}
+    core = make_core(key, notes)
+    if not jit:
+        return core, notes
+    return jax.jit(core).lower(*_unspec(spec_)).compile(), notes
+
+
+def _layer_entry(layer, l, p, a, d, notes):
+    """Hand-written values of layer ``l`` beside their automatic twins at delta ``d``."""
+    ref_p, ref_a = layer_reference(layer, p, a, d)
+    entry = {"ref_p": ref_p, "ref_a": ref_a}
+    entry["hand_p"], notes[(l, "D_param")] = call_rule(layer.D_param, ref_p, p, a, d)
+    entry["hand_a"], notes[(l, "D_input")] = call_rule(layer.D_input, ref_a, p, a, d)
+    if layer.backward is not None:
+        entry["fused"], notes[(l, "backward")] = call_rule(layer.backward, (ref_a, ref_p), p, a, d)
+    if layer.time_deltas is not None and layer.probes.offset_apply is not None:
+        entry["time_ref"] = time_deltas_reference(layer, p, a, d)
+        entry["time_hand"], notes[(l, "time")] = call_rule(layer.time_deltas, entry["time_ref"],
+                                                           p, a, d)
+    if layer.kink_distance is not None:
+        entry["kink"] = jax.vmap(lambda ai: jnp.asarray(layer.kink_distance(p, ai[None]),
+                                                        a.dtype))(a)
+    return entry, ref_a
+
+
+def network_core(key, notes):
+    """The program for :func:`fbackprop.check`: ``core(params, x, y, V, rand_idx)``."""
+    net, cost, fd, plan = key
+    L = len(net.layers)
+
+    def cost_mean(y, a):
+        return batch_mean_cost(cost, y, a)
+
+    def core(params, x, y, V, rand_idx):
+        activations = forward(net, params, x)
+        a_L = activations[-1]
+        loss, d = jax.value_and_grad(cost_mean, argnums=1)(y, a_L)  # d_L by autodiff
+        d_L_hand = cost.D(y, a_L) / a_L.shape[0]   # the recurrence's d_L = D(C y) a_L / batch
+        out = {"loss": loss, "cost": {"hand": d_L_hand, "auto": d}, "layers": [None] * L}
+        for l in reversed(range(L)):
+            # d_{l−1} by autodiff: the next layer down is checked at the delta autodiff gives it
+            out["layers"][l], d = _layer_entry(net.layers[l], l, params[l], activations[l], d,
+                                               notes)
+        auto = jax.grad(loss_fn(net, cost))(params, x, y)
+        # the whole hand-written recurrence (fails to trace if a rule returns a wrong shape)
+        hand, why = call_rule(lambda: backward(net, params, activations, d_L_hand)[0], auto)
+        notes["grad"] = {k: "not computed: the recurrence " + v for k, v in why.items()}
+        out["grad"] = {"hand": hand, "auto": auto}
+        if fd is not None:
+            out["fd"] = fd_block(lambda q: cost_mean(y, forward(net, q, x)[-1]), params, hand,
+                                 auto, "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+        return out
+
+    return core
+
+
+def grad_core(key, notes):
+    """The program for :func:`fbackprop.check_grad`: ``core(params, args, V, rand_idx)``."""
+    loss, grad_fn, fd, plan = key
+
+    def core(params, args, V, rand_idx):
+        value, auto = jax.value_and_grad(loss)(params, *args)
+        hand, notes["grad"] = call_rule(grad_fn, auto, params, *args)
+        out = {"loss": value, "grad": {"hand": hand, "auto": auto}}
+        if fd is not None:
+            out["fd"] = fd_block(lambda q: loss(q, *args), params, hand, auto,
+                                 "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+        return out
+
+    return core

@@ -1,0 +1,280 @@
+"""Argument validation: the one home of every ``require_*`` check in fbackprop.
+
+Each function takes the value, the name the user knows it by (``argument``), an optional ``who``
+(the function or command reporting it, e.g. ``"cnn"``) and an optional ``fix`` (how to correct
+it), and either returns the value normalised (a Python ``int``/``float``/``tuple``, an array) or
+raises ``TypeError``/``ValueError`` with one message shaped as
+
+    <who>: <argument> must be <what was expected>, received <what was received>. <fix>
+
+NumPy and JAX scalars are accepted wherever Python numbers are. The array checks run on shapes
+and dtypes only, so under ``jax.jit`` they cost nothing (they run once, at trace time).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from typing import Iterable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["require_int", "require_positive_int", "require_positive_ints", "require_number",
+           "require_choice", "require_callable", "lookup", "as_float_input", "require_target",
+           "require_tree_like", "require_params", "shape_str"]
+
+
+def _say(who: str, argument: str, expected: str, received, fix: str = "") -> str:
+    head = f"{who}: " if who else ""
+    tail = f" {fix}" if fix else ""
+    return f"{head}{argument} must be {expected}, received {received!r}.{tail}"
+
+
+def _as_python_int(value) -> Optional[int]:
+    """``value`` as an int when it is an integer scalar (Python, NumPy or 0-d array), else None;
+    bools are not ints here."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, (np.ndarray, jax.Array)) and value.shape == () and \
+            jnp.issubdtype(value.dtype, jnp.integer):
+        return int(value)
+    return None
+
+
+def require_int(value, argument: str, *, minimum: Optional[int] = None,
+                maximum: Optional[int] = None, who: str = "", fix: str = "") -> int:
+    """``value`` as a Python int in [``minimum``, ``maximum``] (either bound may be ``None``).
+
+    Args:
+      value: the user's value; Python and NumPy integers and 0-d integer arrays are accepted.
+      argument: its name in messages.
+      minimum, maximum: inclusive bounds.
+      who, fix: prefix and remedy of the message.
+
+    Returns:
+      ``int(value)``.
+
+    Raises:
+      ValueError: not an integer, or out of bounds.
+    """
+    n = _as_python_int(value)
+    bounds = [f"{sign} {b}" for sign, b in (("≥", minimum), ("≤", maximum)) if b is not None]
+    expected = ("a positive int" if (minimum, maximum) == (1, None)
+                else " ".join(["an int"] + [" and ".join(bounds)] * bool(bounds)))
+    if n is None or (minimum is not None and n < minimum) or (maximum is not None and n > maximum):
+        raise ValueError(_say(who, argument, expected, value, fix))
+    return n
+
+
+def require_positive_int(value, argument: str, *, who: str = "", fix: str = "") -> int:
+    """``value`` as a Python int ≥ 1 (see :func:`require_int`)."""
+    return require_int(value, argument, minimum=1, who=who, fix=fix)
+
+
+def require_positive_ints(value, argument: str, *, n: Optional[int] = None,
+                          scalar_ok: bool = True, who: str = "", fix: str = "") -> tuple:
+    """A tuple of positive ints: a sequence of them, or (``scalar_ok``) one int repeated ``n``
+    times (or taken as a 1-tuple when ``n`` is ``None``). With ``n``, the length must be ``n``.
+
+    Used for sizes, widths, kernel and pool sizes (one entry per spatial axis)."""
+    if scalar_ok and _as_python_int(value) is not None:
+        t = (value,) * (n or 1)
+    elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        t = None
+    else:
+        t = tuple(value)
+    ints = None if t is None else [_as_python_int(v) for v in t]
+    if ints is None or not ints or any(v is None or v < 1 for v in ints) or \
+            (n is not None and len(ints) != n):
+        count = f"{n} positive int{'s' if n != 1 else ''}" if n else "positive ints"
+        expected = (f"a positive int or a tuple of {count}" if scalar_ok
+                    else f"a sequence of {count}")
+        raise ValueError(_say(who, argument, expected, value, fix))
+    return tuple(ints)
+
+
+def require_number(value, argument: str, *, minimum: Optional[float] = None,
+                   positive: bool = False, allow_none: bool = False, who: str = "",
+                   fix: str = "") -> Optional[float]:
+    """``value`` as a finite Python float; ``positive`` requires > 0, ``minimum`` ≥ it.
+
+    Python, NumPy and 0-d JAX numbers are accepted (``np.float32(3e-3)`` included); bools are
+    not. ``None`` passes through when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    ok = not isinstance(value, (bool, np.bool_)) and (
+        isinstance(value, numbers.Real)
+        or (isinstance(value, (np.ndarray, jax.Array)) and value.shape == ()
+            and (jnp.issubdtype(value.dtype, jnp.floating)
+                 or jnp.issubdtype(value.dtype, jnp.integer))))
+    v = float(value) if ok else math.nan
+    bound = "> 0" if positive else (f"≥ {minimum:g}" if minimum is not None else "")
+    if not (ok and math.isfinite(v) and (not positive or v > 0)
+            and (minimum is None or v >= minimum)):
+        expected = "a finite number" + (f" {bound}" if bound else "")
+        if allow_none:
+            expected += " (or None for the default)"
+        raise ValueError(_say(who, argument, expected, value, fix))
+    return v
+
+
+def require_choice(value, valid, argument: str, *, who: str = "", fix: str = "",
+                   ignore_case: bool = False):
+    """``value`` if it is one of ``valid`` (compared case-insensitively with ``ignore_case``,
+    returning the canonical spelling); else ``ValueError`` listing the valid names."""
+    valid = tuple(valid)
+    if ignore_case and isinstance(value, str):
+        for v in valid:
+            if isinstance(v, str) and v.lower() == value.lower():
+                return v
+    elif value in valid:
+        return value
+    head = f"{who}: " if who else ""
+    raise ValueError(f"{head}unknown {argument} {value!r}; valid names are "
+                     f"{', '.join(map(repr, valid))}." + (f" {fix}" if fix else ""))
+
+
+def require_callable(value, argument: str, *, expected: str, who: str = ""):
+    """``value`` if it is callable, else ``TypeError`` saying what was ``expected``."""
+    if not callable(value):
+        head = f"{who}: " if who else ""
+        raise TypeError(f"{head}{argument} must be {expected}, received "
+                        f"{type(value).__name__}.")
+    return value
+
+
+def lookup(value, registry: dict, cls: type, *, argument: str, example: str, build_hint: str):
+    """Resolve ``value`` — a name in ``registry`` or an instance of ``cls`` — or raise an error
+    naming the bad value and listing the valid names."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        if value in registry:
+            return registry[value]
+        raise ValueError(f"unknown {argument} {value!r}; valid names are "
+                         f"{', '.join(repr(k) for k in registry)} ({build_hint}).")
+    raise TypeError(f"{argument} must be a name such as {example!r} or an fbackprop.{cls.__name__}, "
+                    f"received {type(value).__name__}: {value!r}.")
+
+
+# --- arrays ---------------------------------------------------------------------------------
+
+def shape_str(shape) -> str:
+    """A shape for messages: ``"batch"`` and ``None`` (any length, printed ``T``) allowed."""
+    return "(" + ", ".join("batch" if s == "batch" else ("T" if s is None else str(s))
+                           for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def as_float_input(x, input_shape=None, *, argument: str = "x"):
+    """Return ``x`` as an array after checking dtype, batch axis and per-example shape.
+
+    Args:
+      x: the network input, shape ``(batch, *input_shape)``, floating point.
+      input_shape: one example's shape (``None`` entries match any size, e.g. the time axis of a
+        sequence); ``None`` skips the shape check.
+      argument: the name used in messages.
+
+    Returns:
+      ``x`` as a JAX/NumPy array.
+    """
+    if not hasattr(x, "dtype"):
+        try:
+            x = jnp.asarray(x)
+        except TypeError as err:
+            raise TypeError(f"{argument} must be an array of floats, received "
+                            f"{type(x).__name__}.") from err
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{argument} must be a floating-point array, received dtype {x.dtype}. "
+            f"Convert it first, e.g. {argument}.astype(jnp.float32) (or float64 for checks)."
+        )
+    if input_shape is None:
+        if x.ndim < 1:
+            raise ValueError(f"{argument} needs a leading batch axis, received a scalar.")
+        return x
+    expected = ("batch", *input_shape)
+    if x.ndim != len(expected):
+        hint = (f" For a single example use {argument}[None]."
+                if x.ndim == len(input_shape) else "")
+        raise ValueError(
+            f"{argument} must have shape {shape_str(expected)}, received shape {tuple(x.shape)}."
+            + hint
+        )
+    for axis, (want, got) in enumerate(zip(input_shape, x.shape[1:]), start=1):
+        if want is not None and want != got:
+            what = ("width" if axis == x.ndim - 1 else "channel count (axis 1)" if axis == 1
+                    else f"size along axis {axis}")  # axis 1 is the channel axis (channel-first)
+            raise ValueError(
+                f"{argument} has {what} {got}, but the network expects {want}: received shape "
+                f"{tuple(x.shape)}, expected {shape_str(expected)}."
+            )
+    return x
+
+
+def require_target(y, a, *, cost_name: str):
+    """Check the target ``y`` against the network output ``a``; return it in ``a``'s dtype.
+
+    Args:
+      y: targets, the shape of the network output ``a``; numeric.
+      a: the network output (an array or a ``jax.ShapeDtypeStruct``).
+      cost_name: the cost, for messages.
+    """
+    if not hasattr(y, "dtype"):
+        y = jnp.asarray(y)
+    if tuple(y.shape) != tuple(a.shape):
+        hint = ""
+        if a.ndim == 2 and y.ndim == 3 and (y.shape[0], y.shape[2]) == tuple(a.shape):
+            hint = (" The network scores only the last time step (output='last'): give y for that "
+                    "step, or build the model with output='all' to score every step.")
+        elif a.ndim == 3 and y.ndim == 2 and tuple(y.shape) == (a.shape[0], a.shape[2]):
+            hint = (f" The network scores every time step (output='all'): y needs the time axis "
+                    f"(batch, T = {a.shape[1]}, {a.shape[2]}), or build the model with "
+                    f"output='last' to score only the last step.")
+        elif a.ndim == 3 and y.ndim == 3 and y.shape[1] != a.shape[1]:
+            hint = f" y has {y.shape[1]} time steps but x has T = {a.shape[1]}."
+        elif y.ndim == a.ndim - 1 and tuple(y.shape) == tuple(a.shape[:-1]):
+            hint = (f" If y holds class labels, one-hot encode them: "
+                    f"jax.nn.one_hot(y, {a.shape[-1]}).")
+        raise ValueError(
+            f"y must have the shape of the network output {tuple(a.shape)} for cost "
+            f"{cost_name!r}, received shape {tuple(y.shape)}.{hint}"
+        )
+    if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
+            or y.dtype == jnp.bool_):
+        raise TypeError(f"y must be numeric, received dtype {y.dtype}.")
+    return y.astype(a.dtype)
+
+
+def require_tree_like(got, expected, *, what: str, fix: str):
+    """Raise ``TypeError`` when ``got`` and ``expected`` differ in pytree structure, and
+    ``ValueError`` when a leaf differs in shape; the message shows both.
+
+    ``what`` names the tree: a plain name such as ``"params"`` is followed directly by the leaf's
+    path (``params['W']``); a phrase (containing a space) gets ``", leaf ['W'],"``."""
+    got_def, exp_def = jax.tree.structure(got), jax.tree.structure(expected)
+    if got_def != exp_def:
+        raise TypeError(f"{what} has the wrong pytree structure.\n  expected: {exp_def}\n"
+                        f"  received: {got_def}\n{fix}")
+    got_leaves = jax.tree_util.tree_flatten_with_path(got)[0]
+    exp_leaves = jax.tree.leaves(expected)
+    for (path, g), e in zip(got_leaves, exp_leaves):
+        if tuple(jnp.shape(g)) != tuple(jnp.shape(e)):
+            key = jax.tree_util.keystr(path)
+            leaf = f"{what}, leaf {key}," if " " in what else f"{what}{key}"
+            raise ValueError(f"{leaf} has shape {tuple(jnp.shape(g))}, "
+                             f"expected {tuple(jnp.shape(e))}. {fix}")
+
+
+@functools.lru_cache(maxsize=256)
+def _param_spec(net):
+    return jax.eval_shape(net.init, jax.random.PRNGKey(0))
+
+
+def require_params(net, params):
+    """Check that ``params`` has the structure and leaf shapes of ``net.init(key)``."""
+    require_tree_like(params, _param_spec(net), what="params",
+                      fix="Build parameters with net.init(key), or keep the structure it returns.")
