@@ -65,13 +65,27 @@ def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean
     """A convolutional network (Jin §2): one conv(+activation)+pool block per entry of
     ``conv_channels``, then flatten, dense layers of widths ``hidden``, and ``n_out`` outputs.
 
-    ``input_shape`` is one example's shape including channels: (C, L) for 1-D signals, (C, H, W)
-    for images; x has shape (batch, *input_shape). ``kernel_size`` and ``pool_size`` are an int
-    or a tuple with one entry per spatial axis, the same for every block. Convolutions are valid
-    (no padding) with stride 1; pools are non-overlapping, ``pool="mean"`` (Jin eq. 13) or
-    ``"max"``, and must divide the map they pool. ``activation`` is used in the conv blocks and
-    the hidden dense layers; ``output_activation`` on the last layer (``"identity"`` gives logits
-    for the cross-entropy costs).
+    Args:
+      input_shape: one example's shape including channels: (C, L) for 1-D signals, (C, H, W)
+        for images; x has shape (batch, *input_shape), floating point.
+      conv_channels: output channels of each block, e.g. (8, 16).
+      kernel_size: an int or one int per spatial axis, the same for every block; convolutions
+        are valid (no padding), stride 1 (Jin eq. 12).
+      pool_size: an int or one int per spatial axis; pools are non-overlapping and must divide
+        the map they pool.
+      pool: ``"mean"`` (Jin eq. 13) or ``"max"``.
+      hidden: widths of the dense layers after flattening (Jin eqs. 14–15).
+      n_out: the output width.
+      activation: used in the conv blocks and the hidden dense layers.
+      output_activation: the last layer's (``"identity"`` gives logits for the cross-entropy
+        costs).
+
+    Returns:
+      A :class:`~fbackprop.Network` with output (batch, n_out).
+
+    Raises:
+      ValueError, TypeError: a shape that does not fit (a kernel larger than its map, a pool
+        that does not divide it) or a malformed argument, before anything is built.
     """
     try:
         shape = tuple(input_shape)
@@ -123,12 +137,20 @@ def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean
 
 
 def rnn(n_in: int, n_hidden: int, n_out: int, *, activation="tanh", output: str = "last") -> Network:
-    """A recurrent network (Jin eqs. 26–27): ``h_τ = φ(W_xh x_τ + W_hh h_{τ−1} + b)``, then a linear
-    dense head ``W_hy h + b_y`` (logits; Jin's softmax is the softmax cross-entropy cost).
+    """A recurrent network (Jin eqs. 26–27): ``h_τ = φ(W_xh x_τ + W_hh h_{τ−1} + b)``, then a
+    linear dense head ``W_hy h + b_y`` (logits; Jin's softmax is the softmax cross-entropy cost).
 
-    x has shape (batch, T, n_in), any T ≥ 1. ``output="last"`` scores h_T only (y of shape
-    (batch, n_out)); ``output="all"`` scores every step (y of shape (batch, T, n_out)) with
-    J = Σ_τ J^(τ) per example (Jin eq. 28). Losses and gradients are batch means.
+    Args:
+      n_in: features per step; x has shape (batch, T, n_in), any T ≥ 1.
+      n_hidden: the state width H.
+      n_out: the output width.
+      activation: φ, elementwise.
+      output: ``"last"`` scores h_T only (y of shape (batch, n_out)); ``"all"`` scores every step
+        (y of shape (batch, T, n_out)) with J = Σ_τ J^(τ) per example (Jin eq. 28).
+
+    Returns:
+      A :class:`~fbackprop.Network` (:func:`~fbackprop.rnn_layer`, then
+      :func:`~fbackprop.dense`); losses and gradients are batch means.
     """
     n_in, n_hidden, n_out = (require_positive_int(v, arg, who="rnn") for arg, v in
                              (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
@@ -143,7 +165,14 @@ def lstm(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Netwo
     """An LSTM (Jin eqs. 30–35) followed by a linear dense head on h (logits, or the prediction
     for ``"mse"``; Jin's eq. 36 scores h_τ itself, i.e. a head fixed to the identity).
 
-    Same conventions as :func:`rnn`: x (batch, T, n_in); ``output="last"`` or ``"all"``.
+    Args:
+      n_in: features per step; x has shape (batch, T, n_in).
+      n_hidden: the width H of h and C.
+      n_out: the output width.
+      output: ``"last"`` or ``"all"``, as for :func:`rnn`.
+
+    Returns:
+      A :class:`~fbackprop.Network` (:func:`~fbackprop.lstm_layer`, then a linear dense head).
     """
     n_in, n_hidden, n_out = (require_positive_int(v, arg, who="lstm") for arg, v in
                              (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
@@ -153,12 +182,23 @@ def lstm(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Netwo
 
 
 def delta_norms(net: Network, cost, params, x, y) -> dict:
-    """Norms over τ of the hand-written per-time-step deltas: ``{"h": (T,), "C": (T,)}``.
+    """Norms over τ of the hand-written per-time-step deltas, to see gradients vanish or
+    explode (Jin §3.2).
 
-    ``norms[τ]`` is the batch average of ‖∂J_b/∂h_τ‖ (Euclidean norm over the hidden units), J_b
-    being example b's own cost; since J is the batch mean, that equals Σ_b ‖∂J/∂h_τ^(b)‖. "C"
-    (∂J/∂C_τ) appears for LSTM layers. With several recurrent layers the keys are prefixed by the
-    layer's index, e.g. ``"0.h"``. Computed by the manual pass (``Layer.time_deltas``).
+    Args:
+      net: a network with at least one recurrent layer.
+      cost: a cost name or :class:`~fbackprop.Cost`.
+      params, x, y: as for :func:`~fbackprop.backprop`; x of shape (batch, T, n_in).
+
+    Returns:
+      ``{"h": (T,), "C": (T,)}``: ``norms[τ]`` is the batch average of ‖∂J_b/∂h_τ‖ (Euclidean
+      norm over the hidden units), J_b being example b's own cost; since J is the batch mean,
+      that equals Σ_b ‖∂J/∂h_τ^(b)‖. "C" (∂J/∂C_τ) appears for LSTM layers. With several
+      recurrent layers the keys are prefixed by the layer's index, e.g. ``"0.h"``. Computed by
+      the manual pass (``Layer.time_deltas``).
+
+    Raises:
+      ValueError: the network has no recurrent layer.
     """
     run = backprop(net, cost, input_grad=False)(params, x, y)
     recurrent = [l for l, layer in enumerate(net.layers) if layer.time_deltas is not None]

@@ -30,11 +30,18 @@ __all__ = ["Network", "serial", "forward", "backward", "loss_fn", "manual_grad",
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """A serial stack of :class:`~fbackprop.Layer`; pure functions only.
+    """A serial stack of :class:`~fbackprop.Layer`: ``f_N p x = f_L p_L (… (f_1 p_1 x))``
+    (Gordon, "The Backpropagation algorithm"); pure functions only.
 
-    ``init(key)`` → parameter tuple ``(p_1, …, p_L)``; ``apply(params, x)`` = f_N p x for x of
-    shape ``(batch, *input_shape)``. ``input_shape`` is one example's shape (``None`` entries
-    match any size); ``None`` disables the input-shape check.
+    Attributes:
+      layers: the layers, first applied first.
+      input_shape: one example's shape (``None`` entries match any size, e.g. a time axis);
+        ``None`` disables the input-shape check.
+      name: a label for reports.
+
+    Methods:
+      init(key): → the parameter tuple ``(p_1, …, p_L)``, one pytree per layer.
+      apply(params, x): → f_N p x for x of shape ``(batch, *input_shape)``, floating point.
     """
 
     layers: tuple
@@ -58,10 +65,17 @@ class Network:
 
 
 def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
-    """Compose layers in order: ``serial(l1, l2)`` computes ``f₂ p₂ (f₁ p₁ x)``.
+    """Compose layers in order: ``serial(l1, l2)`` computes ``f₂ p₂ (f₁ p₁ x)`` (Gordon's
+    composition of layer functions).
 
-    Each argument must be an :class:`~fbackprop.Layer`. Pass ``input_shape`` (one example's
-    shape) to have inputs of the wrong shape rejected with a clear message.
+    Args:
+      *layers: :class:`~fbackprop.Layer` objects, at least one.
+      input_shape: one example's shape; when given, inputs of another shape are rejected with a
+        clear message.
+      name: a label for reports.
+
+    Returns:
+      A :class:`Network`.
     """
     if not layers:
         raise ValueError("serial needs at least one Layer; received none.")
@@ -77,7 +91,17 @@ def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
 
 
 def forward(net: Network, params, x) -> tuple:
-    """Forward pass keeping every activation: ``(a_0 = x, a_1, …, a_L)``."""
+    """The forward pass keeping every activation: a_l = f p_l a_{l−1} (Gordon).
+
+    Args:
+      net: the network.
+      params: its parameters ``(p_1, …, p_L)``.
+      x: the input a_0, shape ``(batch, *input_shape)`` (not validated here; see
+        :meth:`Network.apply`).
+
+    Returns:
+      ``(a_0 = x, a_1, …, a_L)``.
+    """
     activations = [x]
     for layer, p in zip(net.layers, params):
         activations.append(layer.apply(p, activations[-1]))  # a_l = f p_l a_{l−1}
@@ -127,7 +151,17 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
 
 
 def batch_mean_cost(cost, y, a):
-    """J = the mean over the batch of the per-example cost C y a (summed over any time axis)."""
+    """J = the mean over the batch of the per-example cost C y a.
+
+    Args:
+      cost: a :class:`~fbackprop.Cost`.
+      y: targets, shaped like ``a``.
+      a: the network output a_L, shape (batch, …); per example the cost is summed over every
+        axis but the batch (a sequence's J = Σ_τ J^(τ), Jin eq. 28).
+
+    Returns:
+      A scalar.
+    """
     per_vector = cost.C(y, a)  # shape a.shape[:-1]
     return jnp.mean(jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1))
 
@@ -141,9 +175,16 @@ def _prepare(net, cost, params, x, y):
 
 
 def loss_fn(net: Network, cost):
-    """``loss(params, x, y)``: the mean over the batch of the per-example cost C y (f_N p x).
+    """The loss as a function: the mean over the batch of the per-example cost C y (f_N p x).
 
-    ``jax.grad`` of this function is the reference every hand-written gradient is checked against.
+    Args:
+      net: the network.
+      cost: a cost name (``"mse" | "sse" | "sigmoid_cross_entropy" | "softmax_cross_entropy" |
+        "logistic"``) or a :class:`~fbackprop.Cost`.
+
+    Returns:
+      ``loss(params, x, y)`` → a scalar; x of shape ``(batch, *input_shape)``, y the shape of the
+      output. ``jax.grad`` of it is the reference every hand-written gradient is checked against.
     """
     cost = get_cost(cost)
 
@@ -157,10 +198,12 @@ def loss_fn(net: Network, cost):
 class Backprop(NamedTuple):
     """Everything the manual pass computes.
 
-    loss:        J, the batch mean of the per-example cost.
-    grads:       ∂J/∂params, structured like params.
-    deltas:      (d_0, …, d_L), d_l = ∂J/∂a_l; d_0 = ∂J/∂x (None if not requested).
-    activations: (a_0 = x, …, a_L).
+    Attributes:
+      loss: J, the batch mean of the per-example cost (a scalar).
+      grads: ∂J/∂params, structured like params.
+      deltas: (d_0, …, d_L), d_l = ∂J/∂a_l shaped like a_l; d_0 = ∂J/∂x (``None`` if not
+        requested).
+      activations: (a_0 = x, …, a_L).
     """
 
     loss: Any
@@ -170,8 +213,21 @@ class Backprop(NamedTuple):
 
 
 def backprop(net: Network, cost, *, input_grad: bool = True):
-    """``run(params, x, y)`` → :class:`Backprop`: forward pass, d_L = D(C y) a_L / batch, then the
-    backward recurrence — hand-written rules only. Gradients are of the batch-mean loss."""
+    """The whole manual pass: forward, d_L = D(C y) a_L / batch, then Gordon's backward
+    recurrence on the hand-written rules (no autodiff).
+
+    Args:
+      net: the network.
+      cost: a cost name or :class:`~fbackprop.Cost`.
+      input_grad: also compute d_0 = ∂J/∂x (Bradbury Table 1, step 7).
+
+    Returns:
+      ``run(params, x, y)`` → :class:`Backprop`; gradients are of the batch-mean loss.
+
+    Raises:
+      ValueError, TypeError: (from ``run``) x, y or params of the wrong shape, dtype or
+        structure, or a rule returning a wrongly shaped value.
+    """
     cost = get_cost(cost)
 
     def run(params, x, y):
@@ -186,8 +242,16 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
 
 
 def manual_grad(net: Network, cost):
-    """``grad(params, x, y)`` → ∂J/∂params of the batch-mean loss, structured like params,
-    computed only by the hand-written rules (no ``jax.grad``, ``jax.vjp`` or other autodiff)."""
+    """The gradient by the hand-written rules only (no ``jax.grad``, ``jax.vjp`` or other
+    autodiff): Gordon's recurrence, Δp_l = −η · d_l · D(λv. f v a_{l−1}) p_l without the −η.
+
+    Args:
+      net: the network.
+      cost: a cost name or :class:`~fbackprop.Cost`.
+
+    Returns:
+      ``grad(params, x, y)`` → ∂J/∂params of the batch-mean loss, structured like params.
+    """
     run = backprop(net, cost, input_grad=False)
 
     def grad(params, x, y):
@@ -197,7 +261,15 @@ def manual_grad(net: Network, cost):
 
 
 def astype(tree, dtype):
-    """Cast every floating-point leaf of a pytree to ``dtype`` (e.g. params to float64)."""
+    """Cast every floating-point leaf of a pytree to ``dtype`` (e.g. params to float64).
+
+    Args:
+      tree: a pytree of arrays.
+      dtype: the floating-point dtype to cast to; integer leaves are left as they are.
+
+    Returns:
+      The cast pytree.
+    """
     return jax.tree.map(
         lambda t: t.astype(dtype) if jnp.issubdtype(jnp.asarray(t).dtype, jnp.floating) else t,
         tree)

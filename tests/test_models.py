@@ -159,7 +159,9 @@ def test_check_covers_every_model_family():
 # Each layer's hand-written rules against jax.vjp of its apply: (layer, input shape incl. batch)
 
 LAYERS = (
-    [(fb.conv(2, 3, (3,), act), (3, 2, 7)) for act in ("sigmoid", "relu")]
+    [(fb.dense(3, 4, act, bias=bias), (2, 3)) for act, bias in (("sigmoid", True), ("relu", False),
+                                                                 ("softmax", True))]
+    + [(fb.conv(2, 3, (3,), act), (3, 2, 7)) for act in ("sigmoid", "relu")]
     + [(fb.conv(2, 3, (2, 3), act), (2, 2, 5, 6)) for act in ("tanh", "identity")]
     + [(fb.conv(1, 2, (1, 1), "relu"), (1, 1, 2, 2)), (fb.conv(3, 1, (4,), "tanh"), (1, 3, 4))]
     + [(pool(ps), shape) for pool in (fb.mean_pool, fb.max_pool)
@@ -186,6 +188,9 @@ def _rules_and_refs(layer):
     def run(p, a, d):
         _, vjp = jax.vjp(layer.apply, p, a)
         out = {"rules": (layer.D_param(p, a, d), layer.D_input(p, a, d)), "refs": vjp(d)}
+        if layer.backward is not None:
+            d_input, d_param = layer.backward(p, a, d)
+            out["fused"] = (d_param, d_input)
         if layer.time_deltas is not None:
             out["time"] = (layer.time_deltas(p, a, d), time_deltas_reference(layer, p, a, d))
         if layer.kink_distance is not None:
@@ -205,6 +210,9 @@ def test_layer_rules_and_time_deltas_equal_jax_vjp(layer, shape, rng):
     assert relative_error(got_a, ref_a) <= 1e-12
     assert jax.tree.structure(got_p) == jax.tree.structure(p)
     assert tree_relative_error(got_p, ref_p) <= 1e-12
+    if "fused" in out:  # the fused rule against autodiff and against the two Euler derivatives
+        assert tree_relative_error(out["fused"], out["refs"]) <= 1e-12
+        assert tree_relative_error(out["fused"], out["rules"]) <= 1e-12
     if layer.time_deltas is not None:  # ∂J/∂h_τ (and ∂J/∂C_τ) at every step
         got, ref = out["time"]
         assert set(got) == ({"h", "C"} if "lstm" in layer.name else {"h"})
@@ -335,3 +343,8 @@ def test_lstm_with_open_forget_gate_keeps_cell_deltas_near_constant():
     open_, neutral = cell_norms(8.0), cell_norms(0.0)
     assert open_.min() > 0.85 * open_.max()  # f ≈ 1: ∂J/∂C_{τ−1} ≈ f_τ ∂J/∂C_τ stays put
     assert neutral[0] < 1e-2 * neutral[-1]   # f ≈ ½: it halves at every step back
+
+
+def test_every_parametrised_layer_family_has_a_fused_rule_where_it_shares_work():
+    fused = {layer.name.split("(")[0] for layer, _ in LAYERS if layer.backward is not None}
+    assert fused == {"dense", "conv1d", "conv2d", "rnn", "lstm"}
