@@ -98,13 +98,22 @@ def _scans(jaxpr, reverse):
                for eqn in jaxpr.eqns)
 
 
-@pytest.mark.parametrize("net", [fb.rnn(3, 4, 2), fb.lstm(3, 4, 2, output="all")],
-                         ids=["rnn", "lstm"])
-def test_a_recurrent_layer_runs_its_reverse_scan_once_per_backward_pass(net):
-    cost = "mse"
-    params, x, y = sample_point(net, cost, 2, input_shape=(5, 3))
-    jaxpr = jax.make_jaxpr(fb.manual_grad(net, cost))(params, x, y).jaxpr
-    assert _scans(jaxpr, reverse=True) == 1
+def _behind_a_dense(recurrent):
+    """A recurrent layer that is not the first, so the recurrence needs both of its rules."""
+    return fb.serial(fb.dense(3, 3, "tanh"), recurrent, fb.dense(4, 2, "identity"),
+                     input_shape=(None, 3))
+
+
+RECURRENT = [fb.rnn_layer(3, 4, "tanh", output="last"), fb.lstm_layer(3, 4, output="all")]
+
+
+@pytest.mark.parametrize("layer", RECURRENT, ids=["rnn", "lstm"])
+def test_a_recurrent_layer_runs_its_reverse_scan_once_per_backward_pass(layer):
+    for candidate, scans in ((layer, 1), (layer._replace(D_param=layer.D_param), 2)):
+        net = _behind_a_dense(candidate)  # without the fused rule, each Euler rule scans
+        params, x, y = sample_point(net, "mse", 2, input_shape=(5, 3))
+        jaxpr = jax.make_jaxpr(fb.manual_grad(net, "mse"))(params, x, y).jaxpr
+        assert _scans(jaxpr, reverse=True) == scans
 
 
 def test_a_wrong_fused_rule_is_what_the_recurrence_runs_and_what_the_checker_names():
