@@ -20,6 +20,8 @@ from typing import Callable, NamedTuple, Optional
 import jax
 import numpy as np
 
+from ..gradcheck.numerics import relative_error
+
 HOLDS_TOL = 1e-9
 DRAWS = 3
 
@@ -106,9 +108,7 @@ def discrepancy(got, ref) -> float:
         g, r = np.asarray(g, np.float64), np.asarray(r, np.float64)
         if g.shape != r.shape:
             raise ValueError(f"expected shape {r.shape}, as in the reference; received {g.shape}.")
-        scale = float(np.max(np.abs(r))) if r.size else 0.0
-        err = float(np.max(np.abs(g - r))) if r.size else 0.0
-        worst = max(worst, err / scale if scale > 0 else err)
+        worst = max(worst, relative_error(g, r))
     return worst
 
 
