@@ -21,6 +21,7 @@ hand-written backward path (``fbackprop.manual_grad`` never calls them).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import jax
@@ -158,8 +159,6 @@ def nabla(phi: Callable, arity: int | None = None) -> tuple[Partial, ...]:
     if not callable(phi):
         raise TypeError(f"nabla expects a function ℝᵏ → ℝ, received {type(phi).__name__}.")
     if arity is None:
-        import inspect
-
         params = inspect.signature(phi).parameters.values()
         kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
