@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ..gradcheck import max_relative_error
@@ -147,3 +148,9 @@ def _compile(fn):
     """Jit the epoch (tests wrap ``fn`` with ``chex.assert_max_traces`` here)."""
     return jax.jit(fn)
 
+
+def _batch_at(setup, step, epoch_key, data_dev):
+    """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
+    perm = np.asarray(jax.random.permutation(epoch_key, setup.n_train))
+    idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
+    return data_dev["x_train"][idx], data_dev["y_train"][idx]

@@ -35,7 +35,7 @@ from ..inputs import require_choice
 from ..network import Network
 from . import rundir
 from .config import TrainConfig, resolve
-from .epoch import _Setup, _compile, _epoch_function, _leaf_names
+from .epoch import _batch_at, _Setup, _compile, _epoch_function, _leaf_names
 from .optim import make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 
@@ -305,10 +305,3 @@ def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history,
                 f"{out / rundir.CHECKPOINTS}.")
     return TrainingStopped(msg, epoch=epoch, step=step, history=history,
                            last_checkpoint=last_saved, report=report)
-
-
-def _batch_at(setup, step, epoch_key, data_dev):
-    """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
-    perm = np.asarray(jax.random.permutation(epoch_key, setup.n_train))
-    idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
-    return data_dev["x_train"][idx], data_dev["y_train"][idx]
