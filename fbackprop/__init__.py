@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 # Modules renamed when the checker became a package; the old names still import, with a warning.
 _RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
-            "validate": "fbackprop.inputs"}
+            "validate": "fbackprop.inputs", "rundir": "fbackprop.training.rundir"}
 
 
 def __getattr__(name):
