@@ -14,6 +14,8 @@ generator seeds NumPy's global state, which is saved and restored around it).
 """
 from __future__ import annotations
 
+import functools
+
 import random
 from typing import NamedTuple, Optional
 
@@ -277,8 +279,18 @@ def load(data) -> Dataset:
         return _validated(data)
     if isinstance(data, str):
         if data in DATASETS:
-            return DATASETS[data]()
+            return _load_default(data)
         raise ValueError(f"unknown data {data!r}; valid names are "
                          f"{', '.join(map(repr, DATASETS))} (or pass an fbackprop.data.Dataset).")
     raise TypeError(f"data must be a name such as 'digits' or an fbackprop.data.Dataset, "
                     f"received {type(data).__name__}.")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_default(name: str) -> Dataset:
+    """A named data set with its loader's defaults, generated once per process (its arrays are
+    made read-only, so sharing them between runs is safe)."""
+    ds = DATASETS[name]()
+    for array in (ds.x_train, ds.y_train, ds.x_test, ds.y_test):
+        array.flags.writeable = False
+    return ds

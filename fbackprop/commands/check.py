@@ -37,9 +37,6 @@ def _fmt(v):
 
 
 def run(args) -> int:
-    from ..jax_cache import enable_compilation_cache
-
-    enable_compilation_cache()  # before the first compilation of this process
     from .. import suite
 
     configs = suite.builtin_configs()

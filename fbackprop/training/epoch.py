@@ -21,7 +21,8 @@ import numpy as np
 import optax
 
 from ..gradcheck import max_relative_error
-from ..network import Network, backprop, loss_fn
+from ..costs import get_cost
+from ..network import Network, backprop, batch_mean_cost, loss_fn
 
 __all__ = []  # internal to fbackprop.training
 
@@ -74,7 +75,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
     value_and_grad = _gradient_source(s.net, s.cost, s.grad)
     manual = backprop(s.net, s.cost, input_grad=False)
     reference = jax.grad(loss_fn(s.net, s.cost))
-    evaluate = loss_fn(s.net, s.cost)
+    cost = get_cost(s.cost)
     n_full, rem = divmod(s.n_train, s.batch_size)
     steps_per_epoch = n_full + (rem > 0)
 
@@ -125,11 +126,12 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             total = total + last * rem
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
+        test_out = s.net.apply(params, data["x_test"])  # one forward pass serves loss and accuracy
         metrics = {"loss": total / s.n_train,
-                   "test_loss": evaluate(params, data["x_test"], data["y_test"])}
-        for split in ("train", "test"):
-            metrics[f"{split}_accuracy"] = _accuracy(
-                s.task, s.net.apply(params, data[f"x_{split}"]), data[f"y_{split}"])
+                   "test_loss": batch_mean_cost(cost, data["y_test"], test_out),
+                   "test_accuracy": _accuracy(s.task, test_out, data["y_test"]),
+                   "train_accuracy": _accuracy(s.task, s.net.apply(params, data["x_train"]),
+                                               data["y_train"])}
         return params, opt_state, metrics, status
 
     return epoch

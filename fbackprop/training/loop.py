@@ -20,6 +20,8 @@ across devices.
 """
 from __future__ import annotations
 
+import functools
+
 import time
 from typing import Any, NamedTuple
 
@@ -215,6 +217,15 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     return TrainResult(params, history, config, net, ds, out, n_dev)
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled_epoch(setup, shardings, compile_fn):
+    """The jitted epoch for ``setup``, built once per process: a second ``fb.train`` with the same
+    network, cost, optimizer, sizes and shardings reuses it, and jax.jit's own cache then skips
+    tracing and compiling for inputs of the same shapes. (Registry models and optimizers are
+    built once per recipe, so equal settings give equal keys.)"""
+    return compile_fn(_epoch_function(setup, *shardings))
+
+
 def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager, shardings,
          progress):
     """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
@@ -223,7 +234,7 @@ def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manag
 
     setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
                    config.check_every, TOLERANCE["float32"], ds.task)
-    epoch_fn = _compile(_epoch_function(setup, *shardings))
+    epoch_fn = _compiled_epoch(setup, shardings, _compile)
     params, opt_state, key = state["params"], state["opt_state"], state["key"]
     last_saved = start if manager is not None else None
     bar = tqdm(total=config.epochs, initial=start, disable=not progress, unit="epoch",

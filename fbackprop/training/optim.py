@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import optax
 
@@ -82,4 +84,10 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
       ValueError: unknown ``name``, or ``lr`` not a finite number > 0.
     """
     require_choice(name, OPTIMIZERS, "optimizer")
-    return OPTIMIZERS[name](check_lr(lr, name))
+    return _optimizer(name, check_lr(lr, name))
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(name: str, lr: float) -> optax.GradientTransformation:
+    # one object per (name, lr): equal settings give an equal key to the compiled-epoch cache
+    return OPTIMIZERS[name](lr)

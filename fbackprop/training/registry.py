@@ -129,7 +129,16 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
         hidden sizes for a recurrent family.
     """
     require_choice(name, MODELS, "model")
-    return FAMILIES[name].build(ds, hidden)
+    hidden_key = None if hidden is None else (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    recipe = (name, ds.name, tuple(ds.x_train.shape[1:]), ds.task, out_width(ds), hidden_key)
+    if recipe not in _BUILT:  # one Network per recipe, so the compiled epoch is found again
+        _BUILT[recipe] = FAMILIES[name].build(ds, hidden)
+        while len(_BUILT) > 32:
+            _BUILT.pop(next(iter(_BUILT)))
+    return _BUILT[recipe]
+
+
+_BUILT: dict = {}
 
 
 def shape_inputs(x: np.ndarray, input_shape) -> np.ndarray:
