@@ -150,7 +150,7 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
     return tuple(grads), tuple(deltas)
 
 
-def batch_mean_cost(cost, y, a):
+def batch_mean_cost(cost, y, a, mask=None):
     """J = the mean over the batch of the per-example cost C y a.
 
     Args:
@@ -158,12 +158,25 @@ def batch_mean_cost(cost, y, a):
       y: targets, shaped like ``a``.
       a: the network output a_L, shape (batch, …); per example the cost is summed over every
         axis but the batch (a sequence's J = Σ_τ J^(τ), Jin eq. 28).
+      mask: optional (batch,) weights of 1 (an example) and 0 (padding): the mean is then over
+        the examples alone, padding contributing nothing.
 
     Returns:
       A scalar.
     """
     per_vector = cost.C(y, a)  # shape a.shape[:-1]
-    return jnp.mean(jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1))
+    per_example = jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1)
+    if mask is None:
+        return jnp.mean(per_example)
+    return jnp.sum(per_example * mask) / jnp.sum(mask)
+
+
+def _output_delta(cost, y, a_L, mask):
+    """d_L = D(C y) a_L / batch, the delta of the batch-mean loss (zero on masked rows)."""
+    D = cost.D(y, a_L)
+    if mask is None:
+        return D / a_L.shape[0]
+    return D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask)
 
 
 def _prepare(net, cost, params, x, y):
@@ -183,14 +196,15 @@ def loss_fn(net: Network, cost):
         "logistic"``) or a :class:`~fbackprop.Cost`.
 
     Returns:
-      ``loss(params, x, y)`` → a scalar; x of shape ``(batch, *input_shape)``, y the shape of the
+      ``loss(params, x, y, mask=None)`` → a scalar (``mask``: see :func:`batch_mean_cost`);
+      x of shape ``(batch, *input_shape)``, y the shape of the
       output. ``jax.grad`` of it is the reference every hand-written gradient is checked against.
     """
     cost = get_cost(cost)
 
-    def loss(params, x, y):
+    def loss(params, x, y, mask=None):
         activations, y = _prepare(net, cost, params, x, y)
-        return batch_mean_cost(cost, y, activations[-1])
+        return batch_mean_cost(cost, y, activations[-1], mask)
 
     return loss
 
@@ -222,7 +236,8 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
       input_grad: also compute d_0 = ∂J/∂x (Bradbury Table 1, step 7).
 
     Returns:
-      ``run(params, x, y)`` → :class:`Backprop`; gradients are of the batch-mean loss.
+      ``run(params, x, y, mask=None)`` → :class:`Backprop`; gradients are of the batch-mean
+      loss (over the unmasked examples when a (batch,) 0/1 ``mask`` is given).
 
     Raises:
       ValueError, TypeError: (from ``run``) x, y or params of the wrong shape, dtype or
@@ -230,13 +245,12 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
     """
     cost = get_cost(cost)
 
-    def run(params, x, y):
+    def run(params, x, y, mask=None):
         activations, y = _prepare(net, cost, params, x, y)
         a_L = activations[-1]
-        # d_L = D(C y) a_L, averaged over the batch (the loss is the batch mean).
-        d_L = cost.D(y, a_L) / a_L.shape[0]
+        d_L = _output_delta(cost, y, a_L, mask)  # D(C y) a_L, averaged over the batch
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
-        return Backprop(batch_mean_cost(cost, y, a_L), grads, deltas, activations)
+        return Backprop(batch_mean_cost(cost, y, a_L, mask), grads, deltas, activations)
 
     return run
 
@@ -250,12 +264,13 @@ def manual_grad(net: Network, cost):
       cost: a cost name or :class:`~fbackprop.Cost`.
 
     Returns:
-      ``grad(params, x, y)`` → ∂J/∂params of the batch-mean loss, structured like params.
+      ``grad(params, x, y, mask=None)`` → ∂J/∂params of the batch-mean loss, structured like
+      params.
     """
     run = backprop(net, cost, input_grad=False)
 
-    def grad(params, x, y):
-        return run(params, x, y).grads
+    def grad(params, x, y, mask=None):
+        return run(params, x, y, mask).grads
 
     return grad
 

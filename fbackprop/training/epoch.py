@@ -1,8 +1,8 @@
 """One epoch of training as one compiled function.
 
 The function shuffles with the key it is given, runs a ``lax.scan`` over the minibatches (Gordon:
-subsets drawn without replacement), then the remainder step (the last subset is whatever remains
-unused), then evaluates on the training and test sets — on data placed on the device once. Its
+subsets drawn without replacement; the last subset is whatever remains unused, padded to a whole
+batch with masked examples so that every step runs the one step body), then evaluates on the training and test sets — on data placed on the device once. Its
 inputs keep their shapes and dtypes from epoch to epoch, so it is traced once per run.
 
 Gradient sources: ``"manual"`` (the hand-written rules, :func:`fbackprop.backprop`),
@@ -43,13 +43,14 @@ class _Setup(NamedTuple):
 
 
 def _gradient_source(net, cost, grad):
-    """(params, x, y) → (loss, ∂J/∂params) from the chosen source; J is the batch mean."""
+    """(params, x, y, mask) → (loss, ∂J/∂params) from the chosen source; J is the mean over the
+    unmasked examples of the batch."""
     if grad == "autodiff":
         return jax.value_and_grad(loss_fn(net, cost))
     run = backprop(net, cost, input_grad=False)
 
-    def manual(params, x, y):
-        r = run(params, x, y)
+    def manual(params, x, y, mask):
+        r = run(params, x, y, mask)
         return r.loss, r.grads
 
     return manual
@@ -76,30 +77,31 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
     manual = backprop(s.net, s.cost, input_grad=False)
     reference = jax.grad(loss_fn(s.net, s.cost))
     cost = get_cost(s.cost)
-    n_full, rem = divmod(s.n_train, s.batch_size)
-    steps_per_epoch = n_full + (rem > 0)
+    steps_per_epoch = -(-s.n_train // s.batch_size)
 
     def constrain(tree, sharding):
         return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
-    def check_error(params, x, y):
+    def check_error(params, x, y, mask):
         # jax.grad against the hand-written gradient, both at the highest matmul precision.
         with jax.default_matmul_precision("highest"):
-            return max_relative_error(manual(params, x, y).grads, reference(params, x, y))
+            return max_relative_error(manual(params, x, y, mask).grads,
+                                      reference(params, x, y, mask))
 
     def epoch(params, opt_state, key, epoch_index, data):
-        def step(carry, idx, sharding):
+        def step(carry, batch):
             params, opt_state, status, global_step = carry
-            x = constrain(data["x_train"][idx], sharding)
-            y = constrain(data["y_train"][idx], sharding)
-            loss, grads = value_and_grad(params, x, y)
+            idx, mask = batch
+            x = constrain(data["x_train"][idx], batch_sharding)
+            y = constrain(data["y_train"][idx], batch_sharding)
+            loss, grads = value_and_grad(params, x, y, mask)
             updates, new_opt_state = s.optimizer.update(grads, opt_state, params)
             new_params = constrain(optax.apply_updates(params, updates), replicated)
             finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
                                       _all_finite(new_params)])
             if s.grad == "checked":
                 error = jax.lax.cond(global_step % s.check_every == 0, check_error,
-                                     lambda *_: jnp.zeros((), jnp.float32), params, x, y)
+                                     lambda *_: jnp.zeros((), jnp.float32), params, x, y, mask)
             else:
                 error = jnp.zeros((), jnp.float32)
             bad = ~jnp.all(finite) | (error > s.tolerance)
@@ -110,24 +112,24 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             status = jax.tree.map(lambda a, b: jnp.where(first, a, b), now, status)
             params, opt_state = jax.tree.map(lambda a, b: jnp.where(go, a, b),
                                              (new_params, new_opt_state), (params, opt_state))
-            return (params, opt_state, status, global_step + 1), loss
+            return (params, opt_state, status, global_step + 1), loss * jnp.sum(mask)
 
         perm = jax.random.permutation(key, s.n_train)  # subsets drawn without replacement
+        # Gordon: the last subset is what remains unused. It runs through the same step body as
+        # the others, padded to a whole batch with examples whose mask is 0 (they add nothing).
+        padded = jnp.concatenate([perm, perm[:steps_per_epoch * s.batch_size - s.n_train]])
+        mask = (jnp.arange(steps_per_epoch * s.batch_size) < s.n_train).astype(jnp.float32)
         first_step = epoch_index * steps_per_epoch
         status = {"stopped": jnp.bool_(False), "step": first_step,
                   "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
                   "error": jnp.zeros((), jnp.float32)}
         carry = (params, opt_state, status, first_step)
-        carry, losses = jax.lax.scan(lambda c, i: step(c, i, batch_sharding), carry,
-                                     perm[:n_full * s.batch_size].reshape(n_full, s.batch_size))
-        total = jnp.sum(losses) * s.batch_size
-        if rem:  # Gordon: the last subset is what remains unused
-            carry, last = step(carry, perm[n_full * s.batch_size:], None)
-            total = total + last * rem
+        shape = (steps_per_epoch, s.batch_size)
+        carry, totals = jax.lax.scan(step, carry, (padded.reshape(shape), mask.reshape(shape)))
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
-        test_out = s.net.apply(params, data["x_test"])  # one forward pass serves loss and accuracy
-        metrics = {"loss": total / s.n_train,
+        test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
+        metrics = {"loss": jnp.sum(totals) / s.n_train,
                    "test_loss": batch_mean_cost(cost, data["y_test"], test_out),
                    "test_accuracy": _accuracy(s.task, test_out, data["y_test"]),
                    "train_accuracy": _accuracy(s.task, s.net.apply(params, data["x_train"]),
