@@ -116,7 +116,8 @@ def gru_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.float
         return h[-1] if last else batch_major(h)
 
     def bptt(p, x, d):
-        """The reverse scan; returns (h_{τ−1}, r_τ, δ_τ (T, batch, 3H), ∂J/∂h_τ), time-major."""
+        """The reverse scan; returns (h_{τ−1}, r_τ, δ_τ as ([δz, δr] (T, batch, 2H), δa
+        (T, batch, H)), ∂J/∂h_τ), time-major."""
         s = states(p, x)
         h, z, r, a = (s[..., k * H:(k + 1) * H] for k in range(4))
         h_prev = shift_right(h)
@@ -136,22 +137,23 @@ def gru_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.float
             dzr = jnp.concatenate([g * l_z_t, q * l_r_t], axis=-1)  # δz_τ, δr_τ = q ⊙ h_{τ−1} ⊙ σ'
             # g_{τ−1} − d_{τ−1} = (1 − z) ⊙ g + W_hzᵀ δz + W_hrᵀ δr + r ⊙ q
             g_prev = g - z_t * g + dzr @ W_zr + r_t * q
-            return (g_prev,), (jnp.concatenate([dzr, da], axis=-1), g)
+            return (g_prev,), (dzr, da, g)
 
         zero = jnp.zeros_like(h[0])
         carry0, direct = ((d,), None) if last else ((zero,), time_major(d))
-        _, (dz, dh) = lax.scan(step, carry0, (direct, z, r, l_a, l_z, l_r), reverse=True)
-        return h_prev, r, dz, dh
+        _, (dzr, da, dh) = lax.scan(step, carry0, (direct, z, r, l_a, l_z, l_r), reverse=True)
+        return h_prev, r, (dzr, da), dh
 
     def input_delta(p, dz):
         # ∂J/∂x_τ = W_xᵀ δ_τ (all three blocks read x_τ), all τ in one product
-        return jnp.einsum("tbj,jk->btk", dz, p["W_x"])
+        return jnp.einsum("tbj,jk->btk", jnp.concatenate(dz, axis=-1), p["W_x"])
 
     def param_grads(x, h_prev, r, dz):
         # ∂J/∂W_x = Σ_τ δ_τ x_τᵀ, ∂J/∂b = Σ_τ δ_τ; W_h's z, r blocks read h_{τ−1}, its a block
         # reads r_τ ⊙ h_{τ−1}: one product each over T·batch rows
-        dW_zr = jnp.einsum("tbj,tbk->jk", dz[..., :2 * H], h_prev)
-        dW_a = jnp.einsum("tbj,tbk->jk", dz[..., 2 * H:], r * h_prev)
+        dW_zr = jnp.einsum("tbj,tbk->jk", dz[0], h_prev)
+        dW_a = jnp.einsum("tbj,tbk->jk", dz[1], r * h_prev)
+        dz = jnp.concatenate(dz, axis=-1)
         return {"W_x": jnp.einsum("tbj,btk->jk", dz, x),
                 "W_h": jnp.concatenate([dW_zr, dW_a], axis=0),
                 "b": jnp.sum(dz, axis=(0, 1))}
