@@ -13,8 +13,8 @@ from .activations import Activation, get_activation
 from .costs import Cost, get_cost
 from .gradcheck import GradientCheckError, GradientReport, check, check_grad
 from .layers import Layer, Probes, dense
-from .layers import conv, flatten, gate_params, lstm_layer, max_pool, mean_pool, rnn_layer
-from .models import cnn, delta_norms, lstm, mlp, rnn
+from .layers import conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer, max_pool, mean_pool, rnn_layer
+from .models import cnn, delta_norms, gru, lstm, mlp, rnn
 from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
                       manual_grad, serial)
 from .notation import D, compose, nabla, star
@@ -41,10 +41,10 @@ __all__ = [
     "get_cost",
     # layers and networks
     "Layer", "Probes", "dense", "conv", "mean_pool", "max_pool", "flatten", "rnn_layer",
-    "lstm_layer", "gate_params", "Network", "serial", "forward", "backward", "backprop",
+    "lstm_layer", "gate_params", "gru_layer", "gru_gate_params", "Network", "serial", "forward", "backward", "backprop",
     "Backprop", "loss_fn", "manual_grad", "astype",
     # models
-    "mlp", "cnn", "rnn", "lstm", "delta_norms",
+    "mlp", "cnn", "rnn", "lstm", "gru", "delta_norms",
     # checking
     "check", "check_grad", "GradientReport", "GradientCheckError",
     # training and data

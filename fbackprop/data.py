@@ -7,6 +7,13 @@ in the plane), the ``task`` that decides the cost and the accuracy, ``n_classes`
 one-hot targets (``"classification"``, softmax cross-entropy) or into Fleuret's ±1
 (``"binary"``, logistic loss). Regression targets are float arrays of shape (n, 1).
 
+Sequence tasks (``"sequence"``: :func:`modadd`, :func:`text`) hold int32 token ids instead:
+x (n, T) in ``[0, vocab_size)``, and y either (n,) — one answer token per sequence (modadd) — or
+(n, T) — the next token at every position (text). ``vocab`` names every token (``vocab[i]`` is
+the string of id i) and ``n_classes == vocab_size == len(vocab)``, the output width of a model
+that predicts tokens. A transformer reads x as it is; a recurrent network reads
+``one_hot(x, vocab_size)``, float32 (n, T, vocab_size).
+
 Every split is fixed: a data set does not depend on the training seed, so test accuracies of
 different runs are comparable. Synthetic sets are drawn with a NumPy generator seeded by the
 loader's own ``seed`` argument; nothing touches a global random state for long (MNIST-1D's
@@ -15,16 +22,16 @@ generator seeds NumPy's global state, which is saved and restored around it).
 from __future__ import annotations
 
 import functools
-
+import pathlib
 import random
 from typing import NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["Dataset", "TASKS", "DATASETS", "load", "check_labels", "digits", "mnist1d", "xor",
-           "sine", "logistic2d"]
+__all__ = ["Dataset", "TASKS", "DATASETS", "SEQUENCE_DATASETS", "load", "check_labels", "digits", "mnist1d", "xor",
+           "sine", "logistic2d", "modadd", "text", "one_hot", "decode"]
 
-TASKS = ("classification", "binary", "regression")
+TASKS = ("classification", "binary", "regression", "sequence")
 
 
 class Dataset(NamedTuple):
@@ -33,17 +40,22 @@ class Dataset(NamedTuple):
     A user's ``Dataset`` is checked by :func:`load` (task, shapes, labels in range).
 
     Attributes:
-      x_train: float32 array (n_train, *example_shape).
+      x_train: float32 array (n_train, *example_shape); for ``"sequence"`` int32 token ids
+        (n_train, T).
       y_train: int labels (n_train,) for ``"classification"`` and ``"binary"``; float32
-        (n_train, 1) for ``"regression"``.
-      x_test: float32 array (n_test, *example_shape).
+        (n_train, 1) for ``"regression"``; for ``"sequence"`` int32 token ids, (n,) (one answer
+        per sequence) or (n, T) (the next token at every position).
+      x_test: as ``x_train``, with n_test rows.
       y_test: as ``y_train``, with n_test rows.
       task: ``"classification"`` (softmax cross-entropy on n_classes outputs), ``"binary"``
-        (Fleuret's logistic loss on one output, labels 0/1 mapped to −1/+1) or ``"regression"``
-        (mean squared error).
-      n_classes: number of classes (``None`` for regression).
+        (Fleuret's logistic loss on one output, labels 0/1 mapped to −1/+1), ``"regression"``
+        (mean squared error) or ``"sequence"`` (tokens in, token targets out: softmax
+        cross-entropy over the vocabulary).
+      n_classes: number of classes (``None`` for regression; the vocabulary size for
+        ``"sequence"``).
       description: one line saying what the data is.
       name: the loader's name (``"custom"`` by default).
+      vocab: ``"sequence"`` only: a tuple of strings, ``vocab[i]`` the text of token i.
     """
 
     x_train: np.ndarray
@@ -54,6 +66,12 @@ class Dataset(NamedTuple):
     n_classes: Optional[int]
     description: str
     name: str = "custom"
+    vocab: Optional[tuple] = None
+
+    @property
+    def vocab_size(self) -> Optional[int]:
+        """The number of tokens (``"sequence"`` tasks), else ``None``."""
+        return None if self.vocab is None else len(self.vocab)
 
 
 def check_labels(y, n_classes: int, *, split: str = "y_train") -> np.ndarray:
@@ -104,6 +122,8 @@ def _validated(ds: Dataset) -> Dataset:
             raise ValueError(f"x_{split} must be an array (n, ...) with n ≥ 1 matching y_{split}; "
                              f"received x_{split} of shape {np.shape(x)} and y_{split} of shape "
                              f"{np.shape(y)}.")
+    if ds.task == "sequence":
+        return _validated_sequence(ds)
     if ds.task == "regression":
         return ds._replace(y_train=np.asarray(ds.y_train, np.float32).reshape(len(ds.y_train), -1),
                            y_test=np.asarray(ds.y_test, np.float32).reshape(len(ds.y_test), -1))
@@ -113,6 +133,65 @@ def _validated(ds: Dataset) -> Dataset:
                          f"received {n!r}.")
     return ds._replace(y_train=check_labels(ds.y_train, n, split="y_train"),
                        y_test=check_labels(ds.y_test, n, split="y_test"))
+
+
+def _validated_sequence(ds: Dataset) -> Dataset:
+    """A ``"sequence"`` Dataset: int tokens x (n, T), y (n,) or (n, T), all in [0, len(vocab))."""
+    vocab = ds.vocab
+    if not isinstance(vocab, (tuple, list)) or len(vocab) < 2 or \
+            not all(isinstance(t, str) for t in vocab):
+        raise ValueError(f"a 'sequence' Dataset needs vocab: a tuple of at least two strings (the "
+                         f"text of each token id), received {vocab!r}.")
+    vocab = tuple(vocab)
+    if ds.n_classes != len(vocab):
+        raise ValueError(f"a 'sequence' Dataset has n_classes = vocab_size = {len(vocab)} (the "
+                         f"output width of a token-predicting model), received n_classes = "
+                         f"{ds.n_classes!r}. Pass n_classes=len(vocab).")
+    arrays = {}
+    for split in ("train", "test"):
+        x, y = np.asarray(getattr(ds, f"x_{split}")), np.asarray(getattr(ds, f"y_{split}"))
+        if x.ndim != 2 or x.shape[1] == 0:
+            raise ValueError(f"x_{split} of a 'sequence' Dataset must hold token ids of shape "
+                             f"(n, T) with T ≥ 1, received shape {x.shape}.")
+        if y.shape not in ((len(x),), x.shape):
+            raise ValueError(f"y_{split} must be (n,) (one answer token per sequence) or (n, T) "
+                             f"(a target at every position) for x_{split} of shape {x.shape}, "
+                             f"received shape {y.shape}.")
+        for what, t in ((f"x_{split}", x), (f"y_{split}", y)):
+            if not np.issubdtype(t.dtype, np.integer):
+                raise TypeError(f"{what} must hold integer token ids, received dtype {t.dtype}. "
+                                f"Encode text with the vocabulary first.")
+            if t.min() < 0 or t.max() >= len(vocab):
+                raise ValueError(f"{what} has token ids in [{t.min()}, {t.max()}]; they must lie "
+                                 f"in [0, {len(vocab)}) for a vocabulary of {len(vocab)} tokens.")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x.astype(np.int32), y.astype(np.int32)
+    return ds._replace(vocab=vocab, **arrays)
+
+
+def one_hot(tokens, vocab_size: int) -> np.ndarray:
+    """Token ids (n, T) → float32 one-hot vectors (n, T, vocab_size), the input of a recurrent
+    network (``fb.gru(vocab_size, H, vocab_size)``)."""
+    tokens = np.asarray(tokens)
+    return np.eye(vocab_size, dtype=np.float32)[tokens]
+
+
+def decode(tokens, vocab) -> str:
+    """The text of a sequence of token ids: ``"".join(vocab[i] for i in tokens)``."""
+    return "".join(vocab[int(i)] for i in np.ravel(tokens))
+
+
+def _require_fraction(value, argument: str, who: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
+            not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{who}: {argument} must be a number strictly between 0 and 1, received "
+                         f"{value!r}. Use e.g. 0.5.")
+    return float(value)
+
+
+def _require_int(value, argument: str, minimum: int, who: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{who}: {argument} must be an int ≥ {minimum}, received {value!r}.")
+    return int(value)
 
 
 def _split(x, y, test_fraction: float, seed: int):
@@ -253,21 +332,117 @@ def logistic2d(*, n_train: int = 100, n_test: int = 400, separation: float = 2.0
                               "logistic2d"))
 
 
+def modadd(p: int = 97, train_fraction: float = 0.5, seed: int = 0) -> Dataset:
+    """Modular addition, the "grokking" task of Power et al. (2022): every pair (a, b) with
+    0 ≤ a, b < p, written as the four tokens ``[a, "+", b, "="]``, with the answer (a + b) mod p.
+
+    Args:
+      p: the modulus, an int ≥ 2 (the paper's 97).
+      train_fraction: the share of the p² equations used for training, in (0, 1); the rest is
+        the test set. Each pair appears exactly once, in one split.
+      seed: seeds the random assignment of pairs to the splits.
+
+    Returns:
+      A ``"sequence"`` :class:`Dataset`: x (n, 4) int32 token ids, y (n,) int32 answers; token i
+      < p is the number i, token p is "+", token p + 1 is "="; ``vocab`` = ("0", …, "p−1", "+",
+      "="), ``n_classes == vocab_size == p + 2``.
+    """
+    p = _require_int(p, "p", 2, "modadd")
+    train_fraction = _require_fraction(train_fraction, "train_fraction", "modadd")
+    n_train = int(round(train_fraction * p * p))
+    if not 0 < n_train < p * p:
+        raise ValueError(f"modadd: train_fraction = {train_fraction} of the {p * p} pairs leaves "
+                         f"{n_train} for training and {p * p - n_train} for testing; both need at "
+                         f"least one. Use a fraction nearer 0.5 or a larger p.")
+    a, b = (t.ravel() for t in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+    x = np.stack([a, np.full_like(a, p), b, np.full_like(a, p + 1)], axis=1).astype(np.int32)
+    y = ((a + b) % p).astype(np.int32)
+    order = np.random.default_rng(seed).permutation(p * p)
+    train, test = order[:n_train], order[n_train:]
+    vocab = tuple(str(i) for i in range(p)) + ("+", "=")
+    return _validated(Dataset(x[train], y[train], x[test], y[test], "sequence", p + 2,
+                              f"modadd: (a + b) mod {p} from tokens [a, +, b, =], "
+                              f"{n_train} of {p * p} pairs for training", "modadd", vocab))
+
+
+def text(path, seq_len: int = 64, seed: int = 0, *, test_fraction: float = 0.1) -> Dataset:
+    """A character-level corpus from the file ``path`` (UTF-8): the vocabulary is the file's
+    distinct characters, sorted; the examples are the non-overlapping windows of ``seq_len``
+    characters, each with the next character at every position as its target.
+
+    Args:
+      path: a text file, at least 2·seq_len + 1 characters long.
+      seq_len: T, the window length, an int ≥ 1.
+      seed: seeds the random assignment of windows to the splits.
+      test_fraction: the share of windows held out for testing, in (0, 1) (at least one window
+        each way); each split keeps its windows in file order.
+
+    Returns:
+      A ``"sequence"`` :class:`Dataset`: x, y int32 (n, T), window k being
+      ``x = ids[k·T : k·T + T]``, ``y = ids[k·T + 1 : k·T + T + 1]``; ``vocab`` the characters,
+      ``n_classes == vocab_size``. :func:`decode` turns ids back into text.
+
+    Raises:
+      FileNotFoundError: no such file. ValueError: the file is empty, not UTF-8, or too short
+      for two windows; a bad seq_len or test_fraction.
+    """
+    seq_len = _require_int(seq_len, "seq_len", 1, "text")
+    test_fraction = _require_fraction(test_fraction, "test_fraction", "text")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"text: expected a readable text file, received path {str(path)!r}"
+                                f", which {'is not a file' if file.exists() else 'does not exist'}."
+                                f" Pass data='text:PATH' with the path of a UTF-8 text file.")
+    try:
+        corpus = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"text: expected a UTF-8 text file, {str(path)!r} is not ({err}). "
+                         f"Convert it to UTF-8 first.") from None
+    if not corpus:
+        raise ValueError(f"text: the file {str(path)!r} is empty; expected at least "
+                         f"{2 * seq_len + 1} characters (two windows of seq_len = {seq_len} and "
+                         f"one next character).")
+    vocab = tuple(sorted(set(corpus)))
+    if len(vocab) < 2:
+        raise ValueError(f"text: the file {str(path)!r} uses a single character ({vocab[0]!r}); "
+                         f"a vocabulary needs at least two.")
+    lookup = {c: i for i, c in enumerate(vocab)}
+    ids = np.fromiter((lookup[c] for c in corpus), np.int32, len(corpus))
+    n_windows = (len(corpus) - 1) // seq_len
+    if n_windows < 2:
+        raise ValueError(f"text: the file {str(path)!r} has {len(corpus)} characters; windows of "
+                         f"seq_len = {seq_len} need at least {2 * seq_len + 1} (two windows and a "
+                         f"next character). Use a longer file or a smaller seq_len.")
+    starts = np.arange(n_windows) * seq_len
+    x = ids[starts[:, None] + np.arange(seq_len)]
+    y = ids[starts[:, None] + np.arange(1, seq_len + 1)]
+    n_test = min(max(int(round(n_windows * test_fraction)), 1), n_windows - 1)
+    order = np.random.default_rng(seed).permutation(n_windows)
+    test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return _validated(Dataset(x[train], y[train], x[test], y[test], "sequence", len(vocab),
+                              f"text: {file.name}, {len(corpus)} characters, {len(vocab)} distinct, "
+                              f"windows of {seq_len}", f"text:{path}", vocab))
+
+
 DATASETS = {"digits": digits, "mnist1d": mnist1d, "xor": xor, "sine": sine,
             "logistic2d": logistic2d}
+# Token sequences (task "sequence"), loaded by name too; kept apart from DATASETS, the sets the
+# trainer and `fbackprop train --data` accept today.
+SEQUENCE_DATASETS = {"modadd": modadd}
 
 
 def load(data) -> Dataset:
     """A data set by name, or a user's :class:`Dataset` after checking it.
 
     Args:
-      data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"`` (loaded with the loader's
-        defaults), or a :class:`Dataset`, whose task, shapes (x (n, ...) with n ≥ 1 matching y)
-        and labels (in ``[0, n_classes)``) are checked.
+      data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d" | "modadd"`` (loaded with the
+        loader's defaults, once per process), ``"text:PATH"`` (a character-level corpus from a
+        file), or a :class:`Dataset`, whose task, shapes (x (n, ...) with n ≥ 1 matching y) and
+        labels (in ``[0, n_classes)``) are checked.
 
     Returns:
       The :class:`Dataset`, labels as int32 (n,) for classification and binary tasks, targets as
-      float32 (n, k) for regression.
+      float32 (n, k) for regression, token ids as int32 for sequences.
 
     Raises:
       ValueError: for an unknown name, an unknown task, mismatched or empty splits, a bad
@@ -280,8 +455,13 @@ def load(data) -> Dataset:
     if isinstance(data, str):
         if data in DATASETS:
             return _load_default(data)
+        if data in SEQUENCE_DATASETS:
+            return SEQUENCE_DATASETS[data]()
+        if data.startswith("text:"):
+            return text(data[len("text:"):])
         raise ValueError(f"unknown data {data!r}; valid names are "
-                         f"{', '.join(map(repr, DATASETS))} (or pass an fbackprop.data.Dataset).")
+                         f"{', '.join(map(repr, {**DATASETS, **SEQUENCE_DATASETS}))} or 'text:PATH' (or pass an "
+                         f"fbackprop.data.Dataset).")
     raise TypeError(f"data must be a name such as 'digits' or an fbackprop.data.Dataset, "
                     f"received {type(data).__name__}.")
 

@@ -1,5 +1,5 @@
 """Model constructors: an MLP (Gordon, Kamper, Bradbury), a CNN (Jin §2), a recurrent network
-(Jin §3.1–3.2) and an LSTM (Jin §3.3). Each returns an :class:`fbackprop.Network` — a serial stack
+(Jin §3.1–3.2), an LSTM (Jin §3.3) and a GRU (Cho et al. 2014). Each returns an :class:`fbackprop.Network` — a serial stack
 of hand-written layers with ``input_shape`` set — so ``manual_grad``, ``loss_fn``, ``backprop`` and
 the input checks work on it unchanged. :func:`delta_norms` reads the per-time-step deltas of the
 hand-written BPTT.
@@ -13,13 +13,14 @@ import jax.numpy as jnp
 from .activations import get_activation
 from .layers.conv import conv
 from .layers.dense import dense
+from .layers.gru import gru_layer
 from .layers.lstm import lstm_layer
 from .layers.pool import flatten, max_pool, mean_pool
 from .inputs import require_choice, require_positive_int, require_positive_ints
 from .layers.recurrent import require_output, rnn_layer
 from .network import Network, backprop
 
-__all__ = ["mlp", "cnn", "rnn", "lstm", "delta_norms"]
+__all__ = ["mlp", "cnn", "rnn", "lstm", "gru", "delta_norms"]
 
 _POOLS = {"mean": mean_pool, "max": max_pool}
 
@@ -180,6 +181,28 @@ def lstm(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Netwo
                    (None, n_in), f"lstm({n_in}→{n_hidden}→{n_out}, output={output})")
 
 
+def gru(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Network:
+    """A GRU (Cho et al. 2014, reset gate before the candidate's product; see
+    :mod:`fbackprop.layers.gru`) followed by a linear dense head on h (logits, or the prediction
+    for ``"mse"``).
+
+    Args:
+      n_in: features per step; x has shape (batch, T, n_in).
+      n_hidden: the width H of h.
+      n_out: the output width.
+      output: ``"last"`` or ``"all"``, as for :func:`rnn`.
+
+    Returns:
+      A :class:`~fbackprop.Network` (:func:`~fbackprop.gru_layer`, then a linear dense head);
+      losses and gradients are batch means.
+    """
+    n_in, n_hidden, n_out = (require_positive_int(v, arg, who="gru") for arg, v in
+                             (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)))
+    require_output(output, "gru")
+    return Network((gru_layer(n_in, n_hidden, output=output), dense(n_hidden, n_out, "identity")),
+                   (None, n_in), f"gru({n_in}→{n_hidden}→{n_out}, output={output})")
+
+
 def delta_norms(net: Network, cost, params, x, y) -> dict:
     """Norms over τ of the hand-written per-time-step deltas, to see gradients vanish or
     explode (Jin §3.2).
@@ -203,7 +226,7 @@ def delta_norms(net: Network, cost, params, x, y) -> dict:
     recurrent = [l for l, layer in enumerate(net.layers) if layer.time_deltas is not None]
     if not recurrent:
         raise ValueError(f"delta_norms needs a network with a recurrent layer (one with "
-                         f"time_deltas, such as fbackprop.rnn or fbackprop.lstm); {net!r} has none.")
+                         f"time_deltas, such as fbackprop.rnn, fbackprop.lstm or fbackprop.gru); {net!r} has none.")
     out = {}
     for l in recurrent:
         layer = net.layers[l]

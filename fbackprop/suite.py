@@ -7,7 +7,7 @@ from typing import Callable, NamedTuple
 
 from .gradcheck import check, precision_for, sample_point
 from .gradcheck.report import FAIL, HAND_AUTO, PASS, GradientReport
-from .models import cnn, lstm, mlp, rnn
+from .models import cnn, gru, lstm, mlp, rnn
 
 __all__ = ["Config", "builtin_configs", "model_configs", "check_configs", "summary_row"]
 
@@ -47,7 +47,7 @@ def builtin_configs() -> list[Config]:
 
 def model_configs():
     """Rows for ``fbackprop check``: CNNs (1-D and 2-D, mean and max pooling, every activation),
-    RNNs (every activation) and LSTMs, with ``output="last"`` and ``"all"``, small shapes."""
+    RNNs (every activation), LSTMs and GRUs, with ``output="last"`` and ``"all"``, small shapes."""
     rows = []
     cnn_rows = [  # (input_shape, conv_channels, kernel, pool_size, pool, hidden, activation, cost)
         ((2, 12), (3,), 3, 2, "mean", (), "sigmoid", "softmax_cross_entropy"),
@@ -69,11 +69,15 @@ def model_configs():
         ("rnn", "identity", "last", 1, "sse"),
         ("lstm", None, "last", 5, "softmax_cross_entropy"),
         ("lstm", None, "all", 4, "mse"),
+        ("gru", None, "last", 5, "softmax_cross_entropy"),
+        ("gru", None, "all", 4, "mse"),
     ]
     for model, act, output, T, cost in rnn_rows:
         def make(model=model, act=act, output=output):
             if model == "rnn":
                 return rnn(3, 6, 2, activation=act, output=output)
+            if model == "gru":
+                return gru(3, 5, 2, output=output)
             return lstm(3, 5, 2, output=output)
 
         rows.append(Config(model, f"{make().name} T={T}", act or "σ/tanh", cost, make, batch=3,

@@ -1,9 +1,9 @@
-"""Speed guard for the CNN, RNN and LSTM: jitted hand-written gradient vs jitted jax.grad.
+"""Speed guard for the CNN, RNN, LSTM and GRU: jitted hand-written gradient vs jitted jax.grad.
 
 Same method as bench_mlp.py (whose timing helper it imports): both sides compiled, calls
 alternated one by one, median of the timed calls after warm-up, ratio = jax.grad time / manual
 time (>= 0.95 means the hand-written path is not slower). Two sizes per model, one run, float32.
-Run:  python scripts/bench_models.py [--repeats N] [--json] [--only cnn,rnn,lstm]
+Run:  python scripts/bench_models.py [--repeats N] [--json] [--only cnn,rnn,lstm,gru]
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ SIZES = [
     ("rnn", "large", lambda: fb.rnn(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
     ("lstm", "small", lambda: fb.lstm(8, 32, 10), (32, 20, 8), "n_in 8, H 32, T 20"),
     ("lstm", "large", lambda: fb.lstm(32, 128, 10), (64, 100, 32), "n_in 32, H 128, T 100"),
+    ("gru", "small", lambda: fb.gru(8, 64, 10), (32, 20, 8), "n_in 8, H 64, T 20"),
+    ("gru", "large", lambda: fb.gru(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
 ]
 
 
@@ -60,7 +62,7 @@ def bench(repeats: int = 100, only=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=100, help="timed calls per side (>= 30)")
-    ap.add_argument("--only", default="", help="comma-separated subset of cnn,rnn,lstm")
+    ap.add_argument("--only", default="", help="comma-separated subset of cnn,rnn,lstm,gru")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     rows = bench(args.repeats, [s for s in args.only.split(",") if s])

@@ -106,10 +106,11 @@ def _behind_a_dense(recurrent):
                      input_shape=(None, 3))
 
 
-RECURRENT = [fb.rnn_layer(3, 4, "tanh", output="last"), fb.lstm_layer(3, 4, output="all")]
+RECURRENT = [fb.rnn_layer(3, 4, "tanh", output="last"), fb.lstm_layer(3, 4, output="all"),
+             fb.gru_layer(3, 4, output="last")]
 
 
-@pytest.mark.parametrize("layer", RECURRENT, ids=["rnn", "lstm"])
+@pytest.mark.parametrize("layer", RECURRENT, ids=["rnn", "lstm", "gru"])
 def test_a_recurrent_layer_runs_its_reverse_scan_once_per_backward_pass(layer):
     for candidate, scans in ((layer, 1), (layer._replace(D_param=layer.D_param), 2)):
         net = _behind_a_dense(candidate)  # without the fused rule, each Euler rule scans

@@ -100,3 +100,101 @@ def test_bad_names_and_datasets():
         data.load(ds._replace(n_classes=3))
     with pytest.raises(ValueError, match=r"x_test .*matching y_test"):
         data.load(ds._replace(y_test=ds.y_test[:5]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Token sequences: modular addition (Power et al. 2022) and a character-level corpus
+
+def test_modadd_covers_every_pair_once_with_the_right_answers():
+    p = 7
+    ds = data.modadd(p, 0.4, seed=1)
+    assert (ds.task, ds.name, ds.n_classes, ds.vocab_size) == ("sequence", "modadd", p + 2, p + 2)
+    assert ds.vocab[:p] == tuple(map(str, range(p))) and ds.vocab[p:] == ("+", "=")
+    assert ds.x_train.shape == (20, 4) and ds.x_test.shape == (29, 4)  # round(0.4 · 49) = 20
+    assert ds.y_train.shape == (20,) and ds.x_train.dtype == ds.y_train.dtype == np.int32
+    x = np.concatenate([ds.x_train, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_test])
+    assert sorted(map(tuple, x[:, [0, 2]].tolist())) == [(a, b) for a in range(p) for b in range(p)]
+    assert np.all(x[:, 1] == p) and np.all(x[:, 3] == p + 1)
+    np.testing.assert_array_equal(y, (x[:, 0] + x[:, 2]) % p)
+    assert data.decode(ds.x_train[0], ds.vocab).endswith("=")
+
+
+def test_modadd_and_text_are_deterministic_per_seed(tmp_path):
+    a, b, c = data.modadd(11, seed=0), data.modadd(11, seed=0), data.modadd(11, seed=1)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    assert not np.array_equal(a.x_train, c.x_train)
+    f = tmp_path / "corpus.txt"
+    f.write_text("the quick brown fox jumps over the lazy dog. " * 8, encoding="utf-8")
+    t0, t1 = data.text(f, seq_len=8, seed=0), data.text(f, seq_len=8, seed=0)
+    np.testing.assert_array_equal(t0.x_test, t1.x_test)
+    assert data.load("modadd").x_train.shape == (4704, 4)  # p = 97: round(0.5 · 9409) pairs
+
+
+def test_text_windows_decode_back_to_the_file(tmp_path):
+    corpus = "Gordon's curried f p a, Euler's D — ünïcode too.\n" * 5
+    f = tmp_path / "corpus.txt"
+    f.write_text(corpus, encoding="utf-8")
+    T = 10
+    ds = data.text(f, seq_len=T, seed=3)
+    assert ds.vocab == tuple(sorted(set(corpus))) and ds.n_classes == len(ds.vocab)
+    n = (len(corpus) - 1) // T
+    assert len(ds.x_train) + len(ds.x_test) == n and ds.x_train.shape[1:] == ds.y_train.shape[1:] \
+        == (T,)
+    windows = sorted(data.decode(w, ds.vocab) for w in np.concatenate([ds.x_train, ds.x_test]))
+    assert windows == sorted(corpus[k * T:(k + 1) * T] for k in range(n))  # each window, once
+    for x, y in zip(ds.x_train, ds.y_train):  # the target is the next character
+        start = corpus.index(data.decode(x, ds.vocab))
+        assert data.decode(y, ds.vocab) == corpus[start + 1:start + T + 1]
+    loaded = data.load(f"text:{f}")  # the default seq_len, 64
+    assert loaded.task == "sequence" and loaded.x_train.shape[1:] == (64,)
+
+
+def test_sequence_tokens_one_hot_feed_a_gru():
+    import fbackprop as fb
+    import jax
+
+    ds = data.modadd(5)
+    x = data.one_hot(ds.x_train[:3], ds.vocab_size)
+    assert x.shape == (3, 4, 7) and x.dtype == np.float32
+    net = fb.gru(ds.vocab_size, 4, ds.n_classes)
+    assert net.apply(net.init(jax.random.PRNGKey(0)), x).shape == (3, ds.n_classes)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda tmp: data.text(tmp / "missing.txt"), FileNotFoundError, r"does not exist.*text:PATH"),
+    (lambda tmp: data.text(tmp), FileNotFoundError, r"is not a file"),
+    (lambda tmp: data.text(_write(tmp, "")), ValueError, r"is empty; expected at least 129"),
+    (lambda tmp: data.text(_write(tmp, "abcdefg"), seq_len=4), ValueError,
+     r"has 7 characters.*at least 9"),
+    (lambda tmp: data.text(_write(tmp, "aaaaaaaaaa"), seq_len=2), ValueError, r"single character"),
+    (lambda tmp: data.text(_write(tmp, "abcdefghij"), seq_len=0), ValueError, r"seq_len must be"),
+    (lambda tmp: data.modadd(1), ValueError, r"p must be an int ≥ 2, received 1"),
+    (lambda tmp: data.modadd(5, 0.0), ValueError, r"strictly between 0 and 1, received 0.0"),
+    (lambda tmp: data.modadd(5, 1.5), ValueError, r"strictly between 0 and 1, received 1.5"),
+    (lambda tmp: data.modadd(2, 0.1), ValueError, r"leaves 0 for training"),
+], ids=["missing", "directory", "empty", "short", "one-char", "seq_len", "p", "fraction0",
+        "fraction>1", "no-train"])
+def test_sequence_data_bad_inputs(tmp_path, call, error, message):
+    with pytest.raises(error, match=message):
+        call(tmp_path)
+
+
+def _write(folder, content):
+    f = folder / "corpus.txt"
+    f.write_text(content, encoding="utf-8")
+    return f
+
+
+def test_bad_sequence_datasets():
+    ds = data.modadd(5)
+    with pytest.raises(ValueError, match=r"token ids in \[0, 6\].*\[0, 6\)"):
+        data.load(ds._replace(vocab=ds.vocab[:-1], n_classes=6))
+    with pytest.raises(ValueError, match="n_classes = vocab_size = 7"):
+        data.load(ds._replace(n_classes=5))
+    with pytest.raises(TypeError, match="integer token ids"):
+        data.load(ds._replace(x_train=ds.x_train.astype(float)))
+    with pytest.raises(ValueError, match=r"\(n,\).*or \(n, T\)"):
+        data.load(ds._replace(y_test=ds.y_test[:, None]))
+    with pytest.raises(ValueError, match="vocab: a tuple of at least two strings"):
+        data.load(ds._replace(vocab=None))

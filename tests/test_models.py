@@ -1,4 +1,4 @@
-"""CNN, RNN and LSTM: manual_grad against jax.grad(loss_fn) over one table of models crossed with
+"""CNN, RNN, LSTM and GRU: manual_grad against jax.grad(loss_fn) over one table of models crossed with
 shapes and costs; every layer's rules and per-time-step deltas against jax.vjp; Jin's convolution
 convention; the chosen values at ReLU kinks and max-pool ties; vanishing and exploding deltas.
 Adding a row to MODELS or LAYERS adds its tests. Everything is jitted: one compile per row."""
@@ -37,6 +37,9 @@ LSTMS = [  # output, T, batch, cost: Jin's squared error and both cross-entropie
     ("last", 1, 2, "mse"), ("all", 5, 1, "softmax_cross_entropy"),
     ("last", 6, 3, "sigmoid_cross_entropy"), ("all", 1, 3, "logistic"),
 ]
+GRUS = [  # output, T, batch, cost
+    ("last", 1, 2, "softmax_cross_entropy"), ("all", 5, 3, "mse"), ("last", 6, 1, "logistic"),
+]
 
 
 def _cnn_row(i, spec):
@@ -55,6 +58,8 @@ MODELS = (
        for i, (act, out, T) in enumerate(RNNS)]
     + [("lstm", dict(n_in=3, n_hidden=4, n_out=2, output=out), (T, 3), cost, batch)
        for out, T, batch, cost in LSTMS]
+    + [("gru", dict(n_in=3, n_hidden=4, n_out=2, output=out), (T, 3), cost, batch)
+       for out, T, batch, cost in GRUS]
 )
 
 
@@ -132,7 +137,7 @@ def test_eager_manual_path_uses_no_autodiff_and_equals_jit(row, monkeypatch):
     assert tree_relative_error(jitted, eager) <= TOLERANCE["float64"]
 
 
-@pytest.mark.parametrize("family", ["rnn", "lstm"])
+@pytest.mark.parametrize("family", ["rnn", "lstm", "gru"])
 def test_program_size_does_not_grow_with_T(family):
     """BPTT is a reverse lax.scan: the traced program is the same size for T = 2 and T = 40."""
     net = getattr(fb, family)(3, 4, 2, output="all")
@@ -147,7 +152,7 @@ def test_program_size_does_not_grow_with_T(family):
 
 
 def test_check_covers_every_model_family():
-    assert {c.model for c in suite.builtin_configs()} >= {"mlp", "cnn", "rnn", "lstm"}
+    assert {c.model for c in suite.builtin_configs()} >= {"mlp", "cnn", "rnn", "lstm", "gru"}
     configs = suite.model_configs()
     assert {c.cost for c in configs if c.model == "lstm"} >= {"mse", "softmax_cross_entropy"}
     recurrent = next(c for c in configs if c.input_shape is not None)  # T given by the row
@@ -171,6 +176,8 @@ LAYERS = (
        [("sigmoid", "last", 2, 4), ("tanh", "all", 1, 1), ("relu", "all", 3, 3),
         ("identity", "last", 1, 2)]]
     + [(fb.lstm_layer(3, 4, output=out), (b, T, 3)) for out, b, T in [("last", 2, 5), ("all", 1, 1)]]
+    + [(fb.gru_layer(3, 4, output=out), (b, T, 3)) for out, b, T in
+       [("last", 2, 5), ("all", 1, 1), ("all", 3, 4), ("last", 1, 1)]]
 )
 
 
@@ -347,4 +354,4 @@ def test_lstm_with_open_forget_gate_keeps_cell_deltas_near_constant():
 
 def test_every_parametrised_layer_family_has_a_fused_rule_where_it_shares_work():
     fused = {layer.name.split("(")[0] for layer, _ in LAYERS if layer.backward is not None}
-    assert fused == {"dense", "conv1d", "conv2d", "rnn", "lstm"}
+    assert fused == {"dense", "conv1d", "conv2d", "rnn", "lstm", "gru"}
