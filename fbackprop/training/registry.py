@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import data as datasets
 from ..inputs import require_choice
-from ..models import cnn, lstm, mlp, rnn
+from ..models import cnn, gru, lstm, mlp, rnn
 from ..network import Network
 from .config import data_defaults
 
@@ -96,6 +96,10 @@ def _lstm(ds, hidden) -> Network:
     return _recurrent("lstm", lstm, ds, hidden)
 
 
+def _gru(ds, hidden) -> Network:
+    return _recurrent("gru", gru, ds, hidden)
+
+
 FAMILIES = {
     "mlp": Family(_mlp, "flat features → the hidden ReLU layers (default: the data set's) → "
                         "identity output (logits)"),
@@ -108,6 +112,8 @@ FAMILIES = {
                   "state size (default 64); the last step is scored"),
     "lstm": Family(_lstm,
                    "LSTM over the same sequences as rnn; hidden is the state size (default 64)"),
+    "gru": Family(_gru,
+                  "GRU over the same sequences as rnn; hidden is the state size (default 64)"),
 }
 MODELS = tuple(FAMILIES)
 
