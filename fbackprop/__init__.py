@@ -8,7 +8,9 @@ generic recurrence turns them into the backward pass, and every rule is checked 
 from . import graph, notation
 from .activations import Activation, get_activation
 from .costs import Cost, get_cost
-from .gradcheck import GradientCheckError, GradientReport, check, check_grad
+from .gradcheck import (GradientCheckError, GradientReport, check, check_grad, check_layer,
+                        check_vjp)
+from .interop import as_custom_vjp
 from .layers import Layer, Probes, dense
 from .layers import conv, flatten, gate_params, lstm_layer, max_pool, mean_pool, rnn_layer
 from .models import cnn, delta_norms, lstm, mlp, rnn
@@ -31,7 +33,9 @@ __all__ = [
     # models
     "mlp", "cnn", "rnn", "lstm", "delta_norms",
     # checking
-    "check", "check_grad", "GradientReport", "GradientCheckError",
+    "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
+    # the JAX ecosystem
+    "as_custom_vjp",
     # training and data
     "data", "train", "TrainResult", "TrainingStopped",
 ]
