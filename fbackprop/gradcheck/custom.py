@@ -188,7 +188,7 @@ def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
                                          kink_tol=kink_tol, resample=resample, rng=rng)
     out, dist = found.out, found.distance
     tol, fd_rtol, fd_tol = _tolerances(dtype, tolerance, fd, fd_tolerance, out["loss"])
-    rows = _layer_rows(0, layer, out["layers"][0], notes, tol)
+    rows = _layer_rows(0, layer, out["layers"][0], notes, tol, in_network=False)
     if fd is not None:
         rule = "backward" if layer.backward is not None else "D_param, D_input"
         rows += [r._replace(layer=0) for r in gradient_rows(
