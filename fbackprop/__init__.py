@@ -5,6 +5,9 @@ its two Euler derivatives ``D(f p) a`` and ``D(λv. f v a) p`` written by hand b
 generic recurrence turns them into the backward pass, and every rule is checked against
 ``jax.grad``.
 """
+import importlib
+import warnings
+
 from . import graph, notation
 from .activations import Activation, get_activation
 from .costs import Cost, get_cost
@@ -21,6 +24,18 @@ from . import data
 from .training import TrainResult, TrainingStopped, train
 
 __version__ = "0.1.0"
+
+# Modules renamed when the checker became a package; the old names still import, with a warning.
+_RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
+            "validate": "fbackprop.inputs", "rundir": "fbackprop.training.rundir"}
+
+
+def __getattr__(name):
+    if name in _RENAMED:
+        warnings.warn(f"fbackprop.{name} is deprecated; use {_RENAMED[name]}.", DeprecationWarning,
+                      stacklevel=2)
+        return importlib.import_module(_RENAMED[name])
+    raise AttributeError(f"module 'fbackprop' has no attribute {name!r}")
 
 __all__ = [
     # notation, activations, costs

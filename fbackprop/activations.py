@@ -21,12 +21,19 @@ __all__ = ["Activation", "sigmoid", "tanh", "relu", "identity", "softmax",
 class Activation(NamedTuple):
     """An activation g with its derivative.
 
-    name: how it is referred to (``"sigmoid"`` …).
-    g:    z ↦ g(z).
-    Dg:   z ↦ g'(z) elementwise, or ``None`` when g is not elementwise (softmax).
-    vjp:  (z, d) ↦ d · Dg(z), the delta at z given the delta d at a = g(z).
-    kinks: the points where g is not differentiable (ReLU: 0), where the derivative takes the
-          documented one-sided value.
+    Calling the activation applies g: ``act(z) == act.g(z)``. For elementwise g the delta is
+    pulled back as ``d ⊙ g'(z)`` (Kamper eq. 21; Nielsen's BP1/BP2 via Gordon); for softmax as the
+    Jacobian-transpose product. Arrays carry leading batch axes; g acts on the last axis.
+
+    Attributes:
+      name: how it is referred to (``"sigmoid"`` …).
+      g: z ↦ g(z), same shape and dtype as z.
+      Dg: z ↦ g'(z) elementwise, same shape and dtype as z, or ``None`` when g is not
+        elementwise (softmax).
+      vjp: (z, d) ↦ d · Dg(z), the delta at z given the delta d at a = g(z); z and d of the same
+        shape, result of that shape.
+      kinks: the points where g is not differentiable (ReLU: 0), where the derivative takes the
+        documented one-sided value.
     """
 
     name: str
@@ -36,7 +43,14 @@ class Activation(NamedTuple):
     kinks: tuple = ()
 
     def kink_distance(self, z):
-        """Smallest |z − k| over the kinks k (``inf`` for a smooth g)."""
+        """Smallest |z − k| over every entry of ``z`` and every kink k.
+
+        Args:
+          z: pre-activations, a floating array of any shape.
+
+        Returns:
+          A 0-d array of ``z.dtype``; ``inf`` for a smooth g.
+        """
         if not self.kinks:
             return jnp.asarray(jnp.inf, z.dtype)
         return jnp.min(jnp.stack([jnp.min(jnp.abs(z - k)) for k in self.kinks]))
@@ -45,7 +59,15 @@ class Activation(NamedTuple):
         return self.g(z)
 
     def D(self, z, d):
-        """``d · Dg(z)``: pull the delta ∂C/∂a back to ∂C/∂z."""
+        """``d · Dg(z)``: pull the delta ∂C/∂a back to ∂C/∂z (Kamper eq. 21).
+
+        Args:
+          z: pre-activations, (..., n).
+          d: ∂C/∂a at a = g(z), the shape of ``z``.
+
+        Returns:
+          ∂C/∂z, the shape and dtype of ``z``.
+        """
         return self.vjp(z, d)
 
 
@@ -106,6 +128,19 @@ ACTIVATIONS = {a.name: a for a in (sigmoid, tanh, relu, identity, softmax)}
 
 
 def get_activation(activation, *, argument: str = "activation") -> Activation:
-    """Look up an activation by name, or pass an :class:`Activation` through unchanged."""
+    """Look up an activation by name, or pass an :class:`Activation` through unchanged.
+
+    Args:
+      activation: ``"sigmoid" | "tanh" | "relu" | "identity" | "softmax"`` or an
+        :class:`Activation`.
+      argument: the name used for the value in error messages.
+
+    Returns:
+      The :class:`Activation`.
+
+    Raises:
+      ValueError: for an unknown name; the message lists the valid ones.
+      TypeError: if ``activation`` is neither a name nor an :class:`Activation`.
+    """
     return lookup(activation, ACTIVATIONS, Activation, argument=argument, example="sigmoid",
                   build_hint="or pass an fbackprop.Activation")

@@ -26,10 +26,16 @@ __all__ = ["Cost", "mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy
 class Cost(NamedTuple):
     """A cost ``C y a`` with its derivative ``D(C y) a``.
 
-    name:      how it is referred to (``"mse"`` …).
-    C:         (y, a) ↦ per-vector cost, shape ``a.shape[:-1]``.
-    D:         (y, a) ↦ ∂C/∂a, shape of ``a``; written by hand, never by autodiff.
-    on_logits: True when ``a`` is meant to be a logit (pre-activation), False when it is an output.
+    Gordon's curried cost (Gordon, "Cost function"): the target y first, the network output a
+    second; ``D(C y)`` is the derivative with respect to a (Gordon, "Derivative of the cost
+    function"). Both work on the last axis; y and a have the same shape (..., n).
+
+    Attributes:
+      name: how it is referred to (``"mse"`` …).
+      C: (y, a) ↦ per-vector cost, shape ``a.shape[:-1]``.
+      D: (y, a) ↦ ∂C/∂a, shape of ``a``; written by hand, never by autodiff.
+      on_logits: True when ``a`` is meant to be a logit (pre-activation), False when it is an
+        output.
     """
 
     name: str
@@ -97,6 +103,18 @@ COSTS = {c.name: c for c in (mse, sse, sigmoid_cross_entropy, softmax_cross_entr
 
 
 def get_cost(cost) -> Cost:
-    """Look up a cost by name, or pass a :class:`Cost` through unchanged."""
+    """Look up a cost by name, or pass a :class:`Cost` through unchanged.
+
+    Args:
+      cost: ``"mse" | "sse" | "sigmoid_cross_entropy" | "softmax_cross_entropy" | "logistic"``
+        or a :class:`Cost`.
+
+    Returns:
+      The :class:`Cost`.
+
+    Raises:
+      ValueError: for an unknown name; the message lists the valid ones.
+      TypeError: if ``cost`` is neither a name nor a :class:`Cost`.
+    """
     return lookup(cost, COSTS, Cost, argument="cost", example="mse",
                   build_hint="or build one with fbackprop.Cost(name, C, D)")

@@ -26,17 +26,22 @@ TASKS = ("classification", "binary", "regression")
 
 
 class Dataset(NamedTuple):
-    """A train/test split.
+    """A train/test split with the task that decides the cost and the accuracy.
 
-    x_train, x_test: float32 arrays (n, *example_shape).
-    y_train, y_test: int labels (n,) for ``"classification"`` and ``"binary"``; float32 (n, 1)
-                     for ``"regression"``.
-    task:            ``"classification"`` (softmax cross-entropy on n_classes outputs),
-                     ``"binary"`` (Fleuret's logistic loss on one output, labels 0/1 mapped to
-                     −1/+1) or ``"regression"`` (mean squared error).
-    n_classes:       number of classes (``None`` for regression).
-    description:     one line saying what the data is.
-    name:            the loader's name.
+    A user's ``Dataset`` is checked by :func:`load` (task, shapes, labels in range).
+
+    Attributes:
+      x_train: float32 array (n_train, *example_shape).
+      y_train: int labels (n_train,) for ``"classification"`` and ``"binary"``; float32
+        (n_train, 1) for ``"regression"``.
+      x_test: float32 array (n_test, *example_shape).
+      y_test: as ``y_train``, with n_test rows.
+      task: ``"classification"`` (softmax cross-entropy on n_classes outputs), ``"binary"``
+        (Fleuret's logistic loss on one output, labels 0/1 mapped to −1/+1) or ``"regression"``
+        (mean squared error).
+      n_classes: number of classes (``None`` for regression).
+      description: one line saying what the data is.
+      name: the loader's name (``"custom"`` by default).
     """
 
     x_train: np.ndarray
@@ -50,8 +55,23 @@ class Dataset(NamedTuple):
 
 
 def check_labels(y, n_classes: int, *, split: str = "y_train") -> np.ndarray:
-    """Return integer class labels ``y`` of shape (n,) after checking they lie in
-    ``[0, n_classes)``; otherwise raise ``ValueError``/``TypeError`` naming the first bad one."""
+    """Check that ``y`` holds one class label in ``[0, n_classes)`` per example.
+
+    Float labels with integral values are accepted and converted.
+
+    Args:
+      y: labels, array-like of shape (n,), integer, bool or integral float dtype.
+      n_classes: the number of classes.
+      split: the name used for ``y`` in error messages.
+
+    Returns:
+      The labels as an int32 array of shape (n,).
+
+    Raises:
+      ValueError: if ``y`` is not one-dimensional (one-hot rows, say), or a label lies outside
+        ``[0, n_classes)``; the message names the first bad one.
+      TypeError: if the labels are not integers (nor floats with integral values).
+    """
     y = np.asarray(y)
     if y.ndim != 1:
         raise ValueError(f"{split} must hold one integer class label per example, shape (n,); "
@@ -102,8 +122,18 @@ def _split(x, y, test_fraction: float, seed: int):
 
 
 def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes), pixel values
-    scaled from 0…16 to 0…1; a fixed split of 20% for testing (1438 train, 359 test)."""
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images, 10 classes).
+
+    Pixel values are scaled from 0…16 to 0…1; a fixed, seeded split holds out 20% for testing
+    (1438 train, 359 test).
+
+    Args:
+      test_fraction: the fraction of the examples held out for testing.
+      seed: seeds the permutation that makes the split.
+
+    Returns:
+      A ``"classification"`` :class:`Dataset`: x float32 (n, 8, 8), y int32 (n,) in [0, 10).
+    """
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -116,9 +146,15 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
 
 
 def mnist1d() -> Dataset:
-    """MNIST-1D (Greydanus 2020) generated locally with ``mnist1d.data.make_dataset`` and its
-    default arguments: 5000 signals of length 40, 10 classes, the paper's 4000/1000 split.
-    Never downloads; generation takes about a second."""
+    """MNIST-1D (Greydanus 2020), generated locally with ``mnist1d.data.make_dataset``.
+
+    Its default arguments: 5000 signals of length 40, 10 classes, the paper's 4000/1000 split.
+    Never downloads; generation takes about a second. NumPy's and Python's global random states
+    are saved and restored around the generator.
+
+    Returns:
+      A ``"classification"`` :class:`Dataset`: x float32 (n, 40), y int32 (n,) in [0, 10).
+    """
     from mnist1d.data import get_dataset_args, make_dataset
 
     # make_dataset seeds NumPy's and Python's global generators; leave them as we found them.
@@ -136,8 +172,20 @@ def mnist1d() -> Dataset:
 
 
 def xor(*, n_train: int = 400, n_test: int = 200, noise: float = 0.1, seed: int = 0) -> Dataset:
-    """Noisy XOR in the plane: points around the four corners (±1, ±1), class 1 where exactly
-    one coordinate is positive. Not linearly separable; needs a hidden layer."""
+    """Noisy XOR in the plane: points around the four corners (±1, ±1).
+
+    Class 1 where exactly one coordinate is positive. Not linearly separable; needs a hidden
+    layer.
+
+    Args:
+      n_train: number of training points.
+      n_test: number of test points.
+      noise: standard deviation of the Gaussian noise added to each corner.
+      seed: seeds the NumPy generator that draws both splits.
+
+    Returns:
+      A ``"binary"`` :class:`Dataset`: x float32 (n, 2), y int32 (n,) in {0, 1}.
+    """
     rng = np.random.default_rng(seed)
 
     def draw(n):
@@ -152,9 +200,20 @@ def xor(*, n_train: int = 400, n_test: int = 200, noise: float = 0.1, seed: int 
 
 
 def sine(*, n_train: int = 256, n_test: int = 200, seed: int = 0) -> Dataset:
-    """1-D regression of y = sin(x) on [−π, π] (Fleuret: a continuous function on an interval
-    is approximated by a sum of translated and scaled ReLUs). Training x uniform at random,
-    test x on an even grid; no noise."""
+    """1-D regression of y = sin(x) on [−π, π].
+
+    Fleuret, universal approximation: a continuous function on an interval is approximated by a
+    sum of translated and scaled ReLUs. Training x uniform at random, test x on an even grid; no
+    noise.
+
+    Args:
+      n_train: number of training points.
+      n_test: number of test points.
+      seed: seeds the NumPy generator that draws the training x.
+
+    Returns:
+      A ``"regression"`` :class:`Dataset`: x float32 (n, 1), y float32 (n, 1).
+    """
     rng = np.random.default_rng(seed)
     x_tr = rng.uniform(-np.pi, np.pi, (n_train, 1)).astype(np.float32)
     x_te = np.linspace(-np.pi, np.pi, n_test, dtype=np.float32)[:, None]
@@ -164,8 +223,20 @@ def sine(*, n_train: int = 256, n_test: int = 200, seed: int = 0) -> Dataset:
 
 def logistic2d(*, n_train: int = 100, n_test: int = 400, separation: float = 2.0,
                seed: int = 0) -> Dataset:
-    """Two Gaussian classes in the plane with unit variance and means ±(separation/2)(1, 1),
-    for Fleuret's logistic regression (100 training points as in his figures)."""
+    """Two Gaussian classes in the plane, for Fleuret's logistic regression.
+
+    Unit variance and means ±(separation/2)(1, 1); 100 training points as in his figures.
+
+    Args:
+      n_train: number of training points.
+      n_test: number of test points.
+      separation: scales the means ±(separation/2)(1, 1); larger separates the classes more.
+      seed: seeds the NumPy generator that draws both splits.
+
+    Returns:
+      A ``"binary"`` :class:`Dataset`: x float32 (n, 2), y int32 (n,) in {0, 1} (class 1 around
+      +(separation/2)(1, 1)).
+    """
     rng = np.random.default_rng(seed)
     mean = np.array([1.0, 1.0]) * separation / 2
 
@@ -185,8 +256,23 @@ DATASETS = {"digits": digits, "mnist1d": mnist1d, "xor": xor, "sine": sine,
 
 
 def load(data) -> Dataset:
-    """A data set by name (``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"``), or a
-    user's :class:`Dataset`, checked (task, shapes, labels in range)."""
+    """A data set by name, or a user's :class:`Dataset` after checking it.
+
+    Args:
+      data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"`` (loaded with the loader's
+        defaults), or a :class:`Dataset`, whose task, shapes (x (n, ...) with n ≥ 1 matching y)
+        and labels (in ``[0, n_classes)``) are checked.
+
+    Returns:
+      The :class:`Dataset`, labels as int32 (n,) for classification and binary tasks, targets as
+      float32 (n, k) for regression.
+
+    Raises:
+      ValueError: for an unknown name, an unknown task, mismatched or empty splits, a bad
+        ``n_classes`` or labels out of range.
+      TypeError: if ``data`` is neither a name nor a :class:`Dataset`, or the labels are not
+        integers.
+    """
     if isinstance(data, Dataset):
         return _validated(data)
     if isinstance(data, str):

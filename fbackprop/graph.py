@@ -39,7 +39,14 @@ __all__ = ["Op", "Node", "Graph", "Update", "Backward", "forward", "backward", "
 class Op(NamedTuple):
     """A scalar operation w = fn(u₁, …, u_n) with its local derivatives.
 
-    ``partials(*inputs)`` returns the tuple (∂w/∂u₁, …, ∂w/∂u_n) at the given input values.
+    Kamper §3.4: each node of the graph needs two things, its forward value and the local
+    derivatives of its output with respect to its inputs; an ``Op`` carries both.
+
+    Attributes:
+      name: how the operation is shown (``"add"``, ``"power(3)"`` …).
+      arity: n, the number of inputs.
+      fn: (u₁, …, u_n) ↦ w, on scalars (Python numbers or 0-d arrays).
+      partials: (u₁, …, u_n) ↦ the tuple (∂w/∂u₁, …, ∂w/∂u_n) at the given input values.
     """
 
     name: str
@@ -70,12 +77,26 @@ cos = Op("cos", 1, jnp.cos, lambda u: (-jnp.sin(u),))
 
 
 def power(n) -> Op:
-    """u ↦ uⁿ for a constant exponent n; ∂/∂u = n·uⁿ⁻¹."""
+    """The operation u ↦ uⁿ for a constant exponent n, with ∂/∂u = n·uⁿ⁻¹.
+
+    Args:
+      n: the exponent, a number (not a graph variable).
+
+    Returns:
+      A one-input :class:`Op` named ``"power(n)"``.
+    """
     return Op(f"power({n})", 1, lambda u: u**n, lambda u: (n * u ** (n - 1),))
 
 
 class Node(NamedTuple):
-    """``out = op(*ins)``; each entry of ``ins`` is a variable name or a numeric constant."""
+    """One node of a :class:`Graph`: the assignment ``out = op(*ins)``.
+
+    Attributes:
+      out: the name of the value the node defines.
+      op: the :class:`Op` applied.
+      ins: ``op.arity`` entries, each a variable name (an input or an earlier node) or a numeric
+        constant.
+    """
 
     out: str
     op: Op
@@ -84,9 +105,22 @@ class Node(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Graph:
-    """Inputs, then nodes in evaluation order; the last node is the output f.
+    """A scalar expression: inputs, then nodes in evaluation order; the last node is the output f.
 
-    Nodes may be given as ``Node`` or as plain tuples ``(out, op, *ins)``.
+    Kamper §3 (the graph of f(x, y) = (x + σ(y))/(x² + y)); Bradbury §2 (paths through a graph).
+    Nodes may be given as ``Node`` or as plain tuples ``(out, op, *ins)``; they are checked and
+    converted to ``Node`` on construction.
+
+    Attributes:
+      inputs: the names of the input variables, a tuple of distinct strings.
+      nodes: the :class:`Node` objects in evaluation order.
+      output: the name of the last node, f (a read-only property).
+
+    Raises:
+      ValueError: if there are no nodes, input names repeat, a node has the wrong number of inputs,
+        uses a name not defined before it, or reuses a name.
+      TypeError: if a node's ``op`` is not an :class:`Op` or an input is neither a name nor a
+        number.
     """
 
     inputs: tuple
@@ -137,7 +171,18 @@ def _value(values, u):
 
 
 def forward(graph: Graph, inputs: Mapping) -> dict:
-    """Evaluate the graph; return every value (inputs, then each node) by name, in order."""
+    """Evaluate the graph and keep every intermediate value (Kamper §3.2, the forward pass).
+
+    Args:
+      graph: the :class:`Graph`.
+      inputs: a value (scalar) for every name in ``graph.inputs``; extra keys are ignored.
+
+    Returns:
+      A dict of every value by name, inputs first and then each node in evaluation order.
+
+    Raises:
+      ValueError: if an input has no value.
+    """
     missing = [n for n in graph.inputs if n not in inputs]
     if missing:
         raise ValueError(f"forward needs a value for every input {list(graph.inputs)}; "
@@ -149,7 +194,19 @@ def forward(graph: Graph, inputs: Mapping) -> dict:
 
 
 class Update(NamedTuple):
-    """One line of the backward pass: ``δ_target += δ_node · ∂node/∂target``."""
+    """One line of the backward pass: ``δ_target += δ_node · ∂node/∂target``.
+
+    Kamper §3.2: the contribution is the chain rule along one path; adding it to the target's
+    accumulator is the sum rule across paths (Kamper eq. 1; Bradbury eq. 11).
+
+    Attributes:
+      node: the name of the node w whose delta is passed back.
+      target: the name of the input u of w whose accumulator is updated.
+      local: ∂w/∂u, the local derivative.
+      contribution: δ_w · ∂w/∂u.
+      total: δ_u after the update.
+      first: True where the accumulator starts (``=`` rather than ``+=``).
+    """
 
     node: str
     target: str
@@ -160,16 +217,32 @@ class Update(NamedTuple):
 
 
 class Backward(NamedTuple):
-    """grads: δ_u = ∂f/∂u for every variable; updates: the accumulator updates in order."""
+    """The result of :func:`backward`.
+
+    Attributes:
+      grads: δ_u = ∂f/∂u (times the seed) for every variable, inputs and nodes, by name; 0.0 for a
+        variable that f does not depend on.
+      updates: the :class:`Update` lines in the order they were applied.
+    """
 
     grads: dict
     updates: tuple
 
 
 def backward(graph: Graph, values: Mapping, seed=1.0) -> Backward:
-    """Kamper's backward pass with one accumulator per variable (see the module docstring).
+    """Kamper's backward pass with one accumulator per variable (Kamper §3.2; Bradbury §2).
 
-    ``values`` comes from :func:`forward`; ``seed`` is δ_f, 1 for ∂f/∂(·).
+    Starting from δ_f = ``seed``, walk the nodes in reverse; for each input u of ``w = op(…)`` add
+    δ_w · ∂w/∂u to δ_u — the chain rule along a path, summed across paths (Kamper eq. 1;
+    Bradbury eq. 11). Constants have no accumulator.
+
+    Args:
+      graph: the :class:`Graph`.
+      values: every value by name, as returned by :func:`forward`.
+      seed: δ_f, the delta at the output; 1 gives ∂f/∂(·).
+
+    Returns:
+      A :class:`Backward`: the accumulators ``grads`` by name and the ``updates`` in order.
     """
     acc = {graph.output: seed}
     updates = []
@@ -189,8 +262,18 @@ def backward(graph: Graph, values: Mapping, seed=1.0) -> Backward:
 
 
 def as_function(graph: Graph) -> Callable:
-    """The graph as an ordinary function of its inputs (positional, in order) returning f —
-    differentiable by ``jax.grad``, which is how the accumulators are checked."""
+    """The graph as an ordinary function of its inputs, differentiable by ``jax.grad``.
+
+    This is how the accumulators of :func:`backward` are checked (:func:`reference_grads`).
+
+    Args:
+      graph: the :class:`Graph`.
+
+    Returns:
+      A function ``f(*args)`` taking one scalar per input, positional in the order of
+      ``graph.inputs``, and returning the output value f. It raises ``TypeError`` when given the
+      wrong number of arguments.
+    """
 
     def f(*args):
         if len(args) != len(graph.inputs):
@@ -202,7 +285,16 @@ def as_function(graph: Graph) -> Callable:
 
 
 def reference_grads(graph: Graph, inputs: Mapping) -> dict:
-    """``jax.grad`` of :func:`as_function` with respect to every input, by name."""
+    """``jax.grad`` of :func:`as_function` with respect to every input, by name.
+
+    Args:
+      graph: the :class:`Graph`.
+      inputs: a scalar value for every name in ``graph.inputs``; each is cast to the default
+        float dtype.
+
+    Returns:
+      A dict of ∂f/∂u for every input u, each a 0-d float array.
+    """
     args = tuple(jnp.asarray(inputs[n], dtype=jnp.result_type(float)) for n in graph.inputs)
     grads = jax.grad(as_function(graph), argnums=tuple(range(len(args))))(*args)
     return dict(zip(graph.inputs, grads))

@@ -23,7 +23,14 @@ ENV = "FBACKPROP_CACHE_DIR"
 
 
 def default_cache_dir() -> Optional[pathlib.Path]:
-    """The cache directory from the environment (see the module docstring); ``None`` = off."""
+    """The cache directory the environment asks for.
+
+    ``$FBACKPROP_CACHE_DIR`` if set (an empty or blank value turns the cache off), else
+    ``$XDG_CACHE_HOME/fbackprop/jax``, else ``~/.cache/fbackprop/jax``.
+
+    Returns:
+      The directory as a :class:`pathlib.Path` (not created), or ``None`` when the cache is off.
+    """
     value = os.environ.get(ENV)
     if value is not None:
         return pathlib.Path(value).expanduser() if value.strip() else None
@@ -32,9 +39,18 @@ def default_cache_dir() -> Optional[pathlib.Path]:
 
 
 def enable_compilation_cache(path=None) -> Optional[str]:
-    """Turn on JAX's persistent compilation cache in ``path`` (default: :func:`default_cache_dir`)
-    and cache every program, however quickly it compiles. Returns the directory in use, or
-    ``None`` when the cache is off."""
+    """Turn on JAX's persistent compilation cache and cache every program, however quick.
+
+    Must run before the first compilation in the process: JAX decides once per process whether
+    the cache is used. A directory already given to JAX (``JAX_COMPILATION_CACHE_DIR``) is kept;
+    a directory that cannot be created leaves the cache off rather than failing.
+
+    Args:
+      path: the cache directory (``~`` is expanded); default :func:`default_cache_dir`.
+
+    Returns:
+      The directory in use, as a string, or ``None`` when the cache is off.
+    """
     if jax.config.jax_compilation_cache_dir:
         return jax.config.jax_compilation_cache_dir
     directory = pathlib.Path(path).expanduser() if path is not None else default_cache_dir()

@@ -88,11 +88,10 @@ def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean
         that does not divide it) or a malformed argument, before anything is built.
     """
     try:
-        shape = tuple(input_shape)
-    except TypeError:
+        shape = require_positive_ints(input_shape, "input_shape", scalar_ok=False)
+    except ValueError:
         shape = ()
-    if len(shape) not in (2, 3) or not all(isinstance(s, int) and not isinstance(s, bool)
-                                           and s >= 1 for s in shape):
+    if len(shape) not in (2, 3):
         raise ValueError(f"cnn: input_shape must be (C, L) for 1-D signals or (C, H, W) for images, "
                          f"with positive ints, received {input_shape!r}.")
     n = len(shape) - 1

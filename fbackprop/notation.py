@@ -21,6 +21,7 @@ hand-written backward path (``fbackprop.manual_grad`` never calls them).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import jax
@@ -45,12 +46,24 @@ def _scalar_input(fn_name: str, x):
 def D(phi: Callable) -> Callable:
     """Euler's derivative operator: ``D(phi)`` is the derivative function of φ : ℝ → ℝ.
 
-    ``D(phi)(x)`` evaluates φ'(x). Integers are promoted to the default float type, so
+    Gordon, "Notation for functions": ``D : (ℝ → ℝ) → (ℝ → ℝ)`` maps φ to φ', so ``D(phi)(x)``
+    evaluates φ'(x). Built on ``jax.grad``; integers are promoted to the default float type, so
     ``D(lambda x: x**3)(2)`` is 12.0.
 
-    Example (Gordon's chain rule, ``D(θ₁ ∘ θ₂) x = Dθ₁(θ₂ x) · Dθ₂ x``)::
+    Example (Gordon, "The chain rule using Euler notation": ``D(θ₁ ∘ θ₂) x = Dθ₁(θ₂ x) · Dθ₂ x``)::
 
         >>> D(compose(jnp.sin, lambda x: x**2))(1.0)  # cos(1)·2
+
+    Args:
+      phi: a function ℝ → ℝ, scalar in and scalar out, differentiable by ``jax.grad``.
+
+    Returns:
+      The derivative function ``x ↦ φ'(x)``. It takes a scalar (a 0-d array or a Python number)
+      and returns a 0-d floating array; called on an array of any other shape it raises
+      ``TypeError`` (use ``jax.vmap`` over it instead).
+
+    Raises:
+      TypeError: if ``phi`` is not callable.
     """
     if not callable(phi):
         raise TypeError(f"D expects a function ℝ → ℝ, received {type(phi).__name__}: {phi!r}.")
@@ -67,10 +80,22 @@ def D(phi: Callable) -> Callable:
 class Partial:
     """The i-th partial derivative of φ : ℝᵏ → ℝ, Gordon's ``D(λv. φ(p₁, …, v, …, p_k))``.
 
+    Gordon, "The chain rule": the i-th element of ∇φ depends on the other coordinates p_j
+    (j ≠ i), so it is only a function ℝ → ℝ once they are fixed. A ``Partial`` supports both
+    readings:
+
     * ``partial(p₁, …, p_k)`` evaluates ∂φ/∂v_i at the point (the well-typed ℝᵏ → ℝ reading);
     * ``partial.at(ps)`` is the one-variable function ``λv. D(λv. φ(p₁, …, v, …, p_k)) v``
       with the other coordinates fixed at ``ps`` (Gordon's ℝ → ℝ reading), which is what
       :func:`star` applies to ``p_i``.
+
+    Both raise ``TypeError`` when the point does not have ``arity`` coordinates. Instances are
+    normally built by :func:`nabla`.
+
+    Attributes:
+      phi: the function φ : ℝᵏ → ℝ, taking ``arity`` scalar arguments.
+      index: i, the 0-based position of the coordinate differentiated.
+      arity: k, the number of arguments of φ.
     """
 
     def __init__(self, phi: Callable, index: int, arity: int):
@@ -81,6 +106,17 @@ class Partial:
         return self.at(ps)(ps[self.index])
 
     def at(self, ps: Sequence) -> Callable:
+        """``λv. D(λv. φ(p₁, …, v, …, p_k)) v``: the i-th partial as a function ℝ → ℝ at ``ps``.
+
+        Args:
+          ps: the point (p₁, …, p_k), ``arity`` scalars; its i-th coordinate is ignored.
+
+        Returns:
+          A derivative function as built by :func:`D`, scalar in and scalar out.
+
+        Raises:
+          TypeError: if ``ps`` does not have ``arity`` coordinates.
+        """
         self._check_point(ps)
         i = self.index
 
@@ -104,14 +140,25 @@ class Partial:
 def nabla(phi: Callable, arity: int | None = None) -> tuple[Partial, ...]:
     """Gordon's ∇: the tuple of the k partial-derivative functions of φ : ℝᵏ → ℝ.
 
-    ``arity`` is k; when omitted it is read from φ's positional parameters. Use with
-    :func:`star`: ``star(nabla(phi), (p1, p2))`` is the gradient ∇φ(p₁, p₂) as a tuple.
+    Gordon, "The chain rule": ``∇φ = (D(λv. φ(v, p₂, …, p_k)), …, D(λv. φ(p₁, …, p_{k−1}, v)))``,
+    and ``∇φ(p₁, …, p_k)`` abbreviates ``∇φ ⋆ (p₁, …, p_k)``. Use with :func:`star`:
+    ``star(nabla(phi), (p1, p2))`` is the gradient ∇φ(p₁, p₂) as a tuple.
+
+    Args:
+      phi: a function ℝᵏ → ℝ of k scalar positional arguments.
+      arity: k. When omitted it is read from φ's signature: the positional parameters without a
+        default.
+
+    Returns:
+      A tuple of k :class:`Partial` objects, the i-th for ∂φ/∂v_i.
+
+    Raises:
+      TypeError: if ``phi`` is not callable, or takes ``*args`` and ``arity`` is omitted.
+      ValueError: if the arity is not an int ≥ 1.
     """
     if not callable(phi):
         raise TypeError(f"nabla expects a function ℝᵏ → ℝ, received {type(phi).__name__}.")
     if arity is None:
-        import inspect
-
         params = inspect.signature(phi).parameters.values()
         kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
@@ -128,8 +175,19 @@ def nabla(phi: Callable, arity: int | None = None) -> tuple[Partial, ...]:
 def star(fs: Sequence[Callable], ps: Sequence) -> tuple:
     """Gordon's ⋆: ``(φ₁, …, φ_k) ⋆ (p₁, …, p_k) = (φ₁ p₁, …, φ_k p_k)``.
 
-    Elements of ``fs`` that are :class:`Partial` derivatives are first bound at the point ``ps``
-    (Gordon's convention for ``∇φ(p₁, …, p_k)``); plain functions are applied as they are.
+    Gordon, "Notation for functions". Elements of ``fs`` that are :class:`Partial` derivatives
+    are first bound at the point ``ps`` (Gordon's convention for ``∇φ(p₁, …, p_k)``); plain
+    functions are applied as they are.
+
+    Args:
+      fs: k functions (φ₁, …, φ_k), plain callables or :class:`Partial` objects.
+      ps: k arguments (p₁, …, p_k); scalars when ``fs`` holds partials.
+
+    Returns:
+      The tuple (φ₁ p₁, …, φ_k p_k) of k results.
+
+    Raises:
+      ValueError: if ``fs`` and ``ps`` differ in length.
     """
     fs, ps = tuple(fs), tuple(ps)
     if len(fs) != len(ps):
@@ -141,7 +199,20 @@ def star(fs: Sequence[Callable], ps: Sequence) -> tuple:
 
 
 def compose(*fs: Callable) -> Callable:
-    """Function composition ∘, right to left: ``compose(f, g, h)(x) == f(g(h(x)))``."""
+    """Function composition ∘, right to left: ``compose(f, g, h)(x) == f(g(h(x)))``.
+
+    Gordon, "Notation for functions": ``(θ₁ ∘ θ₂) x = θ₁ (θ₂ x)``.
+
+    Args:
+      *fs: one or more functions of one argument, applied last to first.
+
+    Returns:
+      The composed function of one argument; its ``__name__`` joins the names with " ∘ ".
+
+    Raises:
+      ValueError: if no function is given.
+      TypeError: if an argument is not callable.
+    """
     if not fs:
         raise ValueError("compose needs at least one function; received none.")
     for f in fs:

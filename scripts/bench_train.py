@@ -29,6 +29,7 @@ import optax
 
 import fbackprop as fb
 from fbackprop import training
+from fbackprop.training import epoch as training_epoch
 
 CASES = [
     # (name, data, mode, batch size, hidden)
@@ -44,16 +45,17 @@ def _setup(data, mode, batch, hidden):
     cost = fb.get_cost(training.COST_FOR_TASK[ds.task])
     opt = optax.adam(1e-3)
     arrays = {"x_train": training.shape_inputs(ds.x_train, net.input_shape),
-              "y_train": training._targets(ds, ds.y_train),
+              "y_train": training.targets(ds, ds.y_train),
               "x_test": training.shape_inputs(ds.x_test, net.input_shape),
-              "y_test": training._targets(ds, ds.y_test)}
+              "y_test": training.targets(ds, ds.y_test)}
     arrays = {k: jax.device_put(np.asarray(v, np.float32)) for k, v in arrays.items()}
-    setup = training._Setup(net, cost, opt, len(ds.x_train), batch, "manual", 1, 1e-4, ds.task)
+    setup = training_epoch._Setup(net, cost, opt, len(ds.x_train), batch, "manual", 1, 1e-4,
+                                  ds.task)
     return setup, arrays
 
 
 def compiled_epoch(setup, arrays):
-    epoch = jax.jit(training._epoch_function(setup))
+    epoch = jax.jit(training_epoch._epoch_function(setup))
 
     def run(params, opt_state, key, index):
         params, opt_state, metrics, _ = epoch(params, opt_state, key, index, arrays)
@@ -63,7 +65,7 @@ def compiled_epoch(setup, arrays):
 
 
 def per_step_loop(setup, arrays):
-    value_and_grad = training._gradient_source(setup.net, setup.cost, "manual")
+    value_and_grad = training_epoch._gradient_source(setup.net, setup.cost, "manual")
     evaluate = fb.loss_fn(setup.net, setup.cost)
 
     @jax.jit
@@ -77,7 +79,7 @@ def per_step_loop(setup, arrays):
     def evaluation(params):
         metrics = {"test_loss": evaluate(params, arrays["x_test"], arrays["y_test"])}
         for split in ("train", "test"):
-            metrics[f"{split}_accuracy"] = training._accuracy(
+            metrics[f"{split}_accuracy"] = training_epoch._accuracy(
                 setup.task, setup.net.apply(params, arrays[f"x_{split}"]), arrays[f"y_{split}"])
         return metrics
 

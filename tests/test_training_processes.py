@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fbackprop import rundir, training
+from fbackprop import training
+from fbackprop.training import rundir
 from fbackprop.data import xor
 
 EPOCHS = 12

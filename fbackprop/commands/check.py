@@ -19,9 +19,8 @@ import json
 import sys
 
 from ..costs import COSTS
+from ..training.registry import MODELS
 from . import any_case
-
-MODELS = ("mlp", "cnn", "rnn", "lstm")
 
 
 def add_parser(subparsers):
@@ -32,6 +31,8 @@ def add_parser(subparsers):
                     "autodiff delta, the cost's derivative, and the whole gradient against "
                     "jax.grad; --fd adds central finite differences (float64). Exit status 1 "
                     "on failure, 2 when no configuration matches.")
+    # The families of the training registry; one without built-in configurations is refused
+    # when the command runs (exit status 2), with the families that have some.
     p.add_argument("--model", choices=MODELS + ("all",), default="all",
                    type=any_case(MODELS + ("all",)),
                    help="model family to check (default: all)")

@@ -6,7 +6,8 @@ import sys
 import time
 
 from ..data import DATASETS
-from ..training import GRADS, MODELS, MODES, OPTIMIZERS
+from ..training import GRADS, MODES, OPTIMIZERS
+from ..training.registry import MODELS
 
 
 def _widths(text: str):

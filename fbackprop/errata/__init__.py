@@ -4,8 +4,9 @@
 Importing this package registers the entries of each text, in the texts' order.
 """
 from . import kamper, gordon, bradbury, fleuret, jin  # noqa: F401  (registration, in order)
-from .core import (DRAWS, HOLDS_TOL, REGISTRY, TEXTS, Entry, Result, Values, discrepancy,
-                   render_markdown, render_text, run)
+from .core import (DEBATABLE, DRAWS, FAILS, HOLDS, HOLDS_TOL, REGISTRY, TEXTS, Entry, Result,
+                   Values, counts, discrepancy, headline, render_markdown, render_text, run)
 
-__all__ = ["DRAWS", "HOLDS_TOL", "REGISTRY", "TEXTS", "Entry", "Result", "Values",
-           "discrepancy", "render_markdown", "render_text", "run"]
+__all__ = ["DEBATABLE", "DRAWS", "FAILS", "HOLDS", "HOLDS_TOL", "REGISTRY", "TEXTS", "Entry",
+           "Result", "Values", "counts", "discrepancy", "headline", "render_markdown",
+           "render_text", "run"]

@@ -12,8 +12,10 @@ F = "Fleuret"
 @equation(F, "Combining multiple layers (linear σ)",
           "σ(x) = αx + β ⇒ f(x) = A⁽ᴸ⁾x + B⁽ᴸ⁾, A⁽⁰⁾ = I, B⁽⁰⁾ = 0, ∀l < L: A⁽ˡ⁾ = αw⁽ˡ⁾A⁽ˡ⁻¹⁾, "
           "B⁽ˡ⁾ = αw⁽ˡ⁾B⁽ˡ⁻¹⁾ + αb⁽ˡ⁾ + β𝟙",
-          corrected="the same recursion for 1 ≤ l ≤ L",
-          note="with l < L the recursion stops at A⁽ᴸ⁻¹⁾, B⁽ᴸ⁻¹⁾ and A⁽ᴸ⁾, B⁽ᴸ⁾ are never defined")
+          corrected="the same recursion for 1 ≤ l ≤ L", debatable=True,
+          note="a quantifier: read literally, ∀l < L stops the recursion at A⁽ᴸ⁻¹⁾, B⁽ᴸ⁻¹⁾ "
+               "(evaluated so) and leaves A⁽ᴸ⁾, B⁽ᴸ⁾ undefined; the intent, 1 ≤ l ≤ L as in the "
+               "∀l = 1, …, L that defines x⁽ˡ⁾ just above, is plain")
 def _affine(rng):
     L, n = 3, 3
     alpha, beta = float(rng.uniform(0.5, 1.5)), float(rng.standard_normal())
@@ -63,8 +65,11 @@ def _quadratic(rng):
 @equation(F, "Back-propagation: the chain rule for Jacobians",
           "J_{f_N∘…∘f_1}(x) = Π_{n=1}^{N} J_{f_n}(f_{n−1}∘…∘f_1(x))",
           corrected="J_{f_N∘…∘f_1}(x) = J_{f_N}(…) J_{f_{N−1}}(…) ⋯ J_{f_1}(x): the factors ordered "
-                    "from n = N down to 1",
-          note="matrix products do not commute; read from n = 1 the product is in the wrong order")
+                    "from n = N down to 1", debatable=True,
+          note="the ordering of a product: matrix products do not commute and Π fixes no order; "
+               "multiplied left to right from n = 1 (evaluated so) the factors are in the wrong "
+               "order, while placing each factor left of the ones before it, as in f_N∘…∘f_1, "
+               "gives the intended product")
 def _jacobian_order(rng):
     n = 3
     Ws = [rng.standard_normal((n, n)) for _ in range(3)]

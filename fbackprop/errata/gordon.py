@@ -247,14 +247,31 @@ def _index_slip(rng):
 
 
 @equation(G, "Two neuron per layer example, partial derivatives (many neurons)",
-          "∂c/∂w_jkˡ = Σ_i ∂c/∂a_iˡ · ∂a_iˡ/∂w_jkˡ")
+          "∂c/∂w_jkˡ = Σ_i ∂c/∂a_iˡ · ∂a_iˡ/∂w_jkˡ",
+          note="sigmoid layers 3-4-2; the sum is taken over every neuron i of a layer through "
+               "which c depends on w_jkˡ: the output layer, as in the two-neuron example before it "
+               "(every term nonzero), and layer l itself (∂a_iˡ/∂w_jkˡ = 0 for i ≠ j, not "
+               "assumed: all terms are evaluated)")
 def _sum_rule(rng):
     Ws, bs, x, y, zs, acts, dW, db, da = _net(rng, (3, 4, 2))
-    l = 0  # the first layer: c depends on w¹ only through a¹
-    j, k = 1, 2
-    da_dw = np.zeros(len(zs[l]))
-    da_dw[j] = dsig(zs[l][j]) * acts[l][k]  # ∂a_i/∂w_jk is nonzero only for i = j
-    return Values(float(np.asarray(da[l]) @ da_dw), dW[l][j, k])
+    l, j, k = 0, 1, 2  # w_jk of the first layer
+    Wj = [jnp.asarray(W) for W in Ws]
+
+    def layer_from(l0, a):  # the activations of every layer after l0, from a = a^{l0}
+        out = [a]
+        for W, b in zip(Wj[l0 + 1:], bs[l0 + 1:]):
+            out.append(jax.nn.sigmoid(W @ out[-1] + b))
+        return out
+
+    def acts_of(W_l):  # (a^l, a^L) as functions of the weights of layer l
+        a_l = jax.nn.sigmoid(W_l @ acts[l] + bs[l])
+        return a_l, layer_from(l, a_l)[-1]
+
+    da_l_dw, da_L_dw = jax.jacobian(acts_of)(Wj[l])  # [i, j', k'] = ∂a_i/∂w_j'k'
+    dc_da_L = acts[-1] - y                           # ∂c/∂a_i^L for c = ½‖y − a^L‖²
+    over_output = float(dc_da_L @ np.asarray(da_L_dw)[:, j, k])
+    over_own = float(np.asarray(da[l]) @ np.asarray(da_l_dw)[:, j, k])
+    return Values(np.array([over_output, over_own]), jnp.stack([dW[l][j, k], dW[l][j, k]]))
 
 
 @equation(G, "Summary and vectorisation: BP1–BP4",

@@ -43,7 +43,10 @@ def _eq42(rng):
 
 @equation(J, "eq. (7)", "∂J/∂w_{c,k}⁽ᵒᵘᵗ⁾ = (a_{c,i}⁽ᵒᵘᵗ⁾ − P(y_i = c|x_i)) a_{k,i}⁽ʰ⁾",
           corrected="∂J/∂w_{c,k}⁽ᵒᵘᵗ⁾ = Σ_i (a_{c,i}⁽ᵒᵘᵗ⁾ − P(y_i = c|x_i)) a_{k,i}⁽ʰ⁾",
-          note="J (eq. 6) sums over the samples i, so its gradient does too; checked with n = 3")
+          debatable=True,
+          note="a free index: the right side keeps the sample index i, so it reads as the "
+               "gradient of sample i's term of J, which holds (the row above, n = 1); as the "
+               "gradient of J (eq. 6), which sums over i, it misses Σ_i (checked with n = 3)")
 def _eq7(rng):
     Wh, Wo, X, P, Ah, Ao, (dWh, dWo) = _mlp(rng, 3)
     return Values(np.outer(Ao[0] - P[0], Ah[0]), dWo, (Ao - P).T @ Ah)

@@ -19,7 +19,8 @@ def _point(rng):
 
 @equation(K, "§3.3 backward-pass code (1)-(6)",
           "delta_x = delta_c·2x + delta_b·1;  delta_y = delta_d·1 + delta_a·(1−a)a",
-          note="f(x, y) = (x + σ(y))/(x² + y); the text's numbers at (3, −4): −0.52432, −0.11719")
+          note="f(x, y) = (x + σ(y))/(x² + y), at random points with x² + y > 0 (the text's "
+               "point is (3, −4))")
 def _backward_code(rng):
     x, y = _point(rng)
     a = 1.0 / (1 + np.exp(-y)); b = x + a; c = x**2; d = y + c; e = 1.0 / d  # noqa: E702
@@ -66,8 +67,6 @@ def _prose_final(rng):
                   _total_derivatives(x, y, ("a", "b")),
                   corrected=np.array([after_f["b"], after_f["e"]]),
                   corrected_reference=_total_derivatives(x, y, ("b", "e")))
-
-
 
 
 def _layer_setup(rng, act):
@@ -138,12 +137,18 @@ def _combined(rng):
 @equation(K, "§4.2, after eq. (20)",
           "δ_zL ∈ ℝ^D and a ∈ ℝ^(D−1), so δ_WL = δ_zL a_{L−1}ᵀ ∈ ℝ^(D×D_{L−1})",
           corrected="a_{L−1} ∈ ℝ^(D_{L−1})",
-          note="the width of layer L−1 is D_{L−1}, not D − 1 (checked with D = 3, D_{L−1} = 5)")
+          note="the width of layer L−1 is D_{L−1}, not D − 1: the stated sizes (D, D − 1) of "
+               "δ_zL a_{L−1}ᵀ compared with the shape of ∂J/∂W_L, for random widths with "
+               "D_{L−1} ≠ D − 1 (where the slip would not show)")
 def _dims(rng):
-    g, W, b, a_prev, y = _layer_setup(rng, "sigmoid")
-    D = W.shape[0]
+    D = int(rng.integers(2, 6))
+    D_prev = int(rng.choice([n for n in range(2, 8) if n != D - 1]))
+    g = jax.nn.sigmoid
+    W, b = rng.standard_normal((D, D_prev)), rng.standard_normal(D)
+    a_prev, y = rng.standard_normal(D_prev), rng.standard_normal(D)
     z = W @ a_prev + b
-    delta_z = -2 * (y - jax.nn.sigmoid(z)) * np.asarray(_gprime(g, z))
-    a_as_written = a_prev[: D - 1]  # a vector of the stated size D − 1
-    ref = jax.grad(_J)(W, b, a_prev, y, g)
-    return Values(np.outer(delta_z, a_as_written), ref, np.outer(delta_z, a_prev))
+    delta_z = -2 * (y - g(z)) * np.asarray(_gprime(g, z))  # eqs. (15), (21)
+    dW = jax.grad(_J)(W, b, a_prev, y, g)
+    # a statement about sizes: compare (rows, columns) with the shape of the gradient
+    return Values(np.array([delta_z.size, D - 1]), np.array(dW.shape),
+                  np.array(np.outer(delta_z, a_prev).shape))  # eq. (23)

@@ -24,6 +24,7 @@ The rules are written by hand and nothing in ``fbackprop/layers`` calls autodiff
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 __all__ = ["Layer", "Probes", "Params", "Activation", "Delta"]
@@ -68,6 +69,23 @@ class Layer(_LayerFields):
     """A layer ``f p a`` with its hand-written derivatives (see the module docstring)."""
 
     __slots__ = ()
+
+    def __new__(cls, init, apply, D_input, D_param, name="layer", backward=None, probes=None,
+                **deprecated):
+        # Layer(…, kink_distance=…, time_deltas=…) from before Probes existed still works.
+        if deprecated:
+            unknown = set(deprecated) - {"kink_distance", "time_deltas"}
+            if unknown:
+                raise TypeError(
+                    f"Layer got unexpected keyword arguments {sorted(unknown)}; the optional "
+                    f"fields are backward and probes=fb.Probes(kink_distance, time_deltas, "
+                    f"offset_apply) (a time_deltas reference is now taken by the checker from "
+                    f"offset_apply, the forward with offsets added to each state).")
+            warnings.warn("Layer(kink_distance=…, time_deltas=…) is deprecated; pass "
+                          "probes=fb.Probes(kink_distance=…, time_deltas=…) instead.",
+                          DeprecationWarning, stacklevel=2)
+            probes = (probes or Probes())._replace(**deprecated)
+        return super().__new__(cls, init, apply, D_input, D_param, name, backward, probes)
 
     def _replace(self, **changes) -> "Layer":
         """A copy with ``changes``; swapping ``D_input`` or ``D_param`` drops the fused

@@ -52,7 +52,19 @@ GATES = ("i", "f", "o", "a")  # the order of the stacked row blocks
 
 
 def gate_params(p) -> dict:
-    """Split stacked LSTM parameters into Jin's names: W_xi … W_xa, W_hi … W_ha, b_i … b_a."""
+    """Split stacked LSTM parameters into Jin's names: W_xi … W_xa, W_hi … W_ha, b_i … b_a.
+
+    Jin §3.3 (eqs. 30–35) writes one weight matrix and bias per gate; :func:`lstm_layer` stacks
+    them as row blocks in the order of ``GATES`` (i, f, o, a), so each stacked array is split
+    into four equal blocks along its first axis.
+
+    Args:
+      p: an LSTM layer's parameters ``{"W_x": (4H, n_in), "W_h": (4H, H), "b": (4H,)}``.
+
+    Returns:
+      A dict of twelve arrays with the dtype of ``p``: ``"W_xi"`` … ``"W_xa"`` (H, n_in),
+      ``"W_hi"`` … ``"W_ha"`` (H, H) and ``"b_i"`` … ``"b_a"`` (H,).
+    """
     out = {}
     for stacked, prefix in (("W_x", "W_x"), ("W_h", "W_h"), ("b", "b_")):
         for gate, block in zip(GATES, jnp.split(p[stacked], 4, axis=0)):

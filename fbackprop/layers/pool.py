@@ -91,7 +91,23 @@ def _pool_layer(pool_size, kind: str, reduce, D_input, kink_distance=None) -> La
 
 
 def mean_pool(pool_size) -> Layer:
-    """Non-overlapping mean pooling (Jin eq. 13) with windows ``pool_size`` = (p,) or (p1, p2)."""
+    """Non-overlapping mean pooling (Jin §2.2, eq. 13): S = (1/(p1 p2)) Σ_window A.
+
+    The rule spreads the pooled delta evenly: ∂J/∂A(i, j) = d(⌊i/p1⌋, ⌊j/p2⌋) / (p1 p2). Jin's
+    eq. 49 multiplies by p1 p2 instead; ``jax.grad`` agrees with the division.
+
+    Args:
+      pool_size: the window, (p,) (or the int p) for 1-D signals or (p1, p2) for 2-D maps;
+        positive ints.
+
+    Returns:
+      A parameter-free :class:`~fbackprop.Layer` mapping (batch, C, L) → (batch, C, L/p) or
+      (batch, C, H, W) → (batch, C, H/p1, W/p2), same dtype. Applied to an input of the wrong
+      rank, or whose map size is not a multiple of the pool size, it raises ``ValueError``.
+
+    Raises:
+      ValueError: if ``pool_size`` is not 1 or 2 positive ints.
+    """
 
     def reduce(w, axes):
         return jnp.mean(w, axis=axes)  # Jin eq. 13: S = (1/(p1 p2)) Σ_window A
@@ -108,8 +124,25 @@ def mean_pool(pool_size) -> Layer:
 
 
 def max_pool(pool_size) -> Layer:
-    """Non-overlapping max pooling with windows ``pool_size`` = (p,) or (p1, p2); the delta goes to
-    the arg-max, shared equally among tied maxima (as autodiff of ``jnp.max``)."""
+    """Non-overlapping max pooling: S = the maximum of each window (Jin §2.2, with max for mean).
+
+    The rule sends the pooled delta to the window's arg-max; at a tie it is shared equally among
+    the tied maxima (a valid subgradient, and what autodiff of ``jnp.max`` does). The layer's
+    ``kink_distance`` probe is the smallest gap between the largest and second-largest entries
+    of any window (0 at a tie; ``inf`` for 1-entry windows).
+
+    Args:
+      pool_size: the window, (p,) (or the int p) for 1-D signals or (p1, p2) for 2-D maps;
+        positive ints.
+
+    Returns:
+      A parameter-free :class:`~fbackprop.Layer` mapping (batch, C, L) → (batch, C, L/p) or
+      (batch, C, H, W) → (batch, C, H/p1, W/p2), same dtype. Applied to an input of the wrong
+      rank, or whose map size is not a multiple of the pool size, it raises ``ValueError``.
+
+    Raises:
+      ValueError: if ``pool_size`` is not 1 or 2 positive ints.
+    """
 
     def reduce(w, axes):
         return jnp.max(w, axis=axes)  # S = max over the window
@@ -135,7 +168,18 @@ def max_pool(pool_size) -> Layer:
 
 
 def flatten() -> Layer:
-    """Z of Jin eq. 14: (batch, C, …) → (batch, C·…), row-major; its rule is Z⁻¹ (eq. 15)."""
+    """Flattening, Z of Jin §2.3: (batch, C, …) → (batch, C·…), row-major.
+
+    Jin eq. 14: z = Z({S_c}) joins all channels into one vector per example; eq. 15:
+    ∂J/∂S = Z⁻¹(∂J/∂z). Jin's Z scans each channel by columns; here Z is the row-major reshape
+    (channel, then row, then column), the same network up to a permutation of the next layer's
+    weight columns.
+
+    Returns:
+      A parameter-free :class:`~fbackprop.Layer` mapping an array (batch, d₁, …, d_k) to
+      (batch, d₁·…·d_k), same dtype. Applied to an input with fewer than 2 axes it raises
+      ``ValueError``.
+    """
 
     def apply(p, a):
         del p

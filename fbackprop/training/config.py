@@ -1,0 +1,143 @@
+"""The settings of a training run: defaults, per-data-set defaults, and their resolution.
+
+An explicit argument always wins; on resume the saved run's value comes next; then the data
+set's default (:data:`DATA_DEFAULTS`), then the global one (:data:`DEFAULTS`). Gordon's learning
+modes fix the batch size: ``"online"`` uses one example per update, ``"offline"`` the whole
+training set, ``"minibatch"`` the ``batch_size`` given.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from ..inputs import require_choice, require_int, require_positive_int
+from .optim import LR_DEFAULTS, OPTIMIZERS, check_lr
+
+__all__ = ["MODES", "GRADS", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "resolve"]
+
+MODES = ("online", "offline", "minibatch")
+GRADS = ("manual", "autodiff", "checked")
+
+# Defaults: global ones, then per data set (an explicit argument always wins). MNIST-1D's follow
+# Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000).
+DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
+            "check_every": 10, "checkpoint_every": None}  # None: every epochs // 20 (≥ 1)
+DATA_DEFAULTS = {
+    "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
+    "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2}},
+    "xor": {"epochs": 100, "batch_size": 16, "hidden": (8,)},
+    "sine": {"epochs": 60, "batch_size": 16, "hidden": (32,), "lr": {"adam": 1e-2}},
+    "logistic2d": {"epochs": 50, "batch_size": 10, "hidden": ()},
+    "custom": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
+}
+
+
+def data_defaults(name: str) -> dict:
+    """The defaults of data set ``name`` (those of ``"custom"`` for a data set not listed)."""
+    return DATA_DEFAULTS.get(name, DATA_DEFAULTS["custom"])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The resolved settings of a run (saved as ``config.json`` in its directory).
+
+    Attributes:
+      model: the model family (a name in :data:`fbackprop.training.MODELS`) or a network's name.
+      data: the data set's name.
+      mode: Gordon's learning mode, ``"online" | "offline" | "minibatch"``.
+      optimizer: ``"gd" | "sgd" | "momentum" | "adam"``.
+      lr: the learning rate η > 0.
+      epochs: passes over the training set.
+      batch_size: examples per update (1 online, the training set offline).
+      grad: the gradient source, ``"manual" | "autodiff" | "checked"``.
+      seed: seed of initialisation and shuffling, in [0, 2³² − 1].
+      hidden: hidden widths (the state size for RNN/LSTM); ``None`` for the model's default or
+        when a ready-made network is trained.
+      check_every: steps between comparisons with ``jax.grad`` (``grad="checked"``).
+      checkpoint_every: epochs between checkpoints.
+    """
+
+    model: str
+    data: str
+    mode: str
+    optimizer: str
+    lr: float
+    epochs: int
+    batch_size: int
+    grad: str
+    seed: int
+    hidden: Optional[tuple]
+    check_every: int
+    checkpoint_every: int
+
+    def as_dict(self) -> dict:
+        """The settings as JSON-ready values (what ``config.json`` holds).
+
+        Returns:
+          A dict of the fields, ``hidden`` as a list (or ``None``).
+        """
+        d = dataclasses.asdict(self)
+        d["hidden"] = None if self.hidden is None else list(self.hidden)
+        return d
+
+
+def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
+            model_is_network: bool) -> TrainConfig:
+    """Resolve and check the settings of a run.
+
+    Args:
+      given: the arguments of :func:`~fbackprop.train`, ``None`` where not given.
+      saved: the saved run's ``config.json`` on resume, else ``None``.
+      ds: the :class:`~fbackprop.data.Dataset` (its name picks the defaults, its size bounds
+        the batch size).
+      net_name: the model family or the network's name.
+      model_is_network: a ready-made network is trained (``hidden`` is then ``None``).
+
+    Returns:
+      The :class:`TrainConfig`.
+
+    Raises:
+      ValueError: an unknown name, a value out of range, or a batch size that contradicts the
+        learning mode; each message says what was expected, what was received and the fix.
+    """
+    cfg = dict(DEFAULTS, **data_defaults(ds.name))
+    cfg["hidden"] = None  # the model's own default
+    if saved:
+        cfg.update({k: v for k, v in saved.items() if k in given})
+    cfg.update({k: v for k, v in given.items() if v is not None})
+    require_choice(cfg["mode"], MODES, "mode")
+    require_choice(cfg["grad"], GRADS, "grad")
+    require_choice(cfg["optimizer"], OPTIMIZERS, "optimizer")
+    if cfg.get("lr") is None or isinstance(cfg["lr"], dict):
+        cfg["lr"] = (cfg.get("lr") or {}).get(cfg["optimizer"], LR_DEFAULTS[cfg["optimizer"]])
+    n = len(ds.x_train)
+    forced = {"online": 1, "offline": n}.get(cfg["mode"])
+    if forced is not None:
+        if given.get("batch_size") not in (None, forced):
+            raise ValueError(f"mode {cfg['mode']!r} uses a batch of {forced} (Gordon: "
+                             f"{'one example' if forced == 1 else 'the whole training set'} per "
+                             f"update); received batch_size {given['batch_size']!r}. Drop "
+                             f"--batch-size or use --mode minibatch.")
+        cfg["batch_size"] = forced
+    bs = require_positive_int(cfg["batch_size"], "batch_size",
+                              fix=f"Use a batch size between 1 and the {n} training examples.")
+    if bs > n:
+        raise ValueError(f"batch_size {bs} is larger than the training set ({n} examples of "
+                         f"{ds.name!r}); use a batch size between 1 and {n}.")
+    hidden = cfg.get("hidden")
+    if hidden is not None:
+        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+        for h in hidden:
+            require_positive_int(h, "each hidden width", fix="E.g. --hidden 64,32.")
+    return TrainConfig(
+        model=net_name, data=ds.name, mode=cfg["mode"], optimizer=cfg["optimizer"],
+        lr=check_lr(cfg["lr"], cfg["optimizer"]),
+        epochs=require_positive_int(cfg["epochs"], "epochs", fix="E.g. --epochs 20."),
+        batch_size=bs, grad=cfg["grad"],
+        seed=require_int(cfg["seed"], "seed", minimum=0, maximum=2**32 - 1,
+                         fix="E.g. --seed 0."),
+        hidden=None if model_is_network else hidden,
+        check_every=require_positive_int(cfg["check_every"], "check_every", fix="E.g. 10."),
+        checkpoint_every=require_positive_int(
+            cfg["checkpoint_every"] or max(1, cfg["epochs"] // 20), "checkpoint_every",
+            fix="E.g. 1."))

@@ -1,0 +1,156 @@
+"""One epoch of training as one compiled function.
+
+The function shuffles with the key it is given, runs a ``lax.scan`` over the minibatches (Gordon:
+subsets drawn without replacement), then the remainder step (the last subset is whatever remains
+unused), then evaluates on the training and test sets — on data placed on the device once. Its
+inputs keep their shapes and dtypes from epoch to epoch, so it is traced once per run.
+
+Gradient sources: ``"manual"`` (the hand-written rules, :func:`fbackprop.backprop`),
+``"autodiff"`` (``jax.grad`` of :func:`fbackprop.loss_fn`) and ``"checked"`` (manual, compared
+with ``jax.grad`` every ``check_every`` steps by :func:`fbackprop.gradcheck.max_relative_error`).
+Every gradient is of the batch mean of the per-example cost. A non-finite value or a divergence
+freezes the parameters from that step on and is reported in the epoch's status.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..gradcheck import max_relative_error
+from ..network import Network, backprop, loss_fn
+
+__all__ = []  # internal to fbackprop.training
+
+
+class _Setup(NamedTuple):
+    """The static settings an epoch is compiled for (the tolerance bounds the checked
+    gradient's relative error)."""
+
+    net: Network
+    cost: Any
+    optimizer: Any
+    n_train: int
+    batch_size: int
+    grad: str
+    check_every: int
+    tolerance: float
+    task: str
+
+
+def _gradient_source(net, cost, grad):
+    """(params, x, y) → (loss, ∂J/∂params) from the chosen source; J is the batch mean."""
+    if grad == "autodiff":
+        return jax.value_and_grad(loss_fn(net, cost))
+    run = backprop(net, cost, input_grad=False)
+
+    def manual(params, x, y):
+        r = run(params, x, y)
+        return r.loss, r.grads
+
+    return manual
+
+
+def _leaf_names(params) -> list:
+    """Names of the entries of the epoch status's ``finite`` vector, in order: the loss, each
+    gradient leaf, each updated parameter leaf."""
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    return (["loss"] + [f"gradient{p}" for p in paths]
+            + [f"params{p} after the update" for p in paths])
+
+
+def _all_finite(tree):
+    """One bool per leaf of ``tree``: all its values finite."""
+    return jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(tree)])
+
+
+def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
+    """The (un-jitted) epoch: ``epoch(params, opt_state, key, epoch_index, data)`` →
+    ``(params, opt_state, metrics, status)``. ``status`` records the first step that produced a
+    non-finite value or a diverging gradient; from that step on, parameters stay frozen."""
+    value_and_grad = _gradient_source(s.net, s.cost, s.grad)
+    manual = backprop(s.net, s.cost, input_grad=False)
+    reference = jax.grad(loss_fn(s.net, s.cost))
+    evaluate = loss_fn(s.net, s.cost)
+    n_full, rem = divmod(s.n_train, s.batch_size)
+    steps_per_epoch = n_full + (rem > 0)
+
+    def constrain(tree, sharding):
+        return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
+
+    def check_error(params, x, y):
+        # jax.grad against the hand-written gradient, both at the highest matmul precision.
+        with jax.default_matmul_precision("highest"):
+            return max_relative_error(manual(params, x, y).grads, reference(params, x, y))
+
+    def epoch(params, opt_state, key, epoch_index, data):
+        def step(carry, idx, sharding):
+            params, opt_state, status, global_step = carry
+            x = constrain(data["x_train"][idx], sharding)
+            y = constrain(data["y_train"][idx], sharding)
+            loss, grads = value_and_grad(params, x, y)
+            updates, new_opt_state = s.optimizer.update(grads, opt_state, params)
+            new_params = constrain(optax.apply_updates(params, updates), replicated)
+            finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
+                                      _all_finite(new_params)])
+            if s.grad == "checked":
+                error = jax.lax.cond(global_step % s.check_every == 0, check_error,
+                                     lambda *_: jnp.zeros((), jnp.float32), params, x, y)
+            else:
+                error = jnp.zeros((), jnp.float32)
+            bad = ~jnp.all(finite) | (error > s.tolerance)
+            go = ~status["stopped"] & ~bad  # after a failure, parameters stay frozen
+            first = ~status["stopped"] & bad
+            now = {"stopped": jnp.bool_(True), "step": global_step, "finite": finite,
+                   "error": error.astype(jnp.float32)}
+            status = jax.tree.map(lambda a, b: jnp.where(first, a, b), now, status)
+            params, opt_state = jax.tree.map(lambda a, b: jnp.where(go, a, b),
+                                             (new_params, new_opt_state), (params, opt_state))
+            return (params, opt_state, status, global_step + 1), loss
+
+        perm = jax.random.permutation(key, s.n_train)  # subsets drawn without replacement
+        first_step = epoch_index * steps_per_epoch
+        status = {"stopped": jnp.bool_(False), "step": first_step,
+                  "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
+                  "error": jnp.zeros((), jnp.float32)}
+        carry = (params, opt_state, status, first_step)
+        carry, losses = jax.lax.scan(lambda c, i: step(c, i, batch_sharding), carry,
+                                     perm[:n_full * s.batch_size].reshape(n_full, s.batch_size))
+        total = jnp.sum(losses) * s.batch_size
+        if rem:  # Gordon: the last subset is what remains unused
+            carry, last = step(carry, perm[n_full * s.batch_size:], None)
+            total = total + last * rem
+        params, opt_state, status, _ = carry
+        status = dict(status, step=status["step"] - first_step)
+        metrics = {"loss": total / s.n_train,
+                   "test_loss": evaluate(params, data["x_test"], data["y_test"])}
+        for split in ("train", "test"):
+            metrics[f"{split}_accuracy"] = _accuracy(
+                s.task, s.net.apply(params, data[f"x_{split}"]), data[f"y_{split}"])
+        return params, opt_state, metrics, status
+
+    return epoch
+
+
+def _accuracy(task, out, y):
+    """Fraction of examples classified right (``nan`` for regression, which has no classes)."""
+    if task == "classification":
+        return jnp.mean(jnp.argmax(out, -1) == jnp.argmax(y, -1))
+    if task == "binary":
+        return jnp.mean((out[:, 0] > 0) == (y[:, 0] > 0))
+    return jnp.full((), jnp.nan, jnp.float32)
+
+
+def _compile(fn):
+    """Jit the epoch (tests wrap ``fn`` with ``chex.assert_max_traces`` here)."""
+    return jax.jit(fn)
+
+
+def _batch_at(setup, step, epoch_key, data_dev):
+    """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
+    perm = np.asarray(jax.random.permutation(epoch_key, setup.n_train))
+    idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
+    return data_dev["x_train"][idx], data_dev["y_train"][idx]

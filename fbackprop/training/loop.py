@@ -1,0 +1,307 @@
+"""The training loop: :func:`train`, its result, and the error that stops it.
+
+Learning modes (Gordon, "Machine learning as function approximation"):
+
+* ``"online"``: a delta is applied after every example (p_{i+1} = p_i + Δp_i), visiting the
+  training examples in a fresh random order each epoch.
+* ``"offline"``: the deltas of all examples are averaged and applied once per pass. Because the
+  loss is the batch mean of the per-example cost, that average is the gradient of the loss on the
+  whole training set: one step per epoch with a batch of every example.
+* ``"minibatch"``: an epoch is a sequence of subsets drawn without replacement — "choose a new
+  subset, then update" until every example has been used. When the batch size does not divide
+  the training set, the last subset of the epoch is the smaller remainder.
+
+Each epoch is one compiled function (:mod:`.epoch`); between epochs the loop records metrics,
+writes checkpoints (:mod:`.rundir`) and turns a stopped epoch into :class:`TrainingStopped`.
+
+Several local devices: when the batch size divides evenly, each batch is split across a 1-D
+device mesh (``jax.sharding``), the parameters are replicated, and XLA averages the gradients
+across devices.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .. import data as datasets
+from ..costs import get_cost
+from ..gradcheck import TOLERANCE, check
+from ..inputs import require_choice
+from ..network import Network
+from . import rundir
+from .config import TrainConfig, resolve
+from .epoch import _batch_at, _Setup, _compile, _epoch_function, _leaf_names
+from .optim import make_optimizer
+from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
+
+__all__ = ["train", "TrainResult", "TrainingStopped"]
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped before its last epoch.
+
+    Raised by :func:`train` when a loss, gradient or parameter became non-finite, or (``grad=
+    "checked"``) the hand-written gradient diverged from ``jax.grad``. From the failing step on
+    the parameters were frozen, so nothing after it was applied.
+
+    Attributes:
+      epoch: the 1-based epoch that stopped.
+      step: the 0-based step within that epoch.
+      history: the completed epochs' metrics (one dict each).
+      last_checkpoint: the epoch of the last good checkpoint (``None`` without ``out``).
+      report: the gradient checker's :class:`~fbackprop.GradientReport` at the diverging batch,
+        in float64, naming the layer whose rule is wrong (``None`` when a non-finite value
+        stopped training).
+    """
+
+    def __init__(self, message, *, epoch, step, history, last_checkpoint, report=None):
+        super().__init__(message)
+        self.epoch, self.step, self.history = epoch, step, history
+        self.last_checkpoint, self.report = last_checkpoint, report
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train` returns.
+
+    Attributes:
+      params: the final parameters, a pytree shaped like ``net.init(key)`` (float32 leaves).
+      history: one dict per epoch: ``epoch``, ``loss`` (mean training cost over the epoch's
+        steps), ``test_loss``, ``train_accuracy`` and ``test_accuracy`` (``None`` for
+        regression), ``seconds``.
+      config: the resolved :class:`TrainConfig`.
+      net: the :class:`~fbackprop.Network` trained.
+      data: the :class:`~fbackprop.data.Dataset` used.
+      out: the run directory (``None`` when none was written).
+      devices: how many devices each batch was split across.
+    """
+
+    params: Any
+    history: list
+    config: TrainConfig
+    net: Network
+    data: datasets.Dataset
+    out: Any
+    devices: int
+
+
+def _placement(devices, batch_size):
+    """``(n, batch_sharding, replicated, place)``: with several devices and a batch size they
+    divide, a 1-D mesh "batch" splits each batch and replicates the rest; otherwise one device
+    and no sharding constraints. ``place`` puts an array where the epoch expects it."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must name at least one device, received an empty list.")
+    if len(devices) > 1 and batch_size % len(devices) == 0:
+        mesh = Mesh(np.array(devices), ("batch",))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        return (len(devices), NamedSharding(mesh, PartitionSpec("batch")), replicated,
+                lambda a: jax.device_put(a, replicated))
+    return 1, None, None, lambda a: jax.device_put(a, devices[0])
+
+
+def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
+          batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
+          checkpoint_every=None, out=None, resume=False, devices=None,
+          progress=False) -> TrainResult:
+    """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
+
+    The task decides the cost: softmax cross-entropy (classes), Fleuret's logistic loss (two
+    classes, y ∈ {−1, +1}), the mean squared error (regression). Every gradient is of the batch
+    mean of the per-example cost. Each epoch runs as one compiled function; on CPU a run is
+    bit-identical for the same settings and seed, resumed or not.
+
+    Args:
+      model: a name in :data:`MODELS` (default ``"mlp"``; see :func:`build_model`) or any
+        :class:`~fbackprop.Network` (the data is reshaped to its ``input_shape``).
+      data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"`` (default ``"digits"``) or a
+        :class:`fbackprop.data.Dataset`.
+      mode: Gordon's learning mode, ``"online"`` (one example per update), ``"offline"`` (the
+        whole training set per update) or ``"minibatch"`` (subsets without replacement).
+      optimizer: ``"gd"`` (Δp = −η∇φ(p), :func:`gordon_gd`), ``"sgd"``, ``"momentum"``,
+        ``"adam"``.
+      lr: the learning rate η > 0.
+      epochs: passes over the training set.
+      batch_size: examples per update in ``"minibatch"`` mode.
+      grad: ``"manual"`` (the hand-written rules), ``"autodiff"`` (``jax.grad``) or
+        ``"checked"`` (manual, compared with ``jax.grad`` every ``check_every`` steps).
+      seed: seed of initialisation and shuffling, an int in [0, 2³² − 1].
+      hidden: hidden widths (the state size for ``"rnn"``/``"lstm"``).
+      check_every: steps between comparisons with ``grad="checked"``.
+      checkpoint_every: epochs between checkpoints (default: epochs // 20, at least 1); the
+        last epoch is always saved.
+      out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
+      resume: continue the run in ``out`` from its last complete checkpoint.
+      devices: the devices to split batches across (default: all local ones, when the batch
+        size divides evenly).
+      progress: show a progress bar.
+
+    ``None`` for a setting means its default, or on ``resume`` the saved value.
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      TrainingStopped: a loss, gradient or parameter became non-finite, or a checked gradient
+        diverged.
+      ValueError: a bad setting, a run directory that already holds a run, or a resume whose
+        settings differ from the saved ones; nothing is written in these cases.
+      TypeError: ``model`` is neither a name nor a network.
+    """
+    if resume and out is None:
+        raise ValueError("resume=True needs out: the directory of the run to continue.")
+    saved = None
+    if resume:
+        saved = rundir.read_config(out)
+        model = saved.get("model") if model is None and saved.get("model") in MODELS else model
+        data = saved.get("data") if data is None and saved.get("data") in datasets.DATASETS \
+            else data
+    ds = datasets.load("digits" if data is None else data)
+    model = "mlp" if model is None else model
+    given = {"mode": mode, "optimizer": optimizer, "lr": lr, "epochs": epochs,
+             "batch_size": batch_size, "grad": grad, "seed": seed, "hidden": hidden,
+             "check_every": check_every, "checkpoint_every": checkpoint_every}
+    if isinstance(model, Network):
+        net, name = model, model.name
+    elif isinstance(model, str):
+        require_choice(model, MODELS, "model")
+        net, name = None, model
+    else:
+        raise TypeError(f"model must be a name such as 'mlp' or an fbackprop.Network, received "
+                        f"{type(model).__name__}.")
+    config = resolve(given, saved, ds, name, net is not None)
+    if net is None:
+        net = build_model(name, ds, config.hidden)
+    cost = get_cost(COST_FOR_TASK[ds.task])
+
+    n_dev, batch_sharding, replicated, put = _placement(devices, config.batch_size)
+    data_dev = {"x_train": shape_inputs(ds.x_train, net.input_shape),
+                "y_train": targets(ds, ds.y_train),
+                "x_test": shape_inputs(ds.x_test, net.input_shape),
+                "y_test": targets(ds, ds.y_test)}
+    data_dev = {k: put(np.asarray(v, np.float32)) for k, v in data_dev.items()}
+
+    opt = make_optimizer(config.optimizer, config.lr)
+    init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = net.init(init_key)
+    state = {"params": params, "opt_state": opt.init(params), "key": key,
+             "epoch": jnp.zeros((), jnp.int32)}
+    state = jax.tree.map(put, state)
+
+    # Everything is checked before the run directory is touched.
+    manager, history, start = None, [], 0
+    if out is not None:
+        if resume:
+            out = rundir.open_for_resume(out, config.as_dict())
+        else:
+            out = rundir.create(out, config.as_dict())
+        manager = rundir.checkpoint_manager(out)
+    try:
+        if resume:
+            start, state = rundir.restore_latest(manager, state)
+            history = rundir.read_metrics(out, upto_epoch=start)
+            rundir.rewrite_metrics(out, history)
+        elif manager is not None:
+            rundir.save(manager, 0, state)
+        params = _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager,
+                      (batch_sharding, replicated), progress)
+    finally:
+        if manager is not None:
+            manager.close()
+    return TrainResult(params, history, config, net, ds, out, n_dev)
+
+
+def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager, shardings,
+         progress):
+    """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
+    checkpoints; return the final parameters."""
+    from tqdm import tqdm
+
+    setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
+                   config.check_every, TOLERANCE["float32"], ds.task)
+    epoch_fn = _compile(_epoch_function(setup, *shardings))
+    params, opt_state, key = state["params"], state["opt_state"], state["key"]
+    last_saved = start if manager is not None else None
+    bar = tqdm(total=config.epochs, initial=start, disable=not progress, unit="epoch",
+               desc=f"{config.model} on {config.data}", dynamic_ncols=True)
+    try:
+        for epoch in range(start + 1, config.epochs + 1):
+            t0 = time.perf_counter()
+            key, epoch_key = jax.random.split(key)
+            params, opt_state, metrics, status = epoch_fn(
+                params, opt_state, epoch_key, jnp.asarray(epoch - 1, jnp.int32), data_dev)
+            metrics, status = jax.device_get((metrics, status))
+            if status["stopped"]:
+                raise _stopped(setup, config, epoch, status, params, epoch_key, data_dev,
+                               history, out, last_saved)
+            row = {"epoch": epoch, **{k: _number(v, ds.task, k) for k, v in metrics.items()},
+                   "seconds": round(time.perf_counter() - t0, 4)}
+            history.append(row)
+            if out is not None:
+                rundir.append_metrics(out, row)
+                if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+                    rundir.save(manager, epoch, {"params": params, "opt_state": opt_state,
+                                                 "key": key, "epoch": jnp.asarray(epoch,
+                                                                                  jnp.int32)})
+                    last_saved = epoch
+            bar.set_postfix(_postfix(row), refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+        if out is not None and history:
+            rundir.write_plot(out, history,
+                              f"{config.model} on {config.data}, {config.mode}, {config.optimizer} "
+                              f"η={config.lr:g}, {config.grad} gradients")
+    return params
+
+
+def _number(value, task, name):
+    """A metric as a float, or ``None`` for an accuracy in regression."""
+    if name.endswith("accuracy") and task == "regression":
+        return None
+    return float(value)
+
+
+def _postfix(row):
+    """The progress bar's summary of an epoch's metrics."""
+    post = {"loss": f"{row['loss']:.4f}"}
+    if row.get("test_accuracy") is not None:
+        post.update(train=f"{row['train_accuracy']:.3f}", test=f"{row['test_accuracy']:.3f}")
+    else:
+        post.update(test_loss=f"{row['test_loss']:.4f}")
+    return post
+
+
+def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history, out,
+             last_saved):
+    """The error for a stopped epoch: which values went non-finite, or which layers'
+    gradients differ from jax.grad (located by the gradient checker, fbackprop.check)."""
+    step = int(status["step"])
+    where = f"epoch {epoch}, step {step}"
+    report = None
+    if not np.all(status["finite"]):
+        names = [n for n, ok in zip(_leaf_names(params), status["finite"]) if not ok]
+        msg = (f"training stopped at {where}: non-finite values in {', '.join(names)}. "
+               f"The learning rate ({config.optimizer}, lr={config.lr:g}) may be too large; "
+               f"lower --lr.")
+    else:
+        # Locate the wrong rule with the gradient checker, in float64, at the very batch that
+        # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
+        # failing layer is the one whose own rule is wrong, not merely the lowest affected one.
+        x, y = _batch_at(setup, step, epoch_key, data_dev)
+        report = check(setup.net, setup.cost, params, x, y, dtype="float64")
+        located = (f"The gradient checker locates it: {report.failure_message()}"
+                   if not report.ok else
+                   "In float64 the checker finds every layer's rules correct at this batch, so "
+                   "the divergence is float32 rounding: raise the check tolerance.")
+        msg = (f"training stopped at {where}: the hand-written gradient differs from jax.grad "
+               f"(relative error {float(status['error']):.2e} > {setup.tolerance:g}). {located}")
+    if last_saved is not None:
+        msg += (f" The last good checkpoint (epoch {last_saved}) is in "
+                f"{out / rundir.CHECKPOINTS}.")
+    return TrainingStopped(msg, epoch=epoch, step=step, history=history,
+                           last_checkpoint=last_saved, report=report)

@@ -1,0 +1,178 @@
+"""The model families that ``fbackprop train`` builds, and how a data set meets a network.
+
+:data:`FAMILIES` is the one list of model families: a name → a builder ``(ds, hidden) ->
+Network`` and a one-line description. :data:`MODELS` (its keys) feeds ``fbackprop train
+--model`` and ``fbackprop check --model``; adding a family means adding its constructor to
+:mod:`fbackprop.models` and one entry here.
+
+The task of a data set decides the output width, the targets and the cost
+(:data:`COST_FOR_TASK`): softmax cross-entropy over one-hot classes, Fleuret's logistic loss for
+two classes with y ∈ {−1, +1}, the mean squared error for regression.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .. import data as datasets
+from ..inputs import require_choice
+from ..models import cnn, lstm, mlp, rnn
+from ..network import Network
+from .config import data_defaults
+
+__all__ = ["Family", "FAMILIES", "MODELS", "COST_FOR_TASK", "build_model", "shape_inputs",
+           "targets", "out_width"]
+
+COST_FOR_TASK = {"classification": "softmax_cross_entropy", "binary": "logistic",
+                 "regression": "mse"}
+
+
+class Family(NamedTuple):
+    """One model family.
+
+    Attributes:
+      build: ``(ds, hidden) -> Network``, the network for data set ``ds`` with hidden widths
+        ``hidden`` (``None``: the family's default).
+      description: what the family builds, in a sentence.
+    """
+
+    build: Callable[[datasets.Dataset, object], Network]
+    description: str
+
+
+def out_width(ds: datasets.Dataset) -> int:
+    """The network's output width for ``ds``: one logit per class, one for two classes (the
+    sign decides), or the width of the regression targets."""
+    if ds.task == "classification":
+        return ds.n_classes
+    return 1 if ds.task == "binary" else int(ds.y_train.shape[1])
+
+
+def _example(name: str, ds: datasets.Dataset, *, sequence_or_image: bool = False) -> tuple:
+    example = tuple(ds.x_train.shape[1:])
+    if sequence_or_image and len(example) not in (1, 2):
+        raise ValueError(f"model {name!r} needs signals (n, L) or images (n, H, W); data "
+                         f"{ds.name!r} has examples of shape {example}.")
+    return example
+
+
+def _single(hidden, name: str) -> int:
+    hidden = tuple(hidden) if not isinstance(hidden, int) else (hidden,)
+    if len(hidden) != 1:
+        raise ValueError(f"model {name!r} takes one hidden size (its state width), received "
+                         f"{hidden!r}; pass e.g. --hidden 64.")
+    return hidden[0]
+
+
+def _mlp(ds, hidden) -> Network:
+    example = _example("mlp", ds)
+    hidden = data_defaults(ds.name)["hidden"] if hidden is None else tuple(hidden)
+    return mlp((math.prod(example), *hidden, out_width(ds)), "relu", "identity")
+
+
+def _cnn(ds, hidden) -> Network:
+    example = _example("cnn", ds, sequence_or_image=True)
+    signal = len(example) == 1
+    return cnn((1, *example), conv_channels=(32, 32) if signal else (16,),
+               kernel_size=5 if signal else 3, pool_size=2, pool="mean",
+               hidden=(64,) if hidden is None else tuple(hidden), n_out=out_width(ds),
+               activation="relu", output_activation="identity")
+
+
+def _recurrent(name: str, ctor, ds, hidden) -> Network:
+    example = _example(name, ds, sequence_or_image=True)
+    n_hidden = 64 if hidden is None else _single(hidden, name)
+    n_in = example[-1] if len(example) == 2 else 1
+    return ctor(n_in, n_hidden, out_width(ds), output="last")
+
+
+def _rnn(ds, hidden) -> Network:
+    return _recurrent("rnn", rnn, ds, hidden)
+
+
+def _lstm(ds, hidden) -> Network:
+    return _recurrent("lstm", lstm, ds, hidden)
+
+
+FAMILIES = {
+    "mlp": Family(_mlp, "flat features → the hidden ReLU layers (default: the data set's) → "
+                        "identity output (logits)"),
+    "cnn": Family(_cnn, "one input channel, signals (1, L) or images (1, H, W); ReLU "
+                        "convolutions with mean pooling, then the hidden dense layers (default "
+                        "64)"),
+    "rnn": Family(_rnn,
+                  "Elman RNN over images as sequences of their rows (digits: 8 steps of 8) or "
+                  "signals as one feature per step (MNIST-1D: 40 steps of 1); hidden is the "
+                  "state size (default 64); the last step is scored"),
+    "lstm": Family(_lstm,
+                   "LSTM over the same sequences as rnn; hidden is the state size (default 64)"),
+}
+MODELS = tuple(FAMILIES)
+
+
+def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
+    """The network of family ``name`` for data set ``ds``.
+
+    Args:
+      name: a name in :data:`MODELS` (see :data:`FAMILIES` for what each builds).
+      ds: the data set; its example shape sets the input, its task the output width.
+      hidden: hidden widths (a tuple; for ``"rnn"``/``"lstm"`` one state size, an int or a
+        1-tuple); ``None`` for the family's default.
+
+    Returns:
+      The :class:`~fbackprop.Network`, producing logits (no output activation).
+
+    Raises:
+      ValueError: unknown ``name``, examples of a shape the family cannot take, or several
+        hidden sizes for a recurrent family.
+    """
+    require_choice(name, MODELS, "model")
+    return FAMILIES[name].build(ds, hidden)
+
+
+def shape_inputs(x: np.ndarray, input_shape) -> np.ndarray:
+    """Reshape examples to the network's input shape.
+
+    Args:
+      x: examples, shape ``(n, …)``.
+      input_shape: one example's shape as the network takes it; one ``None`` entry (the time
+        axis of a sequence) takes whatever length the example's size gives it; ``None`` leaves
+        ``x`` as it is.
+
+    Returns:
+      ``x`` reshaped to ``(n, *input_shape)``, same dtype.
+
+    Raises:
+      ValueError: the example's size does not fit ``input_shape``.
+    """
+    if input_shape is None:
+        return x
+    n, size = len(x), math.prod(x.shape[1:])
+    known = math.prod(s for s in input_shape if s is not None)
+    free = sum(s is None for s in input_shape)
+    if free > 1 or (free == 0 and known != size) or (free == 1 and size % known):
+        raise ValueError(f"the data's examples have shape {tuple(x.shape[1:])} ({size} values), "
+                         f"which cannot be reshaped to the network's input shape "
+                         f"{tuple(input_shape)}; pick a model that fits the data.")
+    return x.reshape(n, *(size // known if s is None else s for s in input_shape))
+
+
+def targets(ds: datasets.Dataset, y) -> np.ndarray:
+    """The targets the cost of ``ds``'s task expects, as float32.
+
+    Args:
+      ds: the data set (its task and class count).
+      y: labels ``(n,)`` (int class indices, or 0/1 for ``"binary"``) or regression targets
+        ``(n, k)``.
+
+    Returns:
+      ``(n, n_classes)`` one-hot rows (classification), ``(n, 1)`` with y ∈ {−1, +1} (binary,
+      Fleuret's logistic loss) or ``(n, k)`` (regression); float32.
+    """
+    if ds.task == "classification":
+        return np.eye(ds.n_classes, dtype=np.float32)[y]  # one-hot
+    if ds.task == "binary":
+        return (2.0 * y - 1.0).astype(np.float32)[:, None]  # Fleuret's y ∈ {−1, +1}
+    return np.asarray(y, np.float32)
