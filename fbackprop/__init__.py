@@ -21,7 +21,7 @@ from .network import (Backprop, Network, astype, backprop, backward, forward, lo
                       manual_grad, serial)
 from .notation import D, compose, nabla, star
 from . import data
-from .training import TrainResult, TrainingStopped, train
+from .training import TrainResult, TrainingStopped, load_run, train
 
 __version__ = "0.1.0"
 
@@ -52,5 +52,5 @@ __all__ = [
     # the JAX ecosystem
     "as_custom_vjp",
     # training and data
-    "data", "train", "TrainResult", "TrainingStopped",
+    "data", "train", "TrainResult", "TrainingStopped", "load_run",
 ]

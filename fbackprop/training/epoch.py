@@ -109,7 +109,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             status = jax.tree.map(lambda a, b: jnp.where(first, a, b), now, status)
             params, opt_state = jax.tree.map(lambda a, b: jnp.where(go, a, b),
                                              (new_params, new_opt_state), (params, opt_state))
-            return (params, opt_state, status, global_step + 1), loss
+            return (params, opt_state, status, global_step + 1), (loss, error)
 
         perm = jax.random.permutation(key, s.n_train)  # subsets drawn without replacement
         first_step = epoch_index * steps_per_epoch
@@ -117,16 +117,21 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
                   "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
                   "error": jnp.zeros((), jnp.float32)}
         carry = (params, opt_state, status, first_step)
-        carry, losses = jax.lax.scan(lambda c, i: step(c, i, batch_sharding), carry,
-                                     perm[:n_full * s.batch_size].reshape(n_full, s.batch_size))
+        carry, (losses, errors) = jax.lax.scan(
+            lambda c, i: step(c, i, batch_sharding), carry,
+            perm[:n_full * s.batch_size].reshape(n_full, s.batch_size))
         total = jnp.sum(losses) * s.batch_size
+        worst = jnp.max(errors, initial=0.0)
         if rem:  # Gordon: the last subset is what remains unused
-            carry, last = step(carry, perm[n_full * s.batch_size:], None)
+            carry, (last, error) = step(carry, perm[n_full * s.batch_size:], None)
             total = total + last * rem
+            worst = jnp.maximum(worst, error)
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
         metrics = {"loss": total / s.n_train,
                    "test_loss": evaluate(params, data["x_test"], data["y_test"])}
+        if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
+            metrics["check_max_rel_error"] = worst
         for split in ("train", "test"):
             metrics[f"{split}_accuracy"] = _accuracy(
                 s.task, s.net.apply(params, data[f"x_{split}"]), data[f"y_{split}"])

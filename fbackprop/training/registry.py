@@ -81,19 +81,19 @@ def _cnn(ds, hidden) -> Network:
                activation="relu", output_activation="identity")
 
 
-def _recurrent(name: str, ctor, ds, hidden) -> Network:
+def _recurrent(name: str, ctor, ds, hidden, features_per_step=None) -> Network:
     example = _example(name, ds, sequence_or_image=True)
     n_hidden = 64 if hidden is None else _single(hidden, name)
-    n_in = example[-1] if len(example) == 2 else 1
+    n_in = example[-1] if len(example) == 2 else (features_per_step or 1)
     return ctor(n_in, n_hidden, out_width(ds), output="last")
 
 
-def _rnn(ds, hidden) -> Network:
-    return _recurrent("rnn", rnn, ds, hidden)
+def _rnn(ds, hidden, features_per_step=None) -> Network:
+    return _recurrent("rnn", rnn, ds, hidden, features_per_step)
 
 
-def _lstm(ds, hidden) -> Network:
-    return _recurrent("lstm", lstm, ds, hidden)
+def _lstm(ds, hidden, features_per_step=None) -> Network:
+    return _recurrent("lstm", lstm, ds, hidden, features_per_step)
 
 
 FAMILIES = {
@@ -104,15 +104,16 @@ FAMILIES = {
                         "64)"),
     "rnn": Family(_rnn,
                   "Elman RNN over images as sequences of their rows (digits: 8 steps of 8) or "
-                  "signals as one feature per step (MNIST-1D: 40 steps of 1); hidden is the "
-                  "state size (default 64); the last step is scored"),
+                  "signals as features_per_step samples per step (MNIST-1D: 5 steps of 8 by "
+                  "default); hidden is the state size (default 64); the last step is scored"),
     "lstm": Family(_lstm,
                    "LSTM over the same sequences as rnn; hidden is the state size (default 64)"),
 }
 MODELS = tuple(FAMILIES)
 
 
-def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
+def build_model(name: str, ds: datasets.Dataset, hidden=None,
+                features_per_step=None) -> Network:
     """The network of family ``name`` for data set ``ds``.
 
     Args:
@@ -120,6 +121,7 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
       ds: the data set; its example shape sets the input, its task the output width.
       hidden: hidden widths (a tuple; for ``"rnn"``/``"lstm"`` one state size, an int or a
         1-tuple); ``None`` for the family's default.
+      features_per_step: ``"rnn"``/``"lstm"`` on 1-D signals: samples per time step (default 1).
 
     Returns:
       The :class:`~fbackprop.Network`, producing logits (no output activation).
@@ -129,6 +131,8 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
         hidden sizes for a recurrent family.
     """
     require_choice(name, MODELS, "model")
+    if features_per_step is not None:
+        return FAMILIES[name].build(ds, hidden, features_per_step)
     return FAMILIES[name].build(ds, hidden)
 
 
