@@ -9,6 +9,7 @@ import time
 from ..data import DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS
 from ..training.registry import MODELS
+from . import any_case
 
 
 def _widths(text: str):
@@ -32,17 +33,19 @@ def add_parser(subparsers):
                     "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
                     "seconds. Unset options take the data set's defaults, or with --resume the "
                     "saved run's values.")
-    p.add_argument("--model", choices=MODELS, help="network family (default mlp)")
-    p.add_argument("--data", choices=tuple(DATASETS), help="data set (default digits)")
-    p.add_argument("--mode", choices=MODES,
+    p.add_argument("--model", choices=MODELS, type=any_case(MODELS),
+                   help="network family (default mlp)")
+    p.add_argument("--data", choices=tuple(DATASETS), type=any_case(tuple(DATASETS)),
+                   help="data set (default digits)")
+    p.add_argument("--mode", choices=MODES, type=any_case(MODES),
                    help="Gordon's learning mode: online (batch 1), offline (whole training set "
                         "per update) or minibatch (default)")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), type=any_case(tuple(OPTIMIZERS)),
                    help="gd (Δp = −η∇, by hand), or optax's sgd, momentum, adam (default)")
     p.add_argument("--lr", type=float, help="learning rate η (default depends on --optimizer)")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="minibatch size (minibatch mode)")
-    p.add_argument("--grad", choices=GRADS,
+    p.add_argument("--grad", choices=GRADS, type=any_case(GRADS),
                    help="gradient source: manual (default), autodiff (jax.grad), or checked "
                         "(manual, compared with jax.grad every --check-every steps)")
     p.add_argument("--check-every", type=int, help="steps between checks with --grad checked")
