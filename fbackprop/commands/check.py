@@ -36,7 +36,8 @@ def add_parser(subparsers):
     p.add_argument("--model", choices=MODELS + ("all",), default="all",
                    type=any_case(MODELS + ("all",)),
                    help="model family to check (default: all)")
-    p.add_argument("--cost", choices=sorted(COSTS), type=any_case(COSTS), help="check one cost only")
+    p.add_argument("--cost", choices=sorted(COSTS), type=any_case(COSTS),
+                   help="check one cost only")
     p.add_argument("--dtype", choices=("float32", "float64"),
                    type=any_case(("float32", "float64")),
                    help="check one dtype only (default: both)")

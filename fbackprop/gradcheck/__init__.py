@@ -25,7 +25,8 @@ from .report import GradientCheckError, GradientReport, Row
 from .rules import layer_reference, time_deltas_reference
 from .sampling import sample_params, sample_point, sample_target
 
-__all__ = ["check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError", "Row", "FD_EPS",
+__all__ = ["check", "check_grad", "check_vjp", "check_layer", "GradientReport",
+           "GradientCheckError", "Row", "FD_EPS",
            "FD_TOLERANCE", "FD_NOISE", "KINK_TOL", "RESAMPLE_SCALE", "TOLERANCE", "error_stats",
            "relative_error", "tree_relative_error", "max_relative_error", "precision_for",
            "layer_reference", "time_deltas_reference", "sample_params", "sample_point",
