@@ -11,7 +11,9 @@ import warnings
 from . import graph, notation
 from .activations import Activation, get_activation
 from .costs import Cost, get_cost
-from .gradcheck import GradientCheckError, GradientReport, check, check_grad
+from .gradcheck import (GradientCheckError, GradientReport, check, check_grad, check_layer,
+                        check_vjp)
+from .interop import as_custom_vjp
 from .layers import Layer, Probes, dense
 from .layers import conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer, max_pool, mean_pool, rnn_layer
 from .models import cnn, delta_norms, gru, lstm, mlp, rnn
@@ -19,7 +21,7 @@ from .network import (Backprop, Network, astype, backprop, backward, forward, lo
                       manual_grad, serial)
 from .notation import D, compose, nabla, star
 from . import data
-from .training import TrainResult, TrainingStopped, train
+from .training import TrainResult, TrainingStopped, load_run, train
 
 __version__ = "0.1.0"
 
@@ -46,7 +48,9 @@ __all__ = [
     # models
     "mlp", "cnn", "rnn", "lstm", "gru", "delta_norms",
     # checking
-    "check", "check_grad", "GradientReport", "GradientCheckError",
+    "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
+    # the JAX ecosystem
+    "as_custom_vjp",
     # training and data
-    "data", "train", "TrainResult", "TrainingStopped",
+    "data", "train", "TrainResult", "TrainingStopped", "load_run",
 ]

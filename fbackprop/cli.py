@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from . import __version__
 
 COMMANDS = ("train", "check", "errata")  # modules under fbackprop.commands, in the order --help lists them
 
@@ -12,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fbackprop",
         description="Backpropagation derived, executed and checked against jax.grad.")
+    parser.add_argument("--version", action="version", version=f"fbackprop {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -20,14 +24,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run the ``fbackprop`` command; returns its exit status. JAX's persistent compilation
-    cache is on for every command (off with ``FBACKPROP_CACHE_DIR=""``), so a second run
-    loads its compiled programs from disk instead of compiling them again."""
+    """Run the command line ``argv`` (default ``sys.argv[1:]``).
+
+    JAX's persistent compilation cache is on for every command (off with
+    ``FBACKPROP_CACHE_DIR=""``), so a second run loads its compiled programs from disk instead
+    of compiling them again.
+
+    Args:
+      argv: the arguments after ``fbackprop``.
+
+    Returns:
+      The exit status: 0 ok, 1 a check or run failed, 2 bad usage, 141 when the reader of the
+      output went away (``fbackprop errata --markdown | head``), quietly, as a shell tool does.
+    """
     args = build_parser().parse_args(argv)
     from .jax_cache import enable_compilation_cache  # after parsing, so --help stays fast
 
     enable_compilation_cache()  # before the first compilation of this process
-    return args.func(args)
+    try:
+        status = args.func(args)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # the reader closed the pipe: send the rest of the output nowhere, exit without a trace
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

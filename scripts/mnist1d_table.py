@@ -36,16 +36,15 @@ BUILT_HERE = {"gru": fb.gru}
 
 def run_row(name, ds, epochs, seed):
     paper_model, paper, model, hidden, lr, chunk = ROWS[name]
-    if chunk is not None:  # (n, 40) signals as (n, 40 / chunk, chunk) sequences of chunk features
-        ds = ds._replace(**{k: getattr(ds, k).reshape(len(getattr(ds, k)), -1, chunk)
-                            for k in ("x_train", "x_test")})
+    # recurrent rows read (n, 40) signals as 40 / chunk steps of chunk features (1 unless set)
+    features = (chunk or 1) if model in ("rnn", "lstm") else None
     t0 = time.perf_counter()
     if model in BUILT_HERE:  # the trainer reshapes the data to the network's (None, n_in)
         model = BUILT_HERE[model](chunk or 1, hidden, ds.n_classes, output="last")
         hidden = None
     try:
         result = fb.train(model, ds, optimizer="adam", lr=lr, epochs=epochs, batch_size=100,
-                          hidden=hidden, seed=seed)
+                          hidden=hidden, seed=seed, features_per_step=features)
     except ValueError as err:
         if "not available in this installation" not in str(err):
             raise

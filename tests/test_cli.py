@@ -100,3 +100,107 @@ def test_module_entry_point_help(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     assert "check" in capsys.readouterr().out
+
+
+TARGETS = '''
+import jax
+import jax.numpy as jnp
+import numpy as np
+import fbackprop as fb
+
+
+def layer():
+    l = fb.dense(3, 2, "tanh")
+    return l, (l.init(jax.random.PRNGKey(0)), np.ones((4, 3)))
+
+
+def wrong_layer():
+    l = fb.dense(3, 2, "tanh")
+    l = l._replace(D_input=lambda p, a, d: d @ p["W"])  # forgets g'(z)
+    return l, (l.init(jax.random.PRNGKey(0)), np.linspace(-1, 1, 12).reshape(4, 3))
+
+
+def network():
+    net = fb.mlp((3, 4, 2), "tanh")
+    params, x, y = fb.gradcheck.sample_point(net, "mse", 3)
+    return net, ("mse", params, x, y), {"tolerance": 1e-9}
+
+
+@jax.custom_vjp
+def cube(x):
+    return x ** 3
+
+
+cube.defvjp(lambda x: (x ** 3, x), lambda x, d: (3 * x ** 2 * d,))
+
+
+def custom():
+    return cube, (np.arange(1.0, 4.0),)
+
+
+def not_a_tuple():
+    return fb.dense(3, 2)
+'''
+
+
+@pytest.fixture
+def targets(tmp_path, monkeypatch):
+    (tmp_path / "mytargets.py").write_text(TARGETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "mytargets"
+    sys.modules.pop("mytargets", None)
+
+
+@pytest.mark.parametrize("factory", ["layer", "network", "custom"])
+def test_check_target_passes(capsys, targets, factory):
+    assert cli.main(["check", "--target", f"{targets}:{factory}"]) == 0
+    assert "ok: every comparison passed" in capsys.readouterr().out
+
+
+def test_check_target_failure_json_and_fd(capsys, targets):
+    assert cli.main(["check", "--target", f"{targets}:wrong_layer", "--fd", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is False and out["report"]["failing_layers"] == [0]
+    assert out["report"]["finite_differences"]["eps"] == fb.gradcheck.FD_EPS
+    assert any(r["rule"] == "D_input" and r["status"] == "fail" for r in out["report"]["rows"])
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("nocolon", "MODULE:FACTORY"),
+    ("no_such_module_xyz:f", "cannot import module"),
+    ("{m}:missing", "expected a function 'missing'"),
+    ("{m}:not_a_tuple", "must return (obj, args)"),
+])
+def test_check_target_bad_usage_exits_2(capsys, targets, spec, message):
+    assert cli.main(["check", "--target", spec.format(m=targets)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_fd_table_has_an_fd_tolerance_column(capsys, planted_config):
+    assert cli.main(["check", "--dtype", "FLOAT64", "--fd", "--model", "MLP"]) == 1
+    out = capsys.readouterr().out
+    assert "FD rel err" in out and "FD tol" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fbackprop {fb.__version__}"
+
+
+def test_output_into_a_closed_pipe_is_quiet(monkeypatch):
+    """`fbackprop errata --markdown | head`: a reader that has gone away gives no traceback,
+    and exit status 141 as a shell tool's."""
+    from fbackprop.commands import errata
+
+    def flood(args):
+        for _ in range(20000):
+            print("| an equation | holds |")
+        return 0
+
+    monkeypatch.setattr(errata, "run", flood)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w"))
+    assert cli.main(["errata", "--text", "gordon", "--markdown"]) == 141

@@ -170,7 +170,13 @@ def test_default_run_reaches_95_percent_and_writes_the_run(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, config["epochs"] + 1))
     assert set(rows[-1]) == {"epoch", "loss", "train_accuracy", "test_accuracy", "test_loss",
-                             "seconds"}
+                             "seconds", "device"}
+    platform = jax.local_devices()[0].platform
+    assert config["device"]["platform"] == platform and config["device"]["count"] >= 1
+    assert rows[-1]["device"].startswith(f"{platform}:")
+    assert f"device: {platform} (" in text
+    for name in ("config.json", "metrics.jsonl", "plot.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
     assert rows[-1]["test_accuracy"] == pytest.approx(accuracy / 100, abs=1e-4)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert rundir.saved_epochs(out)[-1] == config["epochs"]
@@ -315,3 +321,61 @@ def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path):
     epoch, state = rundir.restore_latest(manager, {"w": jnp.zeros(3), "epoch": 0})
     manager.close()
     assert epoch == 1 and state["w"].tolist() == [1.0, 1.0, 1.0]
+
+
+# --- device, defaults per data set, warnings, load_run, the command's manners -----------------
+
+def test_load_run_gives_the_network_the_last_parameters_and_the_config(finished_run):
+    net, params, config = fb.load_run(finished_run)
+    assert config.model == "mlp" and config.data == "xor" and config.epochs == 2
+    ds = fb.data.xor()
+    x, y = np.asarray(ds.x_test, np.float32), training.targets(ds, ds.y_test)
+    accuracy = float(np.mean((np.asarray(net.apply(params, x))[:, 0] > 0) == (y[:, 0] > 0)))
+    last = rundir.read_metrics(finished_run)[-1]
+    assert accuracy == pytest.approx(last["test_accuracy"], abs=1e-6)
+    with pytest.raises(ValueError, match="holds no run"):
+        fb.load_run(finished_run.parent / "nothing here")
+
+
+def test_checked_gradients_record_their_largest_relative_error():
+    result = fb.train("mlp", _tiny("classification"), epochs=2, batch_size=4, grad="checked",
+                      check_every=1)
+    errors = [row["check_max_rel_error"] for row in result.history]
+    assert all(0 < e <= fb.gradcheck.TOLERANCE["float32"] for e in errors), errors
+
+
+def test_recurrent_models_read_signals_features_per_step():
+    signals = _tiny("classification")._replace(
+        x_train=np.zeros((12, 40), np.float32), x_test=np.zeros((6, 40), np.float32),
+        name="mnist1d")
+    result = fb.train("rnn", signals, epochs=1, batch_size=4)
+    assert result.config.features_per_step == 8              # MNIST-1D's default: 5 steps of 8
+    assert result.net.layers[0].name.startswith("rnn(8→")
+    assert fb.train("lstm", signals, epochs=1, batch_size=4,
+                    features_per_step=4).net.layers[0].name.startswith("lstm(4→")
+    with pytest.raises(ValueError, match="must divide the signal length 40"):
+        fb.train("rnn", signals, epochs=1, batch_size=4, features_per_step=3)
+    with pytest.raises(ValueError, match="features_per_step applies to the recurrent models"):
+        fb.train("mlp", signals, epochs=1, batch_size=4, features_per_step=8)
+
+
+def test_a_run_near_chance_warns():
+    ds = _tiny("classification")
+    with pytest.warns(RuntimeWarning, match="near chance"):
+        fb.train("mlp", ds._replace(y_test=(ds.y_test + 1) % 3), epochs=1, batch_size=4,
+                 optimizer="sgd", lr=1e-9)
+
+
+def test_ctrl_c_prints_the_resume_command_and_logs_are_quiet(tmp_path, capsys, monkeypatch):
+    import logging
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    logging.getLogger("absl").setLevel(logging.INFO)
+    out = tmp_path / "run"
+    assert cli.main(["train", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"fbackprop train --out {out} --resume" in err and "Traceback" not in err
+    assert logging.getLogger("absl").level == logging.ERROR

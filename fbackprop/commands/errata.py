@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import json
 
+from . import any_case
+
+TEXTS = ("Kamper", "Gordon", "Bradbury", "Fleuret", "Jin")
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
@@ -14,8 +18,8 @@ def add_parser(subparsers):
                     "equation behaves other than the table says (a correction or intended reading "
                     "that fails, an erratum or debatable equation that holds as written, or an "
                     "equation without a correction that does not hold).")
-    p.add_argument("--text", choices=("Kamper", "Gordon", "Bradbury", "Fleuret", "Jin"),
-                   help="one text only")
+    p.add_argument("--text", choices=TEXTS, type=any_case(TEXTS),
+                   help="one text only (any case)")
     p.add_argument("--errata-only", action="store_true",
                    help="list only the equations that do not hold as written, debatable ones "
                         "included")

@@ -1,6 +1,7 @@
 """``fbackprop train``: train a network with the hand-written gradients and save the run."""
 from __future__ import annotations
 
+import logging
 import pathlib
 import sys
 import time
@@ -8,6 +9,7 @@ import time
 from ..data import DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS
 from ..training.registry import MODELS
+from . import any_case
 
 
 def _widths(text: str):
@@ -31,17 +33,19 @@ def add_parser(subparsers):
                     "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
                     "seconds. Unset options take the data set's defaults, or with --resume the "
                     "saved run's values.")
-    p.add_argument("--model", choices=MODELS, help="network family (default mlp)")
-    p.add_argument("--data", choices=tuple(DATASETS), help="data set (default digits)")
-    p.add_argument("--mode", choices=MODES,
+    p.add_argument("--model", choices=MODELS, type=any_case(MODELS),
+                   help="network family (default mlp)")
+    p.add_argument("--data", choices=tuple(DATASETS), type=any_case(tuple(DATASETS)),
+                   help="data set (default digits)")
+    p.add_argument("--mode", choices=MODES, type=any_case(MODES),
                    help="Gordon's learning mode: online (batch 1), offline (whole training set "
                         "per update) or minibatch (default)")
-    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS),
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), type=any_case(tuple(OPTIMIZERS)),
                    help="gd (Δp = −η∇, by hand), or optax's sgd, momentum, adam (default)")
     p.add_argument("--lr", type=float, help="learning rate η (default depends on --optimizer)")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="minibatch size (minibatch mode)")
-    p.add_argument("--grad", choices=GRADS,
+    p.add_argument("--grad", choices=GRADS, type=any_case(GRADS),
                    help="gradient source: manual (default), autodiff (jax.grad), or checked "
                         "(manual, compared with jax.grad every --check-every steps)")
     p.add_argument("--check-every", type=int, help="steps between checks with --grad checked")
@@ -55,8 +59,24 @@ def add_parser(subparsers):
                    help="run directory (default runs/<date>-<time>); refuses one that holds a run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last complete checkpoint")
+    p.add_argument("--features-per-step", type=int,
+                   help="rnn/lstm on 1-D signals: samples per time step (default: the data "
+                        "set's, 8 for mnist1d: 5 steps of 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--verbose", action="store_true",
+                   help="keep the log messages of third-party libraries (absl, orbax)")
     p.set_defaults(func=run)
+
+
+def _quiet_third_party_logs():
+    """Silence absl's and orbax's INFO/WARNING chatter (checkpoint saves, async managers)."""
+    for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.distributed"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+    except ImportError:  # absl comes with orbax; without it there is nothing to silence
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 def _default_out() -> pathlib.Path:
@@ -75,15 +95,29 @@ def run(args) -> int:
         print("fbackprop train: error: --resume needs --out DIR, the directory of the run to "
               "continue.", file=sys.stderr)
         return 2
+    if not args.verbose:
+        _quiet_third_party_logs()
     out = args.out if args.out is not None else _default_out()
     print(f"fbackprop train: run directory {out}{' (resuming)' if args.resume else ''}",
           flush=True)
+    import jax
+
+    from ..training import device_info
+
+    devices = jax.local_devices()
+    d = device_info(devices, len(devices))
+    print(f"device: {d['platform']} ({d['name']}) × {d['count']}", flush=True)
     try:
         result = train(args.model, args.data, mode=args.mode, optimizer=args.optimizer,
                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
                        grad=args.grad, seed=args.seed, hidden=args.hidden,
                        check_every=args.check_every, checkpoint_every=args.checkpoint_every,
-                       out=out, resume=args.resume, progress=not args.no_progress)
+                       features_per_step=args.features_per_step, out=out, resume=args.resume,
+                       progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\nfbackprop train: interrupted. Checkpoints up to the last saved epoch are in "
+              f"{out}; continue with:\n  fbackprop train --out {out} --resume", file=sys.stderr)
+        return 130
     except TrainingStopped as err:
         print(f"fbackprop train: {err}", file=sys.stderr)
         return 1
@@ -93,6 +127,7 @@ def run(args) -> int:
     c, last = result.config, result.history[-1] if result.history else None
     print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}, batch {c.batch_size}, "
           f"{c.epochs} epochs, {c.grad} gradients"
+          + (f", {c.features_per_step} features per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else ""))
     if last is not None:
         if last["test_accuracy"] is not None:

@@ -1,7 +1,8 @@
 """Gradient checking that names the layer whose hand-written rule is wrong.
 
 The public entry points are :func:`check` (a network, layer by layer), :func:`check_grad` (any
-loss and hand-written gradient) and the :class:`GradientReport` they return. The modules, each
+loss and hand-written gradient), :func:`check_vjp` (any ``jax.custom_vjp`` function),
+:func:`check_layer` (one layer) and the :class:`GradientReport` they return. The modules, each
 with one role:
 
 * :mod:`.numerics` — tolerances, dtypes, matmul precision and the one relative-error measure;
@@ -12,9 +13,11 @@ with one role:
 * :mod:`.program` — the compiled programs, cached;
 * :mod:`.rows` — from program outputs to rows;
 * :mod:`.kinks` — resampling away from kinks;
-* :mod:`.check` — ``check`` and ``check_grad``.
+* :mod:`.check` — ``check`` and ``check_grad``;
+* :mod:`.custom` — ``check_vjp`` (any ``jax.custom_vjp`` function) and ``check_layer``.
 """
 from .check import check, check_grad
+from .custom import check_layer, check_vjp
 from .kinks import KINK_TOL, RESAMPLE_SCALE
 from .numerics import (FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, error_stats,
                        max_relative_error, precision_for, relative_error, tree_relative_error)
@@ -22,7 +25,8 @@ from .report import GradientCheckError, GradientReport, Row
 from .rules import layer_reference, time_deltas_reference
 from .sampling import sample_params, sample_point, sample_target
 
-__all__ = ["check", "check_grad", "GradientReport", "GradientCheckError", "Row", "FD_EPS",
+__all__ = ["check", "check_grad", "check_vjp", "check_layer", "GradientReport",
+           "GradientCheckError", "Row", "FD_EPS",
            "FD_TOLERANCE", "FD_NOISE", "KINK_TOL", "RESAMPLE_SCALE", "TOLERANCE", "error_stats",
            "relative_error", "tree_relative_error", "max_relative_error", "precision_for",
            "layer_reference", "time_deltas_reference", "sample_params", "sample_point",

@@ -49,15 +49,16 @@ def _bound(value, argument):
     return require_number(value, argument, minimum=0, allow_none=True)
 
 
-def _layer_rows(l, layer, e, notes, tol):
+def _layer_rows(l, layer, e, notes, tol, *, in_network=True):
     """The rows of layer ``l``: its rules and probes against autodiff, its fused rule against
-    autodiff and against the Euler derivatives."""
+    autodiff and against the Euler derivatives. ``in_network``: layer 0 is the first layer of a
+    network, whose ``D_input`` feeds no parameter gradient."""
     where = f"layer {l}: {layer.name}"
     common = dict(layer=l, where=where, tol=tol)
     rows = leaf_rows(e["hand_p"], e["ref_p"], notes[(l, "D_param")], rule="D_param",
                      pair=HAND_AUTO, **common)
     rows += [r._replace(note=r.note or ("only affects ∂J/∂x, not the parameter gradients"
-                                        if l == 0 else ""))
+                                        if l == 0 and in_network else ""))
              for r in leaf_rows(e["hand_a"], e["ref_a"], notes[(l, "D_input")], rule="D_input",
                                 pair=HAND_AUTO, leaf_name=_INPUT, **common)]
     if "fused" in e:

@@ -5,7 +5,9 @@ delta of every layer by autodiff alone (``d_L`` = ``jax.vjp`` of the batch-mean 
 ``d_{l−1}`` = ``jax.vjp`` of layer l's ``apply`` applied to ``d_l``, in reverse); at that delta,
 each layer's hand-written ``D_param``, ``D_input``, fused ``backward`` and ``time_deltas`` beside
 their automatic twins; the cost's ``D(C y) a_L / batch``; the whole hand-written recurrence beside
-``jax.grad``; the kink distances; and, when asked, the finite differences.
+``jax.grad``; the kink distances; and, when asked, the finite differences. The programs of
+``check_vjp`` and ``check_layer`` do the same at a random output cotangent u, with the scalar
+J = ⟨u, f(args)⟩, and can add the forward-mode consistency ⟨u, J v⟩ = ⟨Jᵀu, v⟩.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ..network import backward, batch_mean_cost, forward, loss_fn
 from .fd import fd_block
 from .rules import call_rule, layer_reference, time_deltas_reference
 
-__all__ = ["spec", "program", "network_core", "grad_core"]
+__all__ = ["spec", "program", "network_core", "grad_core", "vjp_core", "layer_core"]
 
 
 def spec(tree):
@@ -104,6 +106,68 @@ def grad_core(key, notes):
         if fd is not None:
             out["fd"] = fd_block(lambda q: loss(q, *args), params, hand, auto,
                                  "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+        return out
+
+    return core
+
+
+def _inner(a, b):
+    """⟨a, b⟩ summed over every leaf of two pytrees of one structure."""
+    return sum((jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
+               jnp.zeros(()))
+
+
+def _norm(a):
+    return jnp.sqrt(_inner(a, a))
+
+
+def jvp_block(fun, args, v, u, hand):
+    """⟨u, J v⟩ by ``jax.jvp`` of the forward ``fun`` at ``args`` along tangent ``v``, and
+    ⟨Jᵀu, v⟩ with ``hand`` = Jᵀu from a hand-written rule; the scale ‖u‖·‖J v‖ bounds both."""
+    _, Jv = jax.jvp(fun, tuple(args), tuple(v))
+    return {"jv": _inner(u, Jv), "vjt": _inner(hand, v), "scale": _norm(u) * _norm(Jv)}
+
+
+def vjp_core(key, notes):
+    """The program for :func:`fbackprop.check_vjp`: ``core(args, u, v, V, rand_idx)``: the
+    custom rule of ``f`` at cotangent u beside ``jax.vjp`` of its primal ``f.fun``."""
+    f, fd, plan, with_jvp = key
+
+    def core(args, u, v, V, rand_idx):
+        y, auto_vjp = jax.vjp(f.fun, *args)
+        auto = auto_vjp(u)
+        hand, notes["grad"] = call_rule(lambda: jax.vjp(f, *args)[1](u), auto)
+        out = {"loss": _inner(u, y), "grad": {"hand": hand, "auto": auto}}
+        if with_jvp:
+            out["jvp"] = jvp_block(f.fun, args, v, u, hand)
+        if fd is not None:
+            out["fd"] = fd_block(lambda q: _inner(u, f.fun(*q)), args, hand, auto,
+                                 "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+        return out
+
+    return core
+
+
+def layer_core(key, notes):
+    """The program for :func:`fbackprop.check_layer`: ``core(p, a, u, v, V, rand_idx)``: the
+    layer's rules beside their autodiff twins at cotangent u (as :func:`network_core` does per
+    layer), the kink distances, and optionally the JVP consistency and finite differences of
+    the rule the recurrence runs (the fused ``backward`` when present)."""
+    layer, fd, plan, with_jvp = key
+
+    def core(p, a, u, v, V, rand_idx):
+        entry, _ = _layer_entry(layer, 0, p, a, u, notes)
+        hand = (entry["fused"][1], entry["fused"][0]) if "fused" in entry else \
+            (entry["hand_p"], entry["hand_a"])
+        out = {"loss": _inner(u, layer.apply(p, a)), "layers": [entry]}
+        if with_jvp:
+            out["jvp"] = jvp_block(layer.apply, (p, a), v, u, hand)
+        if fd is not None:
+            out["grad"] = {"hand": hand, "auto": (entry["ref_p"], entry["ref_a"])}
+            ok = not any("*" in notes[(0, r)] for r in ("D_param", "D_input", "backward")
+                         if (0, r) in notes)
+            out["fd"] = fd_block(lambda q: _inner(u, layer.apply(*q)), (p, a), hand,
+                                 out["grad"]["auto"], ok, V, rand_idx, plan, fd.eps)
         return out
 
     return core

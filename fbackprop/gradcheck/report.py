@@ -10,10 +10,11 @@ from typing import NamedTuple, Optional
 from .numerics import FD_NOISE
 
 __all__ = ["Row", "GradientReport", "GradientCheckError", "HAND_AUTO", "HAND_FD", "AUTO_FD",
-           "FUSED_EULER", "PASS", "FAIL", "KINK", "FD_NOISE_STATUS", "AGREE"]
+           "FUSED_EULER", "HAND_JVP", "PASS", "FAIL", "KINK", "FD_NOISE_STATUS", "AGREE"]
 
 HAND_AUTO, HAND_FD, AUTO_FD = "hand–autodiff", "hand–FD", "autodiff–FD"
 FUSED_EULER = "fused–Euler"  # a fused backward against the two Euler derivatives
+HAND_JVP = "hand–JVP"  # ⟨Jᵀu, v⟩ by the hand-written rule against ⟨u, J v⟩ by jax.jvp
 PASS, FAIL, KINK, FD_NOISE_STATUS = "pass", "fail", "kink", "fd-noise"
 AGREE = "all three agree"
 
@@ -34,7 +35,8 @@ class Row(NamedTuple):
     where:     what is compared, e.g. ``"layer 1: dense(4→3, tanh)"``, ``"cost mse"``.
     rule:      ``"D_param"``, ``"D_input"``, ``"time_deltas"``, ``"D(C y)"``, ``"∂J/∂p"`` …
     leaf:      the parameter leaf's pytree path (``jax.tree_util.keystr``), or a name.
-    pair:      ``"hand–autodiff"``, ``"hand–FD"`` or ``"autodiff–FD"``.
+    pair:      ``"hand–autodiff"``, ``"hand–FD"``, ``"autodiff–FD"``, ``"fused–Euler"`` or
+               ``"hand–JVP"``.
     max_abs:   max_i |h_i − r_i| (``nan`` when the value could not be computed).
     max_rel:   max_abs / scale (see the module docstring).
     index:     index of the worst element (for time rows: (batch, τ, …)).

@@ -1,6 +1,6 @@
 """From the compiled program's outputs to report rows, on the host (NumPy): per parameter leaf,
-per time step of a recurrent layer's deltas, and for the whole gradient with its
-finite-difference rows and verdicts."""
+per time step of a recurrent layer's deltas, for the whole gradient with its
+finite-difference rows and verdicts, and the forward-mode consistency row."""
 from __future__ import annotations
 
 import jax
@@ -8,9 +8,9 @@ import numpy as np
 
 from .fd import fd_rows, three_way
 from .numerics import error_stats
-from .report import FAIL, HAND_AUTO, PASS, Row
+from .report import FAIL, HAND_AUTO, HAND_JVP, PASS, Row
 
-__all__ = ["leaf_rows", "time_rows", "gradient_rows"]
+__all__ = ["leaf_rows", "time_rows", "gradient_rows", "jvp_row"]
 
 
 def _status(max_rel, tol):
@@ -83,3 +83,15 @@ def gradient_rows(out, notes, *, tol, fd, fd_tol, plan, where):
                           index_of=lambda w: (w,), fd_tol=fd_tol)
     verdict, directions = three_way(directions, all(r.status == PASS for r in rows))
     return result + directions[:-1] + [directions[-1]._replace(note=verdict)]
+
+
+def jvp_row(jvp, *, tol, layer=None):
+    """The row ⟨u, J v⟩ (``jax.jvp`` of the forward) against ⟨Jᵀu, v⟩ (the hand-written rule),
+    at random u and v: max abs = |difference|, max rel = that / (‖u‖·‖J v‖), a bound on both
+    sides by Cauchy–Schwarz (so a near-zero inner product does not inflate it)."""
+    jv, vjt, scale = (float(jvp[k]) for k in ("jv", "vjt", "scale"))
+    err = abs(jv - vjt) if np.isfinite(vjt) else float("inf")
+    rel = err / scale if scale > 0 else err
+    return Row(layer, "⟨u, J v⟩ = ⟨Jᵀu, v⟩, random u, v", "JVP consistency", "all arguments",
+               HAND_JVP, err, rel, (), tol, _status(rel, tol),
+               "" if rel <= tol else "the hand-written Jᵀ is not the transpose of jax.jvp's J")

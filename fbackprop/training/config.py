@@ -13,18 +13,22 @@ from typing import Optional
 from ..inputs import require_choice, require_int, require_positive_int
 from .optim import LR_DEFAULTS, OPTIMIZERS, check_lr
 
-__all__ = ["MODES", "GRADS", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "resolve"]
+__all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "resolve"]
 
 MODES = ("online", "offline", "minibatch")
 GRADS = ("manual", "autodiff", "checked")
+RECURRENT = ("rnn", "lstm")  # families that read a signal as a sequence of steps
 
 # Defaults: global ones, then per data set (an explicit argument always wins). MNIST-1D's follow
-# Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000).
+# Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000). Its recurrent
+# networks read 8 features per step (5 steps of the 40-sample signal): over 40 steps of one
+# feature a plain tanh RNN barely learns (Jin §3.2's vanishing and exploding deltas).
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
             "check_every": 10, "checkpoint_every": None}  # None: every epochs // 20 (≥ 1)
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
-    "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2}},
+    "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2},
+                "features_per_step": 8, "lr_recurrent": {"adam": 3e-3}},
     "xor": {"epochs": 100, "batch_size": 16, "hidden": (8,)},
     "sine": {"epochs": 60, "batch_size": 16, "hidden": (32,), "lr": {"adam": 1e-2}},
     "logistic2d": {"epochs": 50, "batch_size": 10, "hidden": ()},
@@ -55,6 +59,9 @@ class TrainConfig:
         when a ready-made network is trained.
       check_every: steps between comparisons with ``jax.grad`` (``grad="checked"``).
       checkpoint_every: epochs between checkpoints.
+      features_per_step: for ``"rnn"``/``"lstm"`` on 1-D signals, how many consecutive samples
+        each time step reads (the signal of length L becomes L / features_per_step steps);
+        ``None`` otherwise.
     """
 
     model: str
@@ -69,6 +76,7 @@ class TrainConfig:
     hidden: Optional[tuple]
     check_every: int
     checkpoint_every: int
+    features_per_step: Optional[int] = None
 
     def as_dict(self) -> dict:
         """The settings as JSON-ready values (what ``config.json`` holds).
@@ -108,8 +116,11 @@ def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
     require_choice(cfg["mode"], MODES, "mode")
     require_choice(cfg["grad"], GRADS, "grad")
     require_choice(cfg["optimizer"], OPTIMIZERS, "optimizer")
+    if net_name in RECURRENT and given.get("lr") is None and not saved:
+        cfg["lr"] = cfg.get("lr_recurrent", cfg.get("lr"))
     if cfg.get("lr") is None or isinstance(cfg["lr"], dict):
         cfg["lr"] = (cfg.get("lr") or {}).get(cfg["optimizer"], LR_DEFAULTS[cfg["optimizer"]])
+    features = _features_per_step(cfg, given, ds, net_name)
     n = len(ds.x_train)
     forced = {"online": 1, "offline": n}.get(cfg["mode"])
     if forced is not None:
@@ -140,4 +151,26 @@ def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
         check_every=require_positive_int(cfg["check_every"], "check_every", fix="E.g. 10."),
         checkpoint_every=require_positive_int(
             cfg["checkpoint_every"] or max(1, cfg["epochs"] // 20), "checkpoint_every",
-            fix="E.g. 1."))
+            fix="E.g. 1."),
+        features_per_step=features)
+
+
+def _features_per_step(cfg: dict, given: dict, ds, net_name: str) -> Optional[int]:
+    """The features per time step of a recurrent family on 1-D signals (``None`` otherwise);
+    ``ValueError`` when one is given where it does not apply or does not divide the signal."""
+    example = tuple(ds.x_train.shape[1:])
+    applies = net_name in RECURRENT and len(example) == 1
+    if not applies:
+        if given.get("features_per_step") is not None:
+            raise ValueError(f"features_per_step applies to the recurrent models {RECURRENT} on "
+                             f"1-D signals; received {given['features_per_step']!r} for model "
+                             f"{net_name!r} on {ds.name!r} (examples of shape {example}). Drop "
+                             f"--features-per-step.")
+        return None
+    k = require_positive_int(cfg.get("features_per_step") or 1, "features_per_step",
+                             fix="E.g. --features-per-step 8.")
+    if example[0] % k:
+        raise ValueError(f"features_per_step must divide the signal length {example[0]} of "
+                         f"{ds.name!r}, received {k}; e.g. --features-per-step "
+                         f"{next(d for d in (8, 4, 2, 1) if example[0] % d == 0)}.")
+    return k

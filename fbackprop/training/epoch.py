@@ -112,7 +112,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             status = jax.tree.map(lambda a, b: jnp.where(first, a, b), now, status)
             params, opt_state = jax.tree.map(lambda a, b: jnp.where(go, a, b),
                                              (new_params, new_opt_state), (params, opt_state))
-            return (params, opt_state, status, global_step + 1), loss * jnp.sum(mask)
+            return (params, opt_state, status, global_step + 1), (loss * jnp.sum(mask), error)
 
         perm = jax.random.permutation(key, s.n_train)  # subsets drawn without replacement
         # Gordon: the last subset is what remains unused. It runs through the same step body as
@@ -125,7 +125,8 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
                   "error": jnp.zeros((), jnp.float32)}
         carry = (params, opt_state, status, first_step)
         shape = (steps_per_epoch, s.batch_size)
-        carry, totals = jax.lax.scan(step, carry, (padded.reshape(shape), mask.reshape(shape)))
+        carry, (totals, errors) = jax.lax.scan(step, carry,
+                                               (padded.reshape(shape), mask.reshape(shape)))
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
         test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
@@ -134,6 +135,8 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
                    "test_accuracy": _accuracy(s.task, test_out, data["y_test"]),
                    "train_accuracy": _accuracy(s.task, s.net.apply(params, data["x_train"]),
                                                data["y_train"])}
+        if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
+            metrics["check_max_rel_error"] = jnp.max(errors)
         return params, opt_state, metrics, status
 
     return epoch

@@ -21,9 +21,10 @@ across devices.
 from __future__ import annotations
 
 import functools
-
+import pathlib
 import time
-from typing import Any, NamedTuple
+import warnings
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,7 @@ from .epoch import _batch_at, _Setup, _compile, _epoch_function, _leaf_names
 from .optim import make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 
-__all__ = ["train", "TrainResult", "TrainingStopped"]
+__all__ = ["train", "TrainResult", "TrainingStopped", "load_run", "device_info"]
 
 
 class TrainingStopped(RuntimeError):
@@ -80,6 +81,8 @@ class TrainResult(NamedTuple):
       data: the :class:`~fbackprop.data.Dataset` used.
       out: the run directory (``None`` when none was written).
       devices: how many devices each batch was split across.
+      device: where it ran: ``{"platform": "cpu" | "gpu" | "tpu", "name": the device kind,
+        "count": devices used}`` (see :func:`device_info`).
     """
 
     params: Any
@@ -89,6 +92,23 @@ class TrainResult(NamedTuple):
     data: datasets.Dataset
     out: Any
     devices: int
+    device: Optional[dict] = None
+
+
+def device_info(devices, count: int) -> dict:
+    """Where a run computes, as saved in ``config.json`` and each metrics row.
+
+    Args:
+      devices: the devices available to the run (the first one is described).
+      count: how many of them each batch is split across.
+
+    Returns:
+      ``{"platform": e.g. "cpu" or "gpu", "name": the device kind, e.g. "NVIDIA H100",
+      "count": count}``.
+    """
+    first = list(devices)[0]
+    return {"platform": first.platform, "name": str(getattr(first, "device_kind", first)),
+            "count": int(count)}
 
 
 def _placement(devices, batch_size):
@@ -108,7 +128,7 @@ def _placement(devices, batch_size):
 
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
-          checkpoint_every=None, out=None, resume=False, devices=None,
+          checkpoint_every=None, features_per_step=None, out=None, resume=False, devices=None,
           progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
@@ -136,6 +156,8 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       check_every: steps between comparisons with ``grad="checked"``.
       checkpoint_every: epochs between checkpoints (default: epochs // 20, at least 1); the
         last epoch is always saved.
+      features_per_step: ``"rnn"``/``"lstm"`` on 1-D signals: samples read per time step
+        (default: the data set's, 8 for MNIST-1D, else 1).
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its last complete checkpoint.
       devices: the devices to split batches across (default: all local ones, when the batch
@@ -166,7 +188,8 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     model = "mlp" if model is None else model
     given = {"mode": mode, "optimizer": optimizer, "lr": lr, "epochs": epochs,
              "batch_size": batch_size, "grad": grad, "seed": seed, "hidden": hidden,
-             "check_every": check_every, "checkpoint_every": checkpoint_every}
+             "check_every": check_every, "checkpoint_every": checkpoint_every,
+             "features_per_step": features_per_step}
     if isinstance(model, Network):
         net, name = model, model.name
     elif isinstance(model, str):
@@ -177,10 +200,11 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
                         f"{type(model).__name__}.")
     config = resolve(given, saved, ds, name, net is not None)
     if net is None:
-        net = build_model(name, ds, config.hidden)
+        net = build_model(name, ds, config.hidden, config.features_per_step)
     cost = get_cost(COST_FOR_TASK[ds.task])
 
     n_dev, batch_sharding, replicated, put = _placement(devices, config.batch_size)
+    device = device_info(jax.local_devices() if devices is None else devices, n_dev)
     data_dev = {"x_train": shape_inputs(ds.x_train, net.input_shape),
                 "y_train": targets(ds, ds.y_train),
                 "x_test": shape_inputs(ds.x_test, net.input_shape),
@@ -197,10 +221,11 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     # Everything is checked before the run directory is touched.
     manager, history, start = None, [], 0
     if out is not None:
+        saved_config = {**config.as_dict(), "device": device}
         if resume:
-            out = rundir.open_for_resume(out, config.as_dict())
+            out = rundir.open_for_resume(out, saved_config, may_differ=("epochs", "device"))
         else:
-            out = rundir.create(out, config.as_dict())
+            out = rundir.create(out, saved_config)
         manager = rundir.checkpoint_manager(out)
     try:
         if resume:
@@ -210,11 +235,68 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         elif manager is not None:
             rundir.save(manager, 0, state)
         params = _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager,
-                      (batch_sharding, replicated), progress)
+                      (batch_sharding, replicated), progress, device)
     finally:
         if manager is not None:
             manager.close()
-    return TrainResult(params, history, config, net, ds, out, n_dev)
+    _warn_if_near_chance(history, ds, config)
+    return TrainResult(params, history, config, net, ds, out, n_dev, device)
+
+
+def _warn_if_near_chance(history, ds, config):
+    """Warn when a classifier ends near chance accuracy — less than a tenth of the way from
+    chance to perfect (19% with 10 classes, 55% with 2): it did not learn."""
+    if not history or history[-1].get("test_accuracy") is None:
+        return
+    chance = 1.0 / (ds.n_classes if ds.task == "classification" else 2)
+    accuracy = history[-1]["test_accuracy"]
+    if accuracy < chance + 0.1 * (1 - chance):
+        warnings.warn(
+            f"{config.model} on {config.data} ended at test accuracy {accuracy:.1%}, near chance "
+            f"({chance:.1%}): it did not learn. Try another learning rate (--lr, now "
+            f"{config.lr:g}), more epochs, another model"
+            + (", or more features per step (--features-per-step)"
+               if config.features_per_step is not None else "") + ".",
+            RuntimeWarning, stacklevel=3)
+
+
+def load_run(path):
+    """A saved run, ready to use: its network, its last checkpoint's parameters and its config.
+
+    Args:
+      path: the run directory written by :func:`train` / ``fbackprop train --out``.
+
+    Returns:
+      ``(network, params, config)``: the :class:`~fbackprop.Network` rebuilt from the saved
+      config (a registry model family), the parameters of the newest readable checkpoint, and
+      the :class:`TrainConfig`.
+
+    Raises:
+      ValueError: the directory holds no run or no readable checkpoint, or the run trained a
+        ready-made network that cannot be rebuilt from its name.
+    """
+    saved = rundir.read_config(path)
+    fields = {k: saved[k] for k in TrainConfig.__dataclass_fields__ if k in saved}
+    if fields.get("hidden") is not None:
+        fields["hidden"] = tuple(fields["hidden"])
+    config = TrainConfig(**fields)
+    if config.model not in MODELS:
+        raise ValueError(f"load_run: {path} trained the network {config.model!r}, which is not "
+                         f"a model family ({', '.join(MODELS)}), so it cannot be rebuilt from "
+                         f"its config; build the network yourself and restore with "
+                         f"fbackprop.training.rundir.restore.")
+    ds = datasets.load(config.data)
+    net = build_model(config.model, ds, config.hidden, config.features_per_step)
+    params = net.init(jax.random.PRNGKey(config.seed))
+    opt = make_optimizer(config.optimizer, config.lr)
+    like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
+            "epoch": jnp.zeros((), jnp.int32)}
+    manager = rundir.checkpoint_manager(pathlib.Path(path))
+    try:
+        _, state = rundir.restore_latest(manager, like)
+    finally:
+        manager.close()
+    return net, state["params"], config
 
 
 @functools.lru_cache(maxsize=16)
@@ -227,7 +309,7 @@ def _compiled_epoch(setup, shardings, compile_fn):
 
 
 def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager, shardings,
-         progress):
+         progress, device):
     """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
     checkpoints; return the final parameters."""
     from tqdm import tqdm
@@ -250,7 +332,8 @@ def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manag
                 raise _stopped(setup, config, epoch, status, params, epoch_key, data_dev,
                                history, out, last_saved)
             row = {"epoch": epoch, **{k: _number(v, ds.task, k) for k, v in metrics.items()},
-                   "seconds": round(time.perf_counter() - t0, 4)}
+                   "seconds": round(time.perf_counter() - t0, 4),
+                   "device": f"{device['platform']}:{device['name']}×{device['count']}"}
             history.append(row)
             if out is not None:
                 rundir.append_metrics(out, row)

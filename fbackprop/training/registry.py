@@ -81,19 +81,19 @@ def _cnn(ds, hidden) -> Network:
                activation="relu", output_activation="identity")
 
 
-def _recurrent(name: str, ctor, ds, hidden) -> Network:
+def _recurrent(name: str, ctor, ds, hidden, features_per_step=None) -> Network:
     example = _example(name, ds, sequence_or_image=True)
     n_hidden = 64 if hidden is None else _single(hidden, name)
-    n_in = example[-1] if len(example) == 2 else 1
+    n_in = example[-1] if len(example) == 2 else (features_per_step or 1)
     return ctor(n_in, n_hidden, out_width(ds), output="last")
 
 
-def _rnn(ds, hidden) -> Network:
-    return _recurrent("rnn", rnn, ds, hidden)
+def _rnn(ds, hidden, features_per_step=None) -> Network:
+    return _recurrent("rnn", rnn, ds, hidden, features_per_step)
 
 
-def _lstm(ds, hidden) -> Network:
-    return _recurrent("lstm", lstm, ds, hidden)
+def _lstm(ds, hidden, features_per_step=None) -> Network:
+    return _recurrent("lstm", lstm, ds, hidden, features_per_step)
 
 
 def _gru(ds, hidden) -> Network:
@@ -108,8 +108,8 @@ FAMILIES = {
                         "64)"),
     "rnn": Family(_rnn,
                   "Elman RNN over images as sequences of their rows (digits: 8 steps of 8) or "
-                  "signals as one feature per step (MNIST-1D: 40 steps of 1); hidden is the "
-                  "state size (default 64); the last step is scored"),
+                  "signals as features_per_step samples per step (MNIST-1D: 5 steps of 8 by "
+                  "default); hidden is the state size (default 64); the last step is scored"),
     "lstm": Family(_lstm,
                    "LSTM over the same sequences as rnn; hidden is the state size (default 64)"),
     "gru": Family(_gru,
@@ -118,7 +118,8 @@ FAMILIES = {
 MODELS = tuple(FAMILIES)
 
 
-def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
+def build_model(name: str, ds: datasets.Dataset, hidden=None,
+                features_per_step=None) -> Network:
     """The network of family ``name`` for data set ``ds``.
 
     Args:
@@ -126,6 +127,7 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
       ds: the data set; its example shape sets the input, its task the output width.
       hidden: hidden widths (a tuple; for ``"rnn"``/``"lstm"`` one state size, an int or a
         1-tuple); ``None`` for the family's default.
+      features_per_step: ``"rnn"``/``"lstm"`` on 1-D signals: samples per time step (default 1).
 
     Returns:
       The :class:`~fbackprop.Network`, producing logits (no output activation).
@@ -136,9 +138,11 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None) -> Network:
     """
     require_choice(name, MODELS, "model")
     hidden_key = None if hidden is None else (hidden,) if isinstance(hidden, int) else tuple(hidden)
-    recipe = (name, ds.name, tuple(ds.x_train.shape[1:]), ds.task, out_width(ds), hidden_key)
+    recipe = (name, ds.name, tuple(ds.x_train.shape[1:]), ds.task, out_width(ds), hidden_key,
+              features_per_step)
     if recipe not in _BUILT:  # one Network per recipe, so the compiled epoch is found again
-        _BUILT[recipe] = FAMILIES[name].build(ds, hidden)
+        extra = () if features_per_step is None else (features_per_step,)
+        _BUILT[recipe] = FAMILIES[name].build(ds, hidden, *extra)
         while len(_BUILT) > 32:
             _BUILT.pop(next(iter(_BUILT)))
     return _BUILT[recipe]

@@ -51,6 +51,7 @@ def _atomic_write(path: pathlib.Path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are readable like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
