@@ -253,12 +253,17 @@ def require_target(y, a, *, cost_name: str):
     """Check the target ``y`` against the network output ``a``; return it in ``a``'s dtype.
 
     Args:
-      y: targets, the shape of the network output ``a``; numeric.
+      y: targets, the shape of the network output ``a``; numeric. For softmax cross-entropy on
+        a sequence output (batch, T, V), integer class ids (batch, T) are accepted and one-hot
+        encoded (a language model's next tokens).
       a: the network output (an array or a ``jax.ShapeDtypeStruct``).
       cost_name: the cost, for messages.
     """
     if not hasattr(y, "dtype"):
         y = jnp.asarray(y)
+    if (cost_name == "softmax_cross_entropy" and jnp.issubdtype(y.dtype, jnp.integer)
+            and a.ndim == 3 and tuple(y.shape) == tuple(a.shape[:-1])):
+        y = jax.nn.one_hot(y, a.shape[-1], dtype=a.dtype)  # next-token ids (batch, T) → one-hot
     if tuple(y.shape) != tuple(a.shape):
         hint = ""
         if a.ndim == 2 and y.ndim == 3 and (y.shape[0], y.shape[2]) == tuple(a.shape):
