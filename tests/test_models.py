@@ -147,7 +147,8 @@ def test_program_size_does_not_grow_with_T(family):
 
 
 def test_check_covers_every_model_family():
-    assert {c.model for c in suite.builtin_configs()} >= {"mlp", "cnn", "rnn", "lstm"}
+    assert {c.model for c in suite.builtin_configs()} >= {"mlp", "cnn", "rnn", "lstm", "residual",
+                                                          "transformer"}
     configs = suite.model_configs()
     assert {c.cost for c in configs if c.model == "lstm"} >= {"mse", "softmax_cross_entropy"}
     recurrent = next(c for c in configs if c.input_shape is not None)  # T given by the row

@@ -8,7 +8,7 @@ import sys
 
 from ..costs import COSTS
 
-MODELS = ("mlp", "cnn", "rnn", "lstm")
+MODELS = ("mlp", "cnn", "rnn", "lstm", "residual", "transformer")
 
 
 def add_parser(subparsers):
