@@ -221,7 +221,7 @@ def transformer(vocab_size: int, d_model: int, n_heads: int, n_layers: int, max_
         return (dropout_layer(dropout),) if dropout else ()
 
     nodes = [("embed", embedding(V, D), ("x",)), ("pos", positional(T, D), ("embed",))]
-    nodes += [(f"drop", layer, ("pos",)) for layer in drop()]
+    nodes += [("drop", layer, ("pos",)) for layer in drop()]
     h = nodes[-1][0]
     for b in range(L):
         nodes += residual(f"block{b}.attn", layer_norm(D), causal_self_attention(D, H), *drop(),

@@ -1,4 +1,4 @@
-"""Serial networks and Gordon's generic backward recurrence.
+"""Networks — serial chains and graphs of layers — and Gordon's generic backward recurrence.
 
 A network is the composition ``f_N p x = f_L p_L (… (f_1 p_1 x))`` of layers (Gordon, "The
 Backpropagation algorithm"); its parameters are the tuple ``(p_1, …, p_L)`` (indices from 0 in
@@ -11,6 +11,12 @@ code). The backward pass is Gordon's pseudocode, for l = L … 1:
 Here d_l = ∂J/∂a_l (Gordon's d; Nielsen's δ is ∂J/∂z). The loss J is the mean over the batch of
 the per-example cost, so d_L carries a factor 1/batch and every parameter gradient is the average
 of the per-example gradients (offline learning, Gordon). Nothing on this path calls autodiff.
+
+A graph (:func:`dag`) runs the same recurrence over its nodes in reverse topological order; a
+node reading several activations sends one delta to each, and an activation read by several
+nodes gets the sum of their deltas (Kamper §3, Bradbury §2; :func:`accumulate`). A chain is the
+graph with one reader per activation, and :func:`serial` networks run through the same
+:func:`sweep`.
 """
 from __future__ import annotations
 
@@ -284,8 +290,9 @@ def sweep(net: Network, activations, d_L, node_backward, *, input_grad: bool):
         needs_input = input_grad or any(s > 0 for s in sources)
         d_in, grads[i] = node_backward(i, _gather(activations, sources), deltas[i + 1],
                                        needs_input)
-        for s, d_s in zip(sources, d_in if len(sources) > 1 else (d_in,)) if needs_input else ():
-            deltas[s] = accumulate(deltas[s], d_s)  # Σ over consumers, never overwritten
+        if needs_input:
+            for s, d_s in zip(sources, d_in if len(sources) > 1 else (d_in,)):
+                deltas[s] = accumulate(deltas[s], d_s)  # Σ over readers, never overwritten
     if not input_grad:
         deltas[0] = None
     return grads, deltas

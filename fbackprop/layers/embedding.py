@@ -40,7 +40,7 @@ def embedding(vocab_size: int, d: int, *, dtype=jnp.float32) -> Layer:
     d_model = require_positive_int(d, "d", who="embedding")
 
     def init(key):
-        return jax.random.normal(key, (vocab_size, d_model), dtype) / math.sqrt(d_model)
+        return {"E": jax.random.normal(key, (vocab_size, d_model), dtype) / math.sqrt(d_model)}
 
     def apply(p, x):
         return jnp.take(p["E"], x, axis=0)  # row x of E
@@ -53,7 +53,7 @@ def embedding(vocab_size: int, d: int, *, dtype=jnp.float32) -> Layer:
         # scatter-add: ∂J/∂E[v] = Σ over positions with x = v of d (repeated ids add up)
         return {"E": jnp.zeros_like(p["E"]).at[x.reshape(-1)].add(d.reshape(-1, d_model))}
 
-    return Layer(lambda key: {"E": init(key)}, apply, D_input, D_param,
+    return Layer(init, apply, D_input, D_param,
                  name=f"embedding({vocab_size}→{d_model})", input_vocab=vocab_size)
 
 
