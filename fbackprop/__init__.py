@@ -15,9 +15,12 @@ from .gradcheck import (GradientCheckError, GradientReport, check, check_grad, c
                         check_vjp)
 from .interop import as_custom_vjp
 from .layers import Layer, Probes, dense
-from .layers import conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer, max_pool, mean_pool, rnn_layer
-from .models import cnn, delta_norms, gru, lstm, mlp, rnn
-from .network import (Backprop, Network, astype, backprop, backward, forward, loss_fn,
+from .layers import (conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer,
+                     max_pool, mean_pool, rnn_layer)
+from .layers import (add, causal_self_attention, concat, dropout, elementwise, embedding, gelu,
+                     layer_norm, positional, residual)
+from .models import cnn, delta_norms, gru, lstm, mlp, rnn, transformer, with_dropout_key
+from .network import (Backprop, Network, astype, backprop, backward, dag, forward, loss_fn,
                       manual_grad, serial)
 from .notation import D, compose, nabla, star
 from . import data
@@ -43,10 +46,12 @@ __all__ = [
     "get_cost",
     # layers and networks
     "Layer", "Probes", "dense", "conv", "mean_pool", "max_pool", "flatten", "rnn_layer",
-    "lstm_layer", "gate_params", "gru_layer", "gru_gate_params", "Network", "serial", "forward", "backward", "backprop",
+    "lstm_layer", "gate_params", "gru_layer", "gru_gate_params", "add", "concat", "residual",
+    "elementwise", "gelu", "dropout", "layer_norm", "embedding", "positional",
+    "causal_self_attention", "Network", "serial", "dag", "forward", "backward", "backprop",
     "Backprop", "loss_fn", "manual_grad", "astype",
     # models
-    "mlp", "cnn", "rnn", "lstm", "gru", "delta_norms",
+    "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms",
     # checking
     "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
     # the JAX ecosystem

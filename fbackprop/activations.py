@@ -7,14 +7,16 @@ softmax the Jacobian-transpose product. Arrays carry a leading batch axis; g act
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.special
 
 from .inputs import lookup
 
-__all__ = ["Activation", "sigmoid", "tanh", "relu", "identity", "softmax",
+__all__ = ["Activation", "sigmoid", "tanh", "relu", "identity", "gelu", "softmax",
            "ACTIVATIONS", "get_activation"]
 
 
@@ -112,6 +114,20 @@ relu = _elementwise("relu", _relu, _Drelu, kinks=(0.0,))
 identity = _elementwise("identity", _identity, _Didentity)
 
 
+def _gelu(z):
+    # GELU, the exact (erf) form, not the tanh approximation: g(z) = z Φ(z) = ½ z (1 + erf(z/√2))
+    return 0.5 * z * (1.0 + jax.scipy.special.erf(z / math.sqrt(2.0)))
+
+
+def _Dgelu(z):
+    # product rule: g'(z) = Φ(z) + z φ(z), φ(z) = exp(−z²/2)/√(2π) the normal density
+    phi = jnp.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    return 0.5 * (1.0 + jax.scipy.special.erf(z / math.sqrt(2.0))) + z * phi
+
+
+gelu = _elementwise("gelu", _gelu, _Dgelu)
+
+
 def _softmax(z):
     return jax.nn.softmax(z, axis=-1)
 
@@ -124,7 +140,7 @@ def _softmax_vjp(z, d):
 
 softmax = Activation("softmax", _softmax, None, _softmax_vjp)
 
-ACTIVATIONS = {a.name: a for a in (sigmoid, tanh, relu, identity, softmax)}
+ACTIVATIONS = {a.name: a for a in (sigmoid, tanh, relu, identity, gelu, softmax)}
 
 
 def get_activation(activation, *, argument: str = "activation") -> Activation:

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["require_int", "require_positive_int", "require_positive_ints", "require_number",
-           "require_choice", "require_callable", "lookup", "as_float_input", "require_target",
+           "require_choice", "require_callable", "lookup", "as_float_input", "as_network_input",
+           "require_target",
            "require_tree_like", "require_params", "shape_str"]
 
 
@@ -215,16 +216,54 @@ def as_float_input(x, input_shape=None, *, argument: str = "x"):
     return x
 
 
+def as_network_input(x, input_shape=None, input_vocab=None, *, argument: str = "x"):
+    """A network's input: floating point (:func:`as_float_input`), or, for a network whose
+    first layer is an embedding (``input_vocab`` set), integer token ids.
+
+    Args:
+      x: shape ``(batch, *input_shape)``.
+      input_shape: one example's shape (``None`` entries match any size); ``None`` skips it.
+      input_vocab: the number of token ids the embedding knows, or ``None`` for float input.
+      argument: the name used in messages.
+
+    Returns:
+      ``x`` as an array. Token ids are checked to lie in [0, input_vocab) when ``x`` is concrete
+      (under ``jit`` an out-of-range id is clamped by the gather, silently).
+    """
+    if input_vocab is None:
+        return as_float_input(x, input_shape, argument=argument)
+    if not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(f"{argument} must be an integer array of token ids in [0, {input_vocab}) "
+                        f"(the network starts with an embedding), received dtype {x.dtype}. "
+                        f"Fix: pass token ids, e.g. {argument}.astype(jnp.int32).")
+    if input_shape is not None:  # the shape checks are the float ones
+        as_float_input(jax.ShapeDtypeStruct(x.shape, jnp.float32), input_shape,
+                       argument=argument)
+    if not isinstance(x, jax.core.Tracer) and x.size:
+        lo, hi = int(np.min(x)), int(np.max(x))
+        if lo < 0 or hi >= input_vocab:
+            raise ValueError(f"{argument} holds token ids in [{lo}, {hi}]; expected ids in "
+                             f"[0, {input_vocab}). Fix: map tokens into the vocabulary.")
+    return x
+
+
 def require_target(y, a, *, cost_name: str):
     """Check the target ``y`` against the network output ``a``; return it in ``a``'s dtype.
 
     Args:
-      y: targets, the shape of the network output ``a``; numeric.
+      y: targets, the shape of the network output ``a``; numeric. For softmax cross-entropy on
+        a sequence output (batch, T, V), integer class ids (batch, T) are accepted and one-hot
+        encoded (a language model's next tokens).
       a: the network output (an array or a ``jax.ShapeDtypeStruct``).
       cost_name: the cost, for messages.
     """
     if not hasattr(y, "dtype"):
         y = jnp.asarray(y)
+    if (cost_name == "softmax_cross_entropy" and jnp.issubdtype(y.dtype, jnp.integer)
+            and a.ndim == 3 and tuple(y.shape) == tuple(a.shape[:-1])):
+        y = jax.nn.one_hot(y, a.shape[-1], dtype=a.dtype)  # next-token ids (batch, T) → one-hot
     if tuple(y.shape) != tuple(a.shape):
         hint = ""
         if a.ndim == 2 and y.ndim == 3 and (y.shape[0], y.shape[2]) == tuple(a.shape):

@@ -1,26 +1,33 @@
 """Model constructors: an MLP (Gordon, Kamper, Bradbury), a CNN (Jin §2), a recurrent network
-(Jin §3.1–3.2), an LSTM (Jin §3.3) and a GRU (Cho et al. 2014). Each returns an :class:`fbackprop.Network` — a serial stack
-of hand-written layers with ``input_shape`` set — so ``manual_grad``, ``loss_fn``, ``backprop`` and
+(Jin §3.1–3.2), an LSTM (Jin §3.3), a GRU (Cho et al. 2014) and a decoder-only transformer (a
+graph of layers). Each returns an :class:`fbackprop.Network` — a serial stack or a DAG of
+hand-written layers with ``input_shape`` set — so ``manual_grad``, ``loss_fn``, ``backprop`` and
 the input checks work on it unchanged. :func:`delta_norms` reads the per-time-step deltas of the
 hand-written BPTT.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 
 from .activations import get_activation
+from .layers.attention import causal_self_attention
+from .layers.combinators import add, dropout as dropout_layer, residual
 from .layers.conv import conv
+from .layers.embedding import embedding, positional
+from .layers.norm import layer_norm
 from .layers.dense import dense
 from .layers.gru import gru_layer
 from .layers.lstm import lstm_layer
 from .layers.pool import flatten, max_pool, mean_pool
 from .inputs import require_choice, require_positive_int, require_positive_ints
 from .layers.recurrent import require_output, rnn_layer
-from .network import Network, backprop
+from .network import Network, backprop, dag
 
-__all__ = ["mlp", "cnn", "rnn", "lstm", "gru", "delta_norms"]
+__all__ = ["mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms"]
 
 _POOLS = {"mean": mean_pool, "max": max_pool}
 
@@ -201,6 +208,72 @@ def gru(n_in: int, n_hidden: int, n_out: int, *, output: str = "last") -> Networ
     require_output(output, "gru")
     return Network((gru_layer(n_in, n_hidden, output=output), dense(n_hidden, n_out, "identity")),
                    (None, n_in), f"gru({n_in}→{n_hidden}→{n_out}, output={output})")
+
+
+def transformer(vocab_size: int, d_model: int, n_heads: int, n_layers: int, max_len: int,
+                mlp_ratio: int = 4, dropout: float = 0.0) -> Network:
+    """A decoder-only transformer: token and learned positional embeddings, ``n_layers``
+    pre-layer-norm blocks ``h ← h + attn(ln(h))``, ``h ← h + mlp(ln(h))`` (mlp = dense with GELU,
+    then a linear dense), a final layer norm and a linear head giving logits over the vocabulary
+    at every position.
+
+    Args:
+      vocab_size: the number of token ids V.
+      d_model: the width D.
+      n_heads: attention heads per block (dividing D).
+      n_layers: the number of blocks.
+      max_len: the longest sequence T.
+      mlp_ratio: the MLP's hidden width is ``mlp_ratio · D``.
+      dropout: the rate of the dropout nodes after the embeddings and on each residual branch;
+        0 adds none. They are the identity until the network is rebuilt with a key
+        (:func:`with_dropout_key`).
+
+    Returns:
+      A DAG :class:`~fbackprop.Network`: x of shape (batch, T) integer token ids in [0, V),
+      output (batch, T, V) logits. Train it with ``"softmax_cross_entropy"`` and y either
+      one-hot (batch, T, V) or integer next tokens (batch, T), which are one-hot encoded; the
+      loss sums over positions and averages over the batch.
+    """
+    V, D, H, L, T = (require_positive_int(v, arg, who="transformer") for arg, v in
+                     (("vocab_size", vocab_size), ("d_model", d_model), ("n_heads", n_heads),
+                      ("n_layers", n_layers), ("max_len", max_len)))
+    ratio = require_positive_int(mlp_ratio, "mlp_ratio", who="transformer")
+
+    def drop():
+        return (dropout_layer(dropout),) if dropout else ()
+
+    nodes = [("embed", embedding(V, D), ("x",)), ("pos", positional(T, D), ("embed",))]
+    nodes += [("drop", layer, ("pos",)) for layer in drop()]
+    h = nodes[-1][0]
+    for b in range(L):
+        nodes += residual(f"block{b}.attn", layer_norm(D), causal_self_attention(D, H), *drop(),
+                          input=h)
+        nodes += residual(f"block{b}.mlp", layer_norm(D), dense(D, ratio * D, "gelu"),
+                          dense(ratio * D, D, "identity"), *drop(), input=f"block{b}.attn")
+        h = f"block{b}.mlp"
+    nodes += [("ln_f", layer_norm(D), (h,)), ("logits", dense(D, V, "identity"), ("ln_f",))]
+    return dag(nodes, "logits", input_shape=(None,),
+               name=f"transformer(V={V}, D={D}, H={H}, L={L}, T≤{T}"
+                    + (f", dropout={dropout:g})" if dropout else ")"))
+
+
+def with_dropout_key(net: Network, key) -> Network:
+    """The network for one training step: every dropout node rebuilt with its own key,
+    ``jax.random.fold_in(key, node index)``; evaluation uses ``net`` itself (dropout the
+    identity). Pure: call it inside the jitted step with that step's key.
+
+    Args:
+      net: a network with dropout layers (built by :func:`~fbackprop.dropout` with no key).
+      key: a ``jax.random`` key, a fresh one per step.
+
+    Returns:
+      The same network with keyed dropout layers (same parameters).
+    """
+    layers = tuple(
+        dropout_layer(float(layer.name[len("dropout("):-1]), jax.random.fold_in(key, i))
+        if layer.name.startswith("dropout(") and layer.name.endswith(")") and "keyed" not in
+        layer.name else layer for i, layer in enumerate(net.layers))
+    return dataclasses.replace(net, layers=layers)
 
 
 def delta_norms(net: Network, cost, params, x, y) -> dict:

@@ -1,4 +1,4 @@
-"""Serial networks and Gordon's generic backward recurrence.
+"""Networks — serial chains and graphs of layers — and Gordon's generic backward recurrence.
 
 A network is the composition ``f_N p x = f_L p_L (… (f_1 p_1 x))`` of layers (Gordon, "The
 Backpropagation algorithm"); its parameters are the tuple ``(p_1, …, p_L)`` (indices from 0 in
@@ -11,6 +11,12 @@ code). The backward pass is Gordon's pseudocode, for l = L … 1:
 Here d_l = ∂J/∂a_l (Gordon's d; Nielsen's δ is ∂J/∂z). The loss J is the mean over the batch of
 the per-example cost, so d_L carries a factor 1/batch and every parameter gradient is the average
 of the per-example gradients (offline learning, Gordon). Nothing on this path calls autodiff.
+
+A graph (:func:`dag`) runs the same recurrence over its nodes in reverse topological order; a
+node reading several activations sends one delta to each, and an activation read by several
+nodes gets the sum of their deltas (Kamper §3, Bradbury §2; :func:`accumulate`). A chain is the
+graph with one reader per activation, and :func:`serial` networks run through the same
+:func:`sweep`.
 """
 from __future__ import annotations
 
@@ -21,39 +27,64 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
-from .inputs import as_float_input, require_params, require_target, require_tree_like
+from .inputs import as_network_input, require_params, require_target, require_tree_like
 from .layers.base import Layer
 
-__all__ = ["Network", "serial", "forward", "backward", "loss_fn", "manual_grad",
+__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "loss_fn",
+           "manual_grad",
            "backprop", "Backprop", "astype", "batch_mean_cost"]
 
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """A serial stack of :class:`~fbackprop.Layer`: ``f_N p x = f_L p_L (… (f_1 p_1 x))``
-    (Gordon, "The Backpropagation algorithm"); pure functions only.
+    """A graph of :class:`~fbackprop.Layer` nodes, a serial stack being the chain
+    ``f_N p x = f_L p_L (… (f_1 p_1 x))`` (Gordon, "The Backpropagation algorithm"); pure
+    functions only.
+
+    Activations are numbered a_0 = x and a_{i+1} = the output of node i; nodes are stored in a
+    topological order whose last node is the output.
 
     Attributes:
-      layers: the layers, first applied first.
+      layers: the layers, one per node, in topological order.
       input_shape: one example's shape (``None`` entries match any size, e.g. a time axis);
         ``None`` disables the input-shape check.
       name: a label for reports.
+      nodes: a DAG's node names (its parameters are a dict keyed by them); ``None`` for a chain
+        (parameters a tuple, node i reading a_i).
+      inputs: a DAG's inputs per node, as activation indices (0 = x, i + 1 = node i); a node
+        with several receives them as a tuple in ``apply`` and returns a tuple from ``D_input``.
+      input_vocab: when the layers reading x take integer token ids (an embedding), their
+        number; x is then an integer array. ``None``: x is floating point.
 
     Methods:
-      init(key): → the parameter tuple ``(p_1, …, p_L)``, one pytree per layer.
-      apply(params, x): → f_N p x for x of shape ``(batch, *input_shape)``, floating point.
+      init(key): → the parameters: a tuple ``(p_1, …, p_L)`` (chain) or ``{node: p}`` (DAG).
+      apply(params, x): → the output for x of shape ``(batch, *input_shape)``.
     """
 
     layers: tuple
     input_shape: Optional[tuple] = None
     name: str = "serial"
+    nodes: Optional[tuple] = None
+    inputs: Optional[tuple] = None
+    input_vocab: Optional[int] = None
 
-    def init(self, key) -> tuple:
+    @property
+    def keys(self) -> tuple:
+        """The key of each node's parameters: its index (chain) or its name (DAG)."""
+        return tuple(range(len(self.layers))) if self.nodes is None else self.nodes
+
+    @property
+    def sources(self) -> tuple:
+        """Per node, the activation indices it reads (a chain: node i reads a_i)."""
+        return tuple((i,) for i in range(len(self.layers))) if self.inputs is None else self.inputs
+
+    def init(self, key):
         keys = jax.random.split(key, len(self.layers))
-        return tuple(layer.init(k) for layer, k in zip(self.layers, keys))
+        params = [layer.init(k) for layer, k in zip(self.layers, keys)]
+        return tuple(params) if self.nodes is None else dict(zip(self.nodes, params))
 
     def apply(self, params, x):
-        x = as_float_input(x, self.input_shape)
+        x = as_network_input(x, self.input_shape, self.input_vocab)
         require_params(self, params)
         return forward(self, params, x)[-1]
 
@@ -61,12 +92,23 @@ class Network:
         return len(self.layers)
 
     def __repr__(self):
-        return f"Network({self.name}: " + " → ".join(layer.name for layer in self.layers) + ")"
+        if self.nodes is None:
+            return f"Network({self.name}: " + " → ".join(l.name for l in self.layers) + ")"
+        names = ("x",) + self.nodes
+        return f"Network({self.name}: " + "; ".join(
+            f"{n} = {l.name}({', '.join(names[s] for s in srcs)})"
+            for n, l, srcs in zip(self.nodes, self.layers, self.inputs)) + ")"
+
+
+def _require_layer(layer, where: str, who: str):
+    if not isinstance(layer, Layer):
+        raise TypeError(f"{who}: {where} must be an fbackprop.Layer(init, apply, D_input, "
+                        f"D_param), received {type(layer).__name__}.")
 
 
 def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
     """Compose layers in order: ``serial(l1, l2)`` computes ``f₂ p₂ (f₁ p₁ x)`` (Gordon's
-    composition of layer functions).
+    composition of layer functions): the graph in which node i reads a_i only.
 
     Args:
       *layers: :class:`~fbackprop.Layer` objects, at least one.
@@ -75,79 +117,236 @@ def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
       name: a label for reports.
 
     Returns:
-      A :class:`Network`.
+      A :class:`Network` with parameters ``(p_1, …, p_L)``.
     """
     if not layers:
         raise ValueError("serial needs at least one Layer; received none.")
     for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"serial: argument {i} must be an fbackprop.Layer(init, apply, D_input, D_param), "
-                f"received {type(layer).__name__}."
-            )
+        _require_layer(layer, f"argument {i}", "serial")
     if input_shape is not None:
         input_shape = tuple(input_shape)
-    return Network(tuple(layers), input_shape, name)
+    return Network(tuple(layers), input_shape, name, input_vocab=layers[0].input_vocab)
 
 
-def forward(net: Network, params, x) -> tuple:
-    """The forward pass keeping every activation: a_l = f p_l a_{l−1} (Gordon).
+def _topological_order(names, inputs):
+    """Node indices in an order where every node follows its inputs (depth-first, keeping the
+    given order where it already is one); ``ValueError`` naming a cycle."""
+    order, state = [], {}  # state: 1 = on the current path, 2 = placed
+    index = {n: i for i, n in enumerate(names)}
+
+    def visit(i, path):
+        if state.get(i) == 2:
+            return
+        if state.get(i) == 1:
+            cycle = path[path.index(names[i]):] + [names[i]]
+            raise ValueError(f"dag: the nodes form a cycle {' → '.join(cycle)}; expected a "
+                             f"directed acyclic graph. Fix: let each node read only earlier "
+                             f"nodes or 'x'.")
+        state[i] = 1
+        for src in inputs[i]:
+            if src != "x":
+                visit(index[src], path + [names[i]])
+        state[i] = 2
+        order.append(i)
+
+    for i in range(len(names)):
+        visit(i, [])
+    return order
+
+
+def dag(nodes, output: str, *, input_shape=None, name: str = "dag") -> Network:
+    """A network whose layers form a directed acyclic graph (Kamper §3, Bradbury §2).
+
+    Example: a residual block ``x + f(x)``::
+
+        fb.dag([("f", fb.dense(4, 4, "tanh"), ("x",)),
+                ("sum", fb.add(), ("x", "f"))], output="sum", input_shape=(4,))
+
+    Args:
+      nodes: a sequence of ``(name, layer, inputs)``: ``name`` a string (not ``"x"``), ``layer``
+        a :class:`~fbackprop.Layer`, ``inputs`` a tuple of node names (or one name) — ``"x"`` is
+        the network input. A node with several inputs receives them as a tuple in ``apply`` and
+        its ``D_input`` returns a tuple of deltas, one per input.
+      output: the name of the node whose output is the network's output.
+      input_shape: one example's shape (see :func:`serial`).
+      name: a label for reports.
+
+    Returns:
+      A :class:`Network`; its parameters are a dict ``{node name: p}``, its deltas (in
+      :class:`Backprop`) a dict keyed by ``"x"`` and the node names. An activation read by
+      several nodes gets the sum of their deltas (see :func:`accumulate`).
+
+    Raises:
+      ValueError: no nodes, a duplicate or reserved name, an unknown input name, a cycle, or a
+        node that does not lead to ``output``.
+      TypeError: a node that is not a ``(name, Layer, inputs)`` triple.
+    """
+    nodes = tuple(nodes)
+    if not nodes:
+        raise ValueError("dag needs at least one node (name, layer, inputs); received none.")
+    names, layers, inputs = [], [], []
+    for i, node in enumerate(nodes):
+        if not (isinstance(node, (tuple, list)) and len(node) == 3 and isinstance(node[0], str)):
+            raise TypeError(f"dag: node {i} must be a triple (name: str, layer, inputs), received "
+                            f"{node!r}.")
+        n, layer, ins = node
+        _require_layer(layer, f"node {n!r}", "dag")
+        ins = (ins,) if isinstance(ins, str) else tuple(ins)
+        if n == "x" or n in names:
+            raise ValueError(f"dag: node names must be unique and not 'x' (the network input), "
+                             f"received {n!r} twice or as 'x'. Fix: rename the node.")
+        if not ins:
+            raise ValueError(f"dag: node {n!r} has no inputs; expected a tuple of node names or "
+                             f"'x'.")
+        names.append(n), layers.append(layer), inputs.append(ins)
+    known = set(names) | {"x"}
+    for n, ins in zip(names, inputs):
+        unknown = [s for s in ins if s not in known]
+        if unknown:
+            raise ValueError(f"dag: node {n!r} reads {unknown}, which is not a node; expected "
+                             f"one of {sorted(known)}. Fix: add the node or correct the name.")
+    if output not in names:
+        raise ValueError(f"dag: output must be a node name, one of {names}; received {output!r}.")
+    used, stack = set(), [output]  # every node must lead to the output
+    while stack:
+        n = stack.pop()
+        if n not in used and n != "x":
+            used.add(n)
+            stack += list(inputs[names.index(n)])
+    unused = [n for n in names if n not in used]
+    if unused:
+        raise ValueError(f"dag: nodes {unused} do not lead to the output {output!r}; every node "
+                         f"must. Fix: remove them or read their output.")
+    order = _topological_order(names, inputs)
+    position = {names[i]: k + 1 for k, i in enumerate(order)}
+    position["x"] = 0
+    vocab = {layers[i].input_vocab for i in order if "x" in inputs[i]}
+    if len(vocab) > 1:
+        raise ValueError("dag: the nodes reading 'x' disagree on its dtype: an embedding reads "
+                         "integer token ids, other layers floats. Fix: read 'x' with embeddings "
+                         "only, or with float layers only.")
+    return Network(tuple(layers[i] for i in order),
+                   None if input_shape is None else tuple(input_shape), name,
+                   nodes=tuple(names[i] for i in order),
+                   inputs=tuple(tuple(position[s] for s in inputs[i]) for i in order),
+                   input_vocab=vocab.pop())
+
+
+def _gather(values, sources):
+    """A node's input: the one activation it reads, or the tuple of several."""
+    return values[sources[0]] if len(sources) == 1 else tuple(values[s] for s in sources)
+
+
+def forward(net: Network, params, x, *, offsets=None) -> tuple:
+    """The forward pass keeping every activation: a_{i+1} = f p_i (its inputs) (Gordon's
+    a_l = f p_l a_{l−1} on a chain), in topological order.
 
     Args:
       net: the network.
-      params: its parameters ``(p_1, …, p_L)``.
+      params: its parameters (tuple for a chain, dict for a DAG).
       x: the input a_0, shape ``(batch, *input_shape)`` (not validated here; see
         :meth:`Network.apply`).
+      offsets: optional, one array per node added to its output; the checker differentiates
+        the loss with respect to them at zero to get every ∂J/∂a by autodiff.
 
     Returns:
-      ``(a_0 = x, a_1, …, a_L)``.
+      ``(a_0 = x, a_1, …, a_L)``; a_L is the output.
     """
     activations = [x]
-    for layer, p in zip(net.layers, params):
-        activations.append(layer.apply(p, activations[-1]))  # a_l = f p_l a_{l−1}
+    for i, (layer, key, sources) in enumerate(zip(net.layers, net.keys, net.sources)):
+        a = layer.apply(params[key], _gather(activations, sources))  # a_l = f p_l a_{l−1}
+        activations.append(a if offsets is None else a + offsets[i])
     return tuple(activations)
 
 
-def backward(net: Network, params, activations, d_L, *, input_grad: bool = False):
-    """Gordon's backward recurrence on the hand-written rules.
+def accumulate(total, d):
+    """Add one consumer's delta into an activation's accumulator: when a variable feeds several
+    operations its delta is the sum of what each sends back (Kamper §3, the multivariate chain
+    rule; Bradbury §2). Start at zero (``None``), add, never overwrite."""
+    return d if total is None else total + d
+
+
+def sweep(net: Network, activations, d_L, node_backward, *, input_grad: bool):
+    """The backward recurrence over the nodes in reverse topological order, one accumulator per
+    activation (a chain has one consumer per activation: Gordon's recurrence exactly).
 
     Args:
       net: the network.
-      params: its parameters ``(p_1, …, p_L)``.
+      activations: ``(a_0, …, a_L)`` from :func:`forward`.
+      d_L: ∂J/∂a_L.
+      node_backward: ``(i, a, d, needs_input) → (deltas to the inputs, ∂J/∂p_i)`` for node i at
+        its input(s) ``a`` and output delta ``d``; the deltas a tuple for several inputs (or
+        ``None`` when not ``needs_input``).
+      input_grad: also accumulate d_0 = ∂J/∂x.
+
+    Returns:
+      ``(grads, deltas)``: lists, ``grads[i]`` of node i, ``deltas[k]`` = ∂J/∂a_k.
+    """
+    deltas = [None] * len(activations)
+    deltas[-1] = d_L
+    grads = [None] * len(net.layers)
+    for i in reversed(range(len(net.layers))):  # every consumer of a_{i+1} has already run
+        sources = net.sources[i]
+        needs_input = input_grad or any(s > 0 for s in sources)
+        d_in, grads[i] = node_backward(i, _gather(activations, sources), deltas[i + 1],
+                                       needs_input)
+        if needs_input:
+            for s, d_s in zip(sources, d_in if len(sources) > 1 else (d_in,)):
+                deltas[s] = accumulate(deltas[s], d_s)  # Σ over readers, never overwritten
+    if not input_grad:
+        deltas[0] = None
+    return grads, deltas
+
+
+def _keyed(net: Network, values):
+    """Per-node values as the network holds its params: a tuple (chain) or a dict (DAG)."""
+    return tuple(values) if net.nodes is None else dict(zip(net.nodes, values))
+
+
+def _node_label(net, i):
+    return f"layer {i}" if net.nodes is None else f"node {net.nodes[i]!r}"
+
+
+def backward(net: Network, params, activations, d_L, *, input_grad: bool = False):
+    """Gordon's backward recurrence on the hand-written rules, over a chain or a graph.
+
+    For each node, last first: ∂J/∂p_i = d_i · D(λv. f v a) p_i (``D_param``) and, per input,
+    d_i · D(f p_i) a (``D_input``) added into that input's accumulator (:func:`accumulate`).
+
+    Args:
+      net: the network.
+      params: its parameters (tuple for a chain, dict for a DAG).
       activations: ``(a_0 = x, …, a_L)`` from :func:`forward`.
       d_L: ∂J/∂a_L, shaped like ``a_L`` (for the batch-mean loss it carries the 1/batch).
       input_grad: also compute ``d_0`` = ∂J/∂x.
 
     Returns:
-      ``(grads, deltas)``: ``grads[l]`` = ∂J/∂p_l with the structure of ``params[l]``;
-      ``deltas[l]`` = d_l = ∂J/∂a_l for l = 0 … L (``deltas[0]`` = ∂J/∂x, Bradbury Table 1 step 7,
-      only when ``input_grad``; otherwise ``None``, since no parameter needs it). A layer with a
-      fused ``backward`` rule computes its two derivatives in one call.
+      ``(grads, deltas)``: ``grads`` = ∂J/∂params, structured like params; ``deltas`` = d_k =
+      ∂J/∂a_k for k = 0 … L, a tuple (chain) or a dict keyed by ``"x"`` and node (DAG); d_0 =
+      ∂J/∂x (Bradbury Table 1 step 7) only when ``input_grad``, otherwise ``None``. A layer with
+      a fused ``backward`` rule computes its two derivatives in one call.
     """
-    L = len(net.layers)
-    grads = [None] * L
-    deltas = [None] * (L + 1)
-    deltas[L] = d = d_L
-    for l in reversed(range(L)):
-        layer, p, a_prev = net.layers[l], params[l], activations[l]
-        needs_input = l > 0 or input_grad
+    def node_backward(i, a, d, needs_input):
+        layer, p = net.layers[i], params[net.keys[i]]
         if needs_input and layer.backward is not None:
-            d_prev, g = layer.backward(p, a_prev, d)  # both Euler derivatives at once
+            d_in, g = layer.backward(p, a, d)  # both Euler derivatives at once
         else:
-            g = layer.D_param(p, a_prev, d)  # ∂J/∂p_l = d_l · D(λv. f v a_{l−1}) p_l
-            d_prev = layer.D_input(p, a_prev, d) if needs_input else None  # d_l · D(f p_l) a_{l−1}
-        require_tree_like(g, p, what=f"the gradient returned by D_param of layer {l} "
+            g = layer.D_param(p, a, d)  # ∂J/∂p_l = d_l · D(λv. f v a_{l−1}) p_l
+            d_in = layer.D_input(p, a, d) if needs_input else None  # d_l · D(f p_l) a_{l−1}
+        require_tree_like(g, p, what=f"the gradient returned by D_param of {_node_label(net, i)} "
                                      f"({layer.name})",
                           fix="A layer's D_param must return a pytree shaped like its params.")
-        grads[l] = g
-        if needs_input:
-            if tuple(jnp.shape(d_prev)) != tuple(a_prev.shape):
-                raise ValueError(
-                    f"D_input of layer {l} ({layer.name}) returned a delta of shape "
-                    f"{tuple(jnp.shape(d_prev))}; it must have the shape of the layer's input, "
-                    f"{tuple(a_prev.shape)}.")
-            deltas[l] = d = d_prev
-    return tuple(grads), tuple(deltas)
+        if needs_input and jax.tree.map(jnp.shape, d_in) != jax.tree.map(jnp.shape, a):
+            raise ValueError(
+                f"D_input of {_node_label(net, i)} ({layer.name}) returned deltas of shape "
+                f"{jax.tree.map(jnp.shape, d_in)}; they must have the shapes of the layer's "
+                f"input(s), {jax.tree.map(jnp.shape, a)}.")
+        return d_in, g
+
+    grads, deltas = sweep(net, activations, d_L, node_backward, input_grad=input_grad)
+    if net.nodes is None:
+        return tuple(grads), tuple(deltas)
+    return _keyed(net, grads), {"x": deltas[0], **_keyed(net, deltas[1:])}
 
 
 def batch_mean_cost(cost, y, a, mask=None):
@@ -180,7 +379,7 @@ def _output_delta(cost, y, a_L, mask):
 
 
 def _prepare(net, cost, params, x, y):
-    x = as_float_input(x, net.input_shape)
+    x = as_network_input(x, net.input_shape, net.input_vocab)
     require_params(net, params)
     activations = forward(net, params, x)
     y = require_target(y, activations[-1], cost_name=cost.name)
@@ -216,8 +415,8 @@ class Backprop(NamedTuple):
       loss: J, the batch mean of the per-example cost (a scalar).
       grads: ∂J/∂params, structured like params.
       deltas: (d_0, …, d_L), d_l = ∂J/∂a_l shaped like a_l; d_0 = ∂J/∂x (``None`` if not
-        requested).
-      activations: (a_0 = x, …, a_L).
+        requested); for a DAG a dict keyed by ``"x"`` and the node names.
+      activations: (a_0 = x, …, a_L); for a DAG a dict keyed like ``deltas``.
     """
 
     loss: Any
@@ -250,6 +449,8 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
         a_L = activations[-1]
         d_L = _output_delta(cost, y, a_L, mask)  # D(C y) a_L, averaged over the batch
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
+        if net.nodes is not None:
+            activations = {"x": activations[0], **_keyed(net, activations[1:])}
         return Backprop(batch_mean_cost(cost, y, a_L, mask), grads, deltas, activations)
 
     return run

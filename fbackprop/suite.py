@@ -7,7 +7,9 @@ from typing import Callable, NamedTuple
 
 from .gradcheck import check, precision_for, sample_point
 from .gradcheck.report import FAIL, HAND_AUTO, PASS, GradientReport
-from .models import cnn, gru, lstm, mlp, rnn
+from .layers import dense, layer_norm, residual
+from .models import cnn, gru, lstm, mlp, rnn, transformer
+from .network import dag
 
 __all__ = ["Config", "builtin_configs", "model_configs", "check_configs", "summary_row"]
 
@@ -47,7 +49,8 @@ def builtin_configs() -> list[Config]:
 
 def model_configs():
     """Rows for ``fbackprop check``: CNNs (1-D and 2-D, mean and max pooling, every activation),
-    RNNs (every activation), LSTMs and GRUs, with ``output="last"`` and ``"all"``, small shapes."""
+    RNNs (every activation), LSTMs and GRUs, with ``output="last"`` and ``"all"``, residual
+    DAGs and small transformers, small shapes."""
     rows = []
     cnn_rows = [  # (input_shape, conv_channels, kernel, pool_size, pool, hidden, activation, cost)
         ((2, 12), (3,), 3, 2, "mean", (), "sigmoid", "softmax_cross_entropy"),
@@ -82,7 +85,29 @@ def model_configs():
 
         rows.append(Config(model, f"{make().name} T={T}", act or "σ/tanh", cost, make, batch=3,
                            input_shape=(T, 3)))
+    for act, cost in (("tanh", "mse"), ("relu", "softmax_cross_entropy")):
+        def make(act=act):
+            return residual_dag(4, 5, 3, act)
+
+        rows.append(Config("residual", make().name, act, cost, make, batch=3))
+    for V, D, H, L, T in ((5, 4, 2, 2, 3),):  # two blocks, two heads; small: it compiles
+        def make(V=V, D=D, H=H, L=L, T=T):
+            return transformer(V, D, H, L, T, mlp_ratio=2)
+
+        rows.append(Config("transformer", f"{make().name} T={T}", "gelu",
+                           "softmax_cross_entropy", make, batch=2, input_shape=(T,)))
     return rows
+
+
+def residual_dag(n_in: int, width: int, n_out: int, activation: str):
+    """x → dense → two residual blocks h + dense(layer_norm(h)) → a linear head: a DAG whose
+    hidden activations each feed two nodes."""
+    nodes = [("h", dense(n_in, width, activation), ("x",))]
+    nodes += residual("r1", layer_norm(width), dense(width, width, activation), input="h")
+    nodes += residual("r2", dense(width, width, activation), input="r1")
+    nodes += [("out", dense(width, n_out, "identity"), ("r2",))]
+    return dag(nodes, "out", input_shape=(n_in,),
+               name=f"residual({n_in}→{width}×2→{n_out}, {activation})")
 
 
 def check_configs(configs, dtypes=("float64", "float32"), *, finite_differences: bool = False,

@@ -1,9 +1,11 @@
-"""Speed guard for the CNN, RNN, LSTM and GRU: jitted hand-written gradient vs jitted jax.grad.
+"""Speed guard for the CNN, RNN, LSTM, GRU and transformer: jitted hand-written gradient vs
+jitted jax.grad.
 
 Same method as bench_mlp.py (whose timing helper it imports): both sides compiled, calls
 alternated one by one, median of the timed calls after warm-up, ratio = jax.grad time / manual
 time (>= 0.95 means the hand-written path is not slower). Two sizes per model, one run, float32.
-Run:  python scripts/bench_models.py [--repeats N] [--json] [--only cnn,rnn,lstm,gru]
+The transformer rows are one pre-layer-norm block with its embeddings and head, on token ids.
+Run:  python scripts/bench_models.py [--repeats N] [--json] [--only cnn,rnn,lstm,gru,transformer]
 """
 from __future__ import annotations
 
@@ -35,6 +37,10 @@ SIZES = [
     ("lstm", "large", lambda: fb.lstm(32, 128, 10), (64, 100, 32), "n_in 32, H 128, T 100"),
     ("gru", "small", lambda: fb.gru(8, 64, 10), (32, 20, 8), "n_in 8, H 64, T 20"),
     ("gru", "large", lambda: fb.gru(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
+    ("transformer", "small", lambda: fb.transformer(64, 32, 4, 1, 16), (16, 16),
+     "1 block, V 64, D 32, 4 heads, T 16"),
+    ("transformer", "large", lambda: fb.transformer(256, 128, 4, 1, 64), (16, 64),
+     "1 block, V 256, D 128, 4 heads, T 64"),
 ]
 
 
@@ -47,9 +53,13 @@ def bench(repeats: int = 100, only=None):
         net = make()
         params = net.init(jax.random.PRNGKey(0))
         kx, ky = jax.random.split(jax.random.PRNGKey(1))
-        x = jax.random.normal(kx, x_shape, jnp.float32)
         n_out = net.layers[-1].init(jax.random.PRNGKey(0))["b"].shape[0]
-        y = jax.nn.one_hot(jax.random.randint(ky, (x_shape[0],), 0, n_out), n_out)
+        if net.input_vocab is None:
+            x = jax.random.normal(kx, x_shape, jnp.float32)
+            y = jax.nn.one_hot(jax.random.randint(ky, (x_shape[0],), 0, n_out), n_out)
+        else:  # token ids in, next-token one-hot targets at every position
+            x = jax.random.randint(kx, x_shape, 0, net.input_vocab)
+            y = jax.nn.one_hot(jax.random.randint(ky, x_shape, 0, n_out), n_out)
         manual = jax.jit(fb.manual_grad(net, COST))
         auto = jax.jit(jax.grad(fb.loss_fn(net, COST)))
         m, a = time_pair(manual, auto, (params, x, y), repeats)
@@ -62,7 +72,8 @@ def bench(repeats: int = 100, only=None):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=100, help="timed calls per side (>= 30)")
-    ap.add_argument("--only", default="", help="comma-separated subset of cnn,rnn,lstm,gru")
+    ap.add_argument("--only", default="",
+                    help="comma-separated subset of cnn,rnn,lstm,gru,transformer")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     rows = bench(args.repeats, [s for s in args.only.split(",") if s])

@@ -11,8 +11,8 @@ import pytest
 
 import fbackprop as fb
 from fbackprop import suite
-from fbackprop.gradcheck import (TOLERANCE, precision_for, relative_error, sample_point,
-                                 time_deltas_reference, tree_relative_error)
+from fbackprop.gradcheck import (TOLERANCE, layer_reference, precision_for, relative_error,
+                                 sample_point, time_deltas_reference, tree_relative_error)
 from helpers import both_grads, run_configs
 
 COSTS = ("mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy", "logistic")
@@ -152,7 +152,8 @@ def test_program_size_does_not_grow_with_T(family):
 
 
 def test_check_covers_every_model_family():
-    assert {c.model for c in suite.builtin_configs()} >= {"mlp", "cnn", "rnn", "lstm", "gru"}
+    assert {c.model for c in suite.builtin_configs()} >= {"mlp", "cnn", "rnn", "lstm", "gru",
+                                                          "residual", "transformer"}
     configs = suite.model_configs()
     assert {c.cost for c in configs if c.model == "lstm"} >= {"mse", "softmax_cross_entropy"}
     recurrent = next(c for c in configs if c.input_shape is not None)  # T given by the row
@@ -161,7 +162,17 @@ def test_check_covers_every_model_family():
 
 
 # ---------------------------------------------------------------------------------------------
-# Each layer's hand-written rules against jax.vjp of its apply: (layer, input shape incl. batch)
+# Each layer's hand-written rules against jax.vjp of its apply: (layer, input shape incl. batch;
+# a list of shapes for a layer reading several activations, Tokens(…) for token ids)
+
+class Tokens(tuple):
+    """The input shape of a layer reading integer token ids in [0, vocab)."""
+
+    def __new__(cls, vocab, shape):
+        self = super().__new__(cls, shape)
+        self.vocab = vocab
+        return self
+
 
 LAYERS = (
     [(fb.dense(3, 4, act, bias=bias), (2, 3)) for act, bias in (("sigmoid", True), ("relu", False),
@@ -178,13 +189,26 @@ LAYERS = (
     + [(fb.lstm_layer(3, 4, output=out), (b, T, 3)) for out, b, T in [("last", 2, 5), ("all", 1, 1)]]
     + [(fb.gru_layer(3, 4, output=out), (b, T, 3)) for out, b, T in
        [("last", 2, 5), ("all", 1, 1), ("all", 3, 4), ("last", 1, 1)]]
+    + [(fb.add(), [(2, 3, 4), (2, 3, 4)]), (fb.concat(), [(2, 3), (2, 1), (2, 4)]),
+       (fb.concat(axis=1), [(2, 1, 3), (2, 2, 3)]), (fb.gelu(), (3, 5)), (fb.dropout(0.0), (2, 3)),
+       (fb.dropout(0.4, key=jax.random.PRNGKey(3)), (2, 6)), (fb.layer_norm(5), (3, 5)),
+       (fb.layer_norm(4), (2, 3, 4)), (fb.dense(3, 4, "gelu"), (2, 3)),
+       (fb.embedding(7, 4), Tokens(7, (2, 9))),  # 9 ids from 7: some repeat (the scatter-add)
+       (fb.positional(6, 4), (2, 5, 4)), (fb.positional(3, 2), (1, 3, 2))]
+    + [(fb.causal_self_attention(D, H), (b, T, D)) for D, H, b, T in
+       [(4, 1, 2, 3), (6, 2, 1, 5), (8, 4, 2, 4), (4, 2, 1, 1)]]
 )
 
 
 def _layer_point(layer, shape, rng):
     p = jax.tree.map(lambda t: jnp.asarray(rng.standard_normal(t.shape)),
                      layer.init(jax.random.PRNGKey(0)))
-    a = jnp.asarray(rng.standard_normal(shape))
+    if isinstance(shape, Tokens):
+        a = jnp.asarray(rng.integers(0, shape.vocab, shape))
+    elif isinstance(shape, list):  # a tuple of inputs
+        a = tuple(jnp.asarray(rng.standard_normal(s)) for s in shape)
+    else:
+        a = jnp.asarray(rng.standard_normal(shape))
     d = jnp.asarray(rng.standard_normal(jax.eval_shape(layer.apply, p, a).shape))
     return p, a, d
 
@@ -192,9 +216,9 @@ def _layer_point(layer, shape, rng):
 def _rules_and_refs(layer):
     """One compiled program: the hand-written rules and jax.vjp of apply, the per-step deltas and
     their autodiff twin, and the kink distance."""
-    def run(p, a, d):
-        _, vjp = jax.vjp(layer.apply, p, a)
-        out = {"rules": (layer.D_param(p, a, d), layer.D_input(p, a, d)), "refs": vjp(d)}
+    def run(p, a, d):  # jax.vjp of apply (zeros for the float0 cotangent of token ids)
+        out = {"rules": (layer.D_param(p, a, d), layer.D_input(p, a, d)),
+               "refs": layer_reference(layer, p, a, d)}
         if layer.backward is not None:
             d_input, d_param = layer.backward(p, a, d)
             out["fused"] = (d_param, d_input)
@@ -214,7 +238,7 @@ def test_layer_rules_and_time_deltas_equal_jax_vjp(layer, shape, rng):
     if "kink" in out:  # a normal sample has no ties and no z = 0 …
         assert float(out["kink"]) > 1e-6  # … which is what this comparison relies on
     (got_p, got_a), (ref_p, ref_a) = out["rules"], out["refs"]
-    assert relative_error(got_a, ref_a) <= 1e-12
+    assert tree_relative_error(got_a, ref_a) <= 1e-12
     assert jax.tree.structure(got_p) == jax.tree.structure(p)
     assert tree_relative_error(got_p, ref_p) <= 1e-12
     if "fused" in out:  # the fused rule against autodiff and against the two Euler derivatives
@@ -357,4 +381,5 @@ def test_lstm_with_open_forget_gate_keeps_cell_deltas_near_constant():
 
 def test_every_parametrised_layer_family_has_a_fused_rule_where_it_shares_work():
     fused = {layer.name.split("(")[0] for layer, _ in LAYERS if layer.backward is not None}
-    assert fused == {"dense", "conv1d", "conv2d", "rnn", "lstm", "gru"}
+    assert fused == {"dense", "conv1d", "conv2d", "rnn", "lstm", "gru", "layer_norm",
+                     "causal_self_attention"}

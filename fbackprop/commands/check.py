@@ -19,8 +19,11 @@ import json
 import sys
 
 from ..costs import COSTS
-from ..training.registry import MODELS
+from ..training.registry import MODELS as TRAINABLE
 from . import any_case
+
+# every family the trainer builds, and the graph-network families that are checked only
+MODELS = TRAINABLE + tuple(m for m in ("residual", "transformer") if m not in TRAINABLE)
 
 
 def add_parser(subparsers):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..costs import get_cost
-from ..inputs import (as_float_input, require_callable, require_int, require_number,
+from ..inputs import (as_network_input, require_callable, require_int, require_number,
                       require_params, require_target)
 from ..network import Network, astype
 from .fd import fd_inputs, fd_settings, fd_summary
@@ -49,16 +49,20 @@ def _bound(value, argument):
     return require_number(value, argument, minimum=0, allow_none=True)
 
 
-def _layer_rows(l, layer, e, notes, tol, *, in_network=True):
-    """The rows of layer ``l``: its rules and probes against autodiff, its fused rule against
-    autodiff and against the Euler derivatives. ``in_network``: layer 0 is the first layer of a
-    network, whose ``D_input`` feeds no parameter gradient."""
-    where = f"layer {l}: {layer.name}"
-    common = dict(layer=l, where=where, tol=tol)
+def _layer_rows(net, l, e, notes, tol, sums, *, in_network=True):
+    """The rows of node ``l`` (layer ``l`` of a chain): its rules and probes against autodiff,
+    its fused rule against autodiff and against the Euler derivatives, and, where its output
+    feeds several nodes, the recurrence's sum of their deltas against autodiff.
+    ``in_network``: a node reading only x is the first of a network, whose ``D_input`` feeds no
+    parameter gradient (``False`` for a layer checked on its own)."""
+    layer, key = net.layers[l], net.keys[l]
+    where = f"layer {l}: {layer.name}" if net.nodes is None else f"node {key}: {layer.name}"
+    common = dict(layer=key, where=where, tol=tol)
     rows = leaf_rows(e["hand_p"], e["ref_p"], notes[(l, "D_param")], rule="D_param",
                      pair=HAND_AUTO, **common)
+    reads_x_only = all(s == 0 for s in net.sources[l])
     rows += [r._replace(note=r.note or ("only affects ∂J/∂x, not the parameter gradients"
-                                        if l == 0 and in_network else ""))
+                                        if reads_x_only and in_network else ""))
              for r in leaf_rows(e["hand_a"], e["ref_a"], notes[(l, "D_input")], rule="D_input",
                                 pair=HAND_AUTO, leaf_name=_INPUT, **common)]
     if "fused" in e:
@@ -70,6 +74,9 @@ def _layer_rows(l, layer, e, notes, tol, *, in_network=True):
                               **common)
     if "time_ref" in e:
         rows += time_rows(e["time_hand"], e["time_ref"], notes[(l, "time")], **common)
+    if l in sums:  # Kamper §3: the delta of a shared activation is the sum over its readers
+        rows += leaf_rows(sums[l]["hand"], sums[l]["auto"], {}, rule="Σ of readers' deltas",
+                          pair=HAND_AUTO, leaf_name="∂J/∂a (output)", **common)
     return rows
 
 
@@ -80,13 +87,16 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
           raise_on_failure: bool = False) -> GradientReport:
     """Check every hand-written rule of ``net`` at (params, x, y) and report layer by layer.
 
-    Per layer of the serial stack, ``D_param``, ``D_input`` and (when the layer has one) the
+    Per layer of the serial stack (per node of a DAG), ``D_param``, ``D_input`` and (when the layer has one) the
     fused ``backward`` are compared with ``jax.vjp`` of the layer's ``apply`` at the same incoming
     delta, the one autodiff computes, so that one wrong rule fails in its layer only; the fused
     rule is also compared with the Euler derivatives, recurrent layers' ``time_deltas`` with
     their autodiff twin per step, the cost's ``D(C y)`` with autodiff, and the whole hand-written
-    gradient (``manual_grad``) with ``jax.grad(loss_fn(net, cost))``. Gradients are of the
-    batch-mean loss.
+    gradient (``manual_grad``) with ``jax.grad(loss_fn(net, cost))``. In a DAG, the delta of
+    each activation read by several nodes, as the recurrence sums it, is compared with autodiff
+    too (a row "Σ of readers' deltas" at that node). Rows of a chain name layers by index
+    (``Row.layer`` = l, "layer l: …"); rows of a DAG name nodes (``Row.layer`` = the node name,
+    "node name: …"), and so does ``failing_layers``. Gradients are of the batch-mean loss.
 
     Per row: max abs = max_i |h_i − r_i|, max rel = max abs / max_i |r_i|; pass when
     max rel ≤ ``tolerance``.
@@ -133,7 +143,8 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
     with precision_for(dtype):
         params = astype(params, jnp.dtype(dtype))
         require_params(net, params)
-        x = as_float_input(x, net.input_shape).astype(dtype)
+        x = as_network_input(x, net.input_shape, net.input_vocab)
+        x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(x)
         y = require_target(y, jax.eval_shape(net.apply, params, x), cost_name=cost.name)
         plan, V, rand_idx = fd_inputs(fd, params, rng)
         V, rand_idx = jnp.asarray(V, dtype), jnp.asarray(rand_idx)
@@ -143,11 +154,11 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
                                          kink_tol=kink_tol, resample=resample, rng=rng)
     out, dist = found.out, found.distance
     tol, fd_rtol, fd_tol = _tolerances(dtype, tolerance, fd, fd_tolerance, out["loss"])
-    at_kink = [l for l in range(len(net.layers)) if np.min(dist[l], initial=np.inf) < kink_tol]
+    at_kink = [k for k, d in zip(net.keys, dist) if np.min(d, initial=np.inf) < kink_tol]
 
     rows = []
-    for l, (layer, e) in enumerate(zip(net.layers, out["layers"])):
-        rows += _layer_rows(l, layer, e, notes, tol)
+    for l, e in enumerate(out["layers"]):
+        rows += _layer_rows(net, l, e, notes, tol, out["sums"])
     rows += leaf_rows(out["cost"]["hand"], out["cost"]["auto"], {}, layer=None,
                       where=f"cost {cost.name}", rule="D(C y) a_L / batch", pair=HAND_AUTO,
                       tol=tol, leaf_name="∂J/∂a_L")
@@ -156,7 +167,7 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
     report = GradientReport(
         subject=net.name if net.name != "serial" else repr(net), cost=cost.name, dtype=dtype,
         tolerance=tol, rows=tuple(mark_kinks(rows, at_kink)),
-        layer_names=tuple(l.name for l in net.layers), fd=fd_summary(fd, (fd_rtol, fd_tol)),
+        layer_names=tuple(l.name for l in net.layers), node_names=net.nodes or (), fd=fd_summary(fd, (fd_rtol, fd_tol)),
         kinks={"kink_tol": kink_tol, "distance": [float(np.min(d, initial=np.inf)) for d in dist],
                "resampled": found.rounds, "perturbed_examples": list(found.perturbed),
                "at_kink": at_kink},

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..inputs import require_int, require_number
 from ..layers.base import Layer
-from ..network import astype
+from ..network import astype, serial
 from .check import _bound, _layer_rows, _tolerances
 from .fd import fd_inputs, fd_settings, fd_summary
 from .kinks import KINK_TOL, mark_kinks, resample_away_from_kinks
@@ -188,7 +188,7 @@ def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
                                          kink_tol=kink_tol, resample=resample, rng=rng)
     out, dist = found.out, found.distance
     tol, fd_rtol, fd_tol = _tolerances(dtype, tolerance, fd, fd_tolerance, out["loss"])
-    rows = _layer_rows(0, layer, out["layers"][0], notes, tol, in_network=False)
+    rows = _layer_rows(serial(layer), 0, out["layers"][0], notes, tol, {}, in_network=False)
     if fd is not None:
         rule = "backward" if layer.backward is not None else "D_param, D_input"
         rows += [r._replace(layer=0) for r in gradient_rows(

@@ -50,7 +50,8 @@ def resample_away_from_kinks(run: Callable, x, *, kink_tol: float, resample: int
         out = jax.device_get(run(x))
         dist = _distances(out, x.shape[0])
         near = np.any(dist < kink_tol, axis=0)
-        if not near.any() or rounds == resample:
+        if not near.any() or rounds == resample or not jnp.issubdtype(x.dtype, jnp.floating):
+            # (token ids cannot be perturbed)
             return Resampled(out, x, dist, rounds, tuple(sorted(perturbed)))
         rounds += 1
         perturbed |= {int(i) for i in np.flatnonzero(near)}

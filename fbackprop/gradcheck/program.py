@@ -16,7 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..network import backward, batch_mean_cost, forward, loss_fn
+from ..network import backward, batch_mean_cost, forward, loss_fn, sweep
 from .fd import fd_block
 from .rules import call_rule, layer_reference, time_deltas_reference
 
@@ -59,15 +59,33 @@ def _layer_entry(layer, l, p, a, d, notes):
         entry["time_hand"], notes[(l, "time")] = call_rule(layer.time_deltas, entry["time_ref"],
                                                            p, a, d)
     if layer.kink_distance is not None:
-        entry["kink"] = jax.vmap(lambda ai: jnp.asarray(layer.kink_distance(p, ai[None]),
-                                                        a.dtype))(a)
+        entry["kink"] = jax.vmap(lambda ai: jnp.asarray(
+            layer.kink_distance(p, jax.tree.map(lambda t: t[None], ai)), d.dtype))(a)
     return entry, ref_a
 
 
+def _fan_out(net):
+    """How many nodes read each activation a_0 … a_L."""
+    count = [0] * (len(net.layers) + 1)
+    for sources in net.sources:
+        for s in sources:
+            count[s] += 1
+    return count
+
+
 def network_core(key, notes):
-    """The program for :func:`fbackprop.check`: ``core(params, x, y, V, rand_idx)``."""
+    """The program for :func:`fbackprop.check`: ``core(params, x, y, V, rand_idx)``.
+
+    The layers are walked by the network's own recurrence (:func:`fbackprop.network.sweep`) with
+    each node's autodiff twin in place of its rules, so every node's rules are compared at the
+    delta autodiff gives it. In a graph, an activation read by several nodes also gets its
+    accumulated delta (the recurrence's sum of those twins) compared with ∂J/∂a by autodiff of
+    the whole forward pass: a sum that overwrites instead of adding fails at that node.
+    """
     net, cost, fd, plan = key
     L = len(net.layers)
+    fan_out = _fan_out(net)
+    summed = [i for i in range(L) if fan_out[i + 1] > 1]
 
     def cost_mean(y, a):
         return batch_mean_cost(cost, y, a)
@@ -77,11 +95,25 @@ def network_core(key, notes):
         a_L = activations[-1]
         loss, d = jax.value_and_grad(cost_mean, argnums=1)(y, a_L)  # d_L by autodiff
         d_L_hand = cost.D(y, a_L) / a_L.shape[0]   # the recurrence's d_L = D(C y) a_L / batch
-        out = {"loss": loss, "cost": {"hand": d_L_hand, "auto": d}, "layers": [None] * L}
-        for l in reversed(range(L)):
-            # d_{l−1} by autodiff: the next layer down is checked at the delta autodiff gives it
-            out["layers"][l], d = _layer_entry(net.layers[l], l, params[l], activations[l], d,
-                                               notes)
+        out = {"loss": loss, "cost": {"hand": d_L_hand, "auto": d}, "layers": [None] * L,
+               "sums": {}}
+        auto_deltas = None
+        if summed:  # ∂J/∂a_{i+1} of every node by autodiff of the forward pass with offsets
+            offsets = [jnp.zeros_like(a) for a in activations[1:]]
+            auto_deltas = jax.grad(lambda o: cost_mean(y, forward(net, params, x,
+                                                                  offsets=o)[-1]))(offsets)
+
+        def node_reference(i, a, d_i, needs_input):
+            del needs_input
+            if auto_deltas is not None:
+                if i in summed:
+                    out["sums"][i] = {"hand": d_i, "auto": auto_deltas[i]}
+                d_i = auto_deltas[i]
+            out["layers"][i], ref_a = _layer_entry(net.layers[i], i, params[net.keys[i]], a, d_i,
+                                                   notes)
+            return ref_a, None
+
+        sweep(net, activations, d, node_reference, input_grad=True)
         auto = jax.grad(loss_fn(net, cost))(params, x, y)
         # the whole hand-written recurrence (fails to trace if a rule returns a wrong shape)
         hand, why = call_rule(lambda: backward(net, params, activations, d_L_hand)[0], auto)

@@ -31,7 +31,8 @@ class GradientCheckError(ValueError):
 class Row(NamedTuple):
     """One comparison in a :class:`GradientReport`.
 
-    layer:     0-based index into the serial stack, or ``None`` (cost, whole gradient).
+    layer:     0-based index into the serial stack, the node name in a DAG, or ``None`` (cost,
+               whole gradient).
     where:     what is compared, e.g. ``"layer 1: dense(4→3, tanh)"``, ``"cost mse"``.
     rule:      ``"D_param"``, ``"D_input"``, ``"time_deltas"``, ``"D(C y)"``, ``"∂J/∂p"`` …
     leaf:      the parameter leaf's pytree path (``jax.tree_util.keystr``), or a name.
@@ -47,7 +48,7 @@ class Row(NamedTuple):
     steps:     per-time-step relative errors (time rows only).
     """
 
-    layer: Optional[int]
+    layer: Optional[int | str]
     where: str
     rule: str
     leaf: str
@@ -70,7 +71,8 @@ class GradientReport:
     """The result of :func:`check` or :func:`check_grad`.
 
     ``ok`` is true when no row has status ``"fail"``; ``failing_layers`` lists the (sorted,
-    0-based) layers of the serial stack with a failing row; ``print(report)`` renders the table;
+    0-based) layers of the serial stack with a failing row — for a DAG the node names, in
+    topological order (``node_names``); ``print(report)`` renders the table;
     ``to_json()`` gives the same content as JSON (non-finite numbers as ``null``).
     """
 
@@ -80,6 +82,7 @@ class GradientReport:
     tolerance: float
     rows: tuple
     layer_names: tuple = ()
+    node_names: tuple = ()
     fd: Optional[dict] = None
     kinks: Optional[dict] = None
     loss: float = float("nan")
@@ -95,7 +98,9 @@ class GradientReport:
 
     @property
     def failing_layers(self) -> tuple:
-        return tuple(sorted({r.layer for r in self.failures if r.layer is not None}))
+        failing = {r.layer for r in self.failures if r.layer is not None}
+        order = {name: i for i, name in enumerate(self.node_names)}
+        return tuple(sorted(failing, key=lambda k: order.get(k, k)))
 
     @property
     def at_kink(self) -> tuple:

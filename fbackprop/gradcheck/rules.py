@@ -50,9 +50,12 @@ def call_rule(rule, ref, *args):
 
 def layer_reference(layer, p, a, d):
     """``(∂J/∂p, ∂J/∂a)`` by ``jax.vjp`` of ``layer.apply`` at the incoming delta ``d``: the
-    automatic twin of ``D_param``, ``D_input`` and ``backward``."""
+    automatic twin of ``D_param``, ``D_input`` and ``backward``. Towards an integer input (token
+    ids) autodiff's cotangent is float0; its twin here is zeros in ``d``'s dtype."""
     _, vjp = jax.vjp(layer.apply, p, a)
-    return vjp(d)
+    ref_p, ref_a = vjp(d)
+    return ref_p, jax.tree.map(lambda r, t: jnp.zeros(jnp.shape(t), jnp.result_type(d))
+                               if r.dtype == jax.dtypes.float0 else r, ref_a, a)
 
 
 def time_deltas_reference(layer, p, a, d):

@@ -67,7 +67,8 @@ def sample_point(net, cost, batch: int, *, seed: int = 0, dtype="float64", input
         (give it for sequence models, whose T is free).
 
     Returns:
-      Parameters from :func:`sample_params`, x standard normal of shape (batch, *input_shape),
+      Parameters from :func:`sample_params`, x standard normal of shape (batch, *input_shape)
+      (uniform token ids for a network reading them),
       y from :func:`sample_target`.
     """
     shape = tuple(input_shape if input_shape is not None else net.input_shape or ())
@@ -77,7 +78,10 @@ def sample_point(net, cost, batch: int, *, seed: int = 0, dtype="float64", input
     dtype = np.dtype(dtype_name(dtype))
     rng = np.random.default_rng(seed)
     params = sample_params(net, rng, dtype)
-    x = jnp.asarray(rng.standard_normal((batch, *shape)).astype(dtype))
+    if net.input_vocab is None:
+        x = jnp.asarray(rng.standard_normal((batch, *shape)).astype(dtype))
+    else:  # a network starting with an embedding reads token ids
+        x = jnp.asarray(rng.integers(0, net.input_vocab, (batch, *shape)), jnp.int32)
     out = jax.eval_shape(net.apply, params, x)
     y = jnp.asarray(sample_target(cost, rng, tuple(out.shape), dtype))
     return params, x, y

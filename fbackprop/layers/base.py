@@ -1,6 +1,7 @@
 """The layer contract: a layer is Gordon's ``f p a`` together with its two Euler derivatives.
 
-``Layer(init, apply, D_input, D_param, name, backward=None, probes=None)``:
+``Layer(init, apply, D_input, D_param, name, backward=None, probes=None,
+input_vocab=None)``:
 
 * ``init(key)`` → the layer's parameter pytree p (pure; the key is passed in).
 * ``apply(p, a)`` = ``f p a``, for ``a`` with a leading batch axis.
@@ -16,6 +17,11 @@
   against them and against autodiff. ``layer._replace(D_param=…)`` (or ``D_input=…``) drops the
   fused rule unless a new ``backward`` is given too, so a swapped rule is the one that runs.
 * ``probes`` (optional) — a :class:`Probes` holding what only checks and reports need.
+* ``input_vocab`` (optional) — set by an embedding: its input is integer token ids in
+  [0, input_vocab), not floats. ``D_input`` then returns zeros (the loss is not differentiable
+  in a discrete id), the value ``jax.vjp``'s float0 cotangent stands for.
+* A layer reading several activations (a node of :func:`~fbackprop.dag`) receives them as a
+  tuple ``a`` and its ``D_input`` returns a tuple of deltas, one per input.
 
 Both rules receive the batch: ``d`` already carries the 1/batch factor of the mean loss, so
 ``D_param`` sums over the batch (offline learning averages the per-example deltas, Gordon).
@@ -63,6 +69,7 @@ class _LayerFields(NamedTuple):
     name: str = "layer"
     backward: Optional[Callable] = None
     probes: Optional[Probes] = None
+    input_vocab: Optional[int] = None
 
 
 class Layer(_LayerFields):
@@ -71,7 +78,7 @@ class Layer(_LayerFields):
     __slots__ = ()
 
     def __new__(cls, init, apply, D_input, D_param, name="layer", backward=None, probes=None,
-                **deprecated):
+                input_vocab=None, **deprecated):
         # Layer(…, kink_distance=…, time_deltas=…) from before Probes existed still works.
         if deprecated:
             unknown = set(deprecated) - {"kink_distance", "time_deltas"}
@@ -85,7 +92,8 @@ class Layer(_LayerFields):
                           "probes=fb.Probes(kink_distance=…, time_deltas=…) instead.",
                           DeprecationWarning, stacklevel=2)
             probes = (probes or Probes())._replace(**deprecated)
-        return super().__new__(cls, init, apply, D_input, D_param, name, backward, probes)
+        return super().__new__(cls, init, apply, D_input, D_param, name, backward, probes,
+                               input_vocab)
 
     def _replace(self, **changes) -> "Layer":
         """A copy with ``changes``; swapping ``D_input`` or ``D_param`` drops the fused
