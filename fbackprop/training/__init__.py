@@ -14,10 +14,10 @@ The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays th
 """
 from . import rundir
 from .config import GRADS, MODES, TrainConfig
-from .loop import TrainingStopped, TrainResult, train
+from .loop import CheckpointWarning, TrainingStopped, TrainResult, train
 from .optim import OPTIMIZERS, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 
-__all__ = ["train", "TrainResult", "TrainingStopped", "TrainConfig", "gordon_gd",
+__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "TrainConfig", "gordon_gd",
            "make_optimizer", "build_model", "shape_inputs", "targets", "MODES", "GRADS",
            "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir"]

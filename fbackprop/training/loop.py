@@ -20,7 +20,9 @@ across devices.
 """
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -39,7 +41,7 @@ from .epoch import _batch_at, _Setup, _compile, _epoch_function, _leaf_names
 from .optim import make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 
-__all__ = ["train", "TrainResult", "TrainingStopped"]
+__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning"]
 
 
 class TrainingStopped(RuntimeError):
@@ -78,6 +80,9 @@ class TrainResult(NamedTuple):
       data: the :class:`~fbackprop.data.Dataset` used.
       out: the run directory (``None`` when none was written).
       devices: how many devices each batch was split across.
+      restored: on resume, the :class:`~fbackprop.training.rundir.Restored` account: the epoch
+        resumed from (``None``: from scratch) and the checkpoints skipped, with the reason for
+        each; ``None`` for a new run.
     """
 
     params: Any
@@ -87,6 +92,15 @@ class TrainResult(NamedTuple):
     data: datasets.Dataset
     out: Any
     devices: int
+    restored: Any = None
+
+
+class CheckpointWarning(UserWarning):
+    """A resume skipped damaged or incomplete checkpoints, or found none and started over."""
+
+
+# orbax's asynchronous checkpointing: a save returns once the arrays are on the host.
+ASYNC_CHECKPOINTS = True
 
 
 def _placement(devices, batch_size):
@@ -106,7 +120,7 @@ def _placement(devices, batch_size):
 
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
-          checkpoint_every=None, out=None, resume=False, devices=None,
+          checkpoint_every=None, out=None, resume=False, force=False, devices=None,
           progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
@@ -135,7 +149,10 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       checkpoint_every: epochs between checkpoints (default: epochs // 20, at least 1); the
         last epoch is always saved.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
-      resume: continue the run in ``out`` from its last complete checkpoint.
+      resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
+        with its saved settings when it has none); ``lr``, ``epochs`` and ``checkpoint_every``
+        may change on resume (recorded in the ``"history"`` of ``config.json``).
+      force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
         size divides evenly).
       progress: show a progress bar.
@@ -148,12 +165,18 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     Raises:
       TrainingStopped: a loss, gradient or parameter became non-finite, or a checked gradient
         diverged.
-      ValueError: a bad setting, a run directory that already holds a run, or a resume whose
-        settings differ from the saved ones; nothing is written in these cases.
+      ValueError: a bad setting, a run directory that already holds a run (without ``force``),
+        a run directory in use by another process, or a resume whose settings differ from the
+        saved ones; nothing is written in these cases.
       TypeError: ``model`` is neither a name nor a network.
     """
     if resume and out is None:
         raise ValueError("resume=True needs out: the directory of the run to continue.")
+    if resume and force:
+        raise ValueError("resume=True and force=True contradict each other: resume continues the "
+                         "run in out, force replaces it. Pass one of them.")
+    if out is not None:
+        out = rundir.check_out(out)
     saved = None
     if resume:
         saved = rundir.read_config(out)
@@ -191,41 +214,53 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     state = {"params": params, "opt_state": opt.init(params), "key": key,
              "epoch": jnp.zeros((), jnp.int32)}
     state = jax.tree.map(put, state)
+    setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
+                   config.check_every, TOLERANCE["float32"], ds.task)
+    epoch_fn = _compile(_epoch_function(setup, batch_sharding, replicated))
+    # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
+    # the run directory is touched.
+    jax.eval_shape(epoch_fn, state["params"], state["opt_state"], state["key"],
+                   jnp.zeros((), jnp.int32), data_dev)
 
-    # Everything is checked before the run directory is touched.
-    manager, history, start = None, [], 0
-    if out is not None:
-        if resume:
-            out = rundir.open_for_resume(out, config.as_dict())
-        else:
-            out = rundir.create(out, config.as_dict())
-        manager = rundir.checkpoint_manager(out)
-    try:
-        if resume:
-            start, state = rundir.restore_latest(manager, state)
-            history = rundir.read_metrics(out, upto_epoch=start)
-            rundir.rewrite_metrics(out, history)
-        elif manager is not None:
-            rundir.save(manager, 0, state)
-        params = _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager,
-                      (batch_sharding, replicated), progress)
-    finally:
-        if manager is not None:
-            manager.close()
-    return TrainResult(params, history, config, net, ds, out, n_dev)
+    history, start, restored = [], 0, None
+    if out is None:
+        params = _run(config, ds, setup, epoch_fn, state, start, history, data_dev, None, None,
+                      progress)
+        return TrainResult(params, history, config, net, ds, None, n_dev)
+    with rundir.lock(out):
+        checkpoints = None
+        try:
+            if resume:
+                restored = rundir.restore_latest(out, state)
+                if restored.epoch is not None:
+                    start, state = restored.epoch, restored.state
+                    history = rundir.read_metrics(out, upto_epoch=start)
+                rundir.open_for_resume(out, config.as_dict(), start=start)
+                restored.quarantined = rundir.move_aside(out, [e for e, _ in restored.skipped])
+                rundir.rewrite_metrics(out, history)
+                if restored.skipped or restored.epoch is None:
+                    warnings.warn(f"{out}: {restored.message()}", CheckpointWarning, stacklevel=2)
+            else:
+                rundir.create(out, config.as_dict(), force=force)
+            checkpoints = rundir.Checkpoints(out, asynchronous=ASYNC_CHECKPOINTS)
+            if start == 0:
+                checkpoints.save(0, state)
+            params = _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out,
+                          checkpoints, progress)
+        finally:
+            if checkpoints is not None:
+                checkpoints.close()
+    return TrainResult(params, history, config, net, ds, out, n_dev, restored)
 
 
-def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager, shardings,
+def _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out, checkpoints,
          progress):
     """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
     checkpoints; return the final parameters."""
     from tqdm import tqdm
 
-    setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
-                   config.check_every, TOLERANCE["float32"], ds.task)
-    epoch_fn = _compile(_epoch_function(setup, *shardings))
     params, opt_state, key = state["params"], state["opt_state"], state["key"]
-    last_saved = start if manager is not None else None
+    last_saved = start if checkpoints is not None else None
     bar = tqdm(total=config.epochs, initial=start, disable=not progress, unit="epoch",
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
     try:
@@ -244,9 +279,8 @@ def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manag
             if out is not None:
                 rundir.append_metrics(out, row)
                 if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                    rundir.save(manager, epoch, {"params": params, "opt_state": opt_state,
-                                                 "key": key, "epoch": jnp.asarray(epoch,
-                                                                                  jnp.int32)})
+                    checkpoints.save(epoch, {"params": params, "opt_state": opt_state,
+                                             "key": key, "epoch": jnp.asarray(epoch, jnp.int32)})
                     last_saved = epoch
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
@@ -263,16 +297,20 @@ def _number(value, task, name):
     """A metric as a float, or ``None`` for an accuracy in regression."""
     if name.endswith("accuracy") and task == "regression":
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None  # JSON has no NaN: written as null
 
 
 def _postfix(row):
     """The progress bar's summary of an epoch's metrics."""
-    post = {"loss": f"{row['loss']:.4f}"}
+    def fmt(v, digits=4):
+        return "nan" if v is None else f"{v:.{digits}f}"
+
+    post = {"loss": fmt(row["loss"])}
     if row.get("test_accuracy") is not None:
-        post.update(train=f"{row['train_accuracy']:.3f}", test=f"{row['test_accuracy']:.3f}")
+        post.update(train=fmt(row["train_accuracy"], 3), test=fmt(row["test_accuracy"], 3))
     else:
-        post.update(test_loss=f"{row['test_loss']:.4f}")
+        post.update(test_loss=fmt(row["test_loss"]))
     return post
 
 
@@ -285,9 +323,13 @@ def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history,
     report = None
     if not np.all(status["finite"]):
         names = [n for n, ok in zip(_leaf_names(params), status["finite"]) if not ok]
+        lower = f"{config.lr / 10:g}"
+        again = (f"fbackprop train --out {out} --resume --lr {lower} (fb.train(out=..., "
+                 f"resume=True, lr={lower}))" if out is not None else
+                 f"train again with --lr {lower} (fb.train(..., lr={lower}))")
         msg = (f"training stopped at {where}: non-finite values in {', '.join(names)}. "
                f"The learning rate ({config.optimizer}, lr={config.lr:g}) may be too large; "
-               f"lower --lr.")
+               f"lower --lr: {again}.")
     else:
         # Locate the wrong rule with the gradient checker, in float64, at the very batch that
         # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
