@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from .inputs import require_finite
+
 __all__ = ["Dataset", "TASKS", "DATASETS", "load", "check_labels", "digits", "mnist1d", "xor",
            "sine", "logistic2d"]
 
@@ -102,7 +104,15 @@ def _validated(ds: Dataset) -> Dataset:
             raise ValueError(f"x_{split} must be an array (n, ...) with n ≥ 1 matching y_{split}; "
                              f"received x_{split} of shape {np.shape(x)} and y_{split} of shape "
                              f"{np.shape(y)}.")
+    for split, x in (("train", ds.x_train), ("test", ds.x_test)):
+        require_finite(np.asarray(x, np.float64), f"x_{split}",
+                       fix=f"Dataset.x_{split} holds NaN or inf; remove or replace those examples "
+                           f"before training.")
     if ds.task == "regression":
+        for split, y in (("train", ds.y_train), ("test", ds.y_test)):
+            require_finite(np.asarray(y, np.float64), f"y_{split}",
+                           fix=f"Dataset.y_{split} holds NaN or inf; remove or replace those "
+                               f"targets before training.")
         return ds._replace(y_train=np.asarray(ds.y_train, np.float32).reshape(len(ds.y_train), -1),
                            y_test=np.asarray(ds.y_test, np.float32).reshape(len(ds.y_test), -1))
     n = ds.n_classes

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
-from .inputs import as_float_input, require_params, require_target, require_tree_like
+from .inputs import (as_float_input, require_finite, require_params, require_target,
+                     require_tree_like)
 from .layers.base import Layer
 
 __all__ = ["Network", "serial", "forward", "backward", "loss_fn", "manual_grad",
@@ -103,8 +104,18 @@ def forward(net: Network, params, x) -> tuple:
       ``(a_0 = x, a_1, …, a_L)``.
     """
     activations = [x]
-    for layer, p in zip(net.layers, params):
-        activations.append(layer.apply(p, activations[-1]))  # a_l = f p_l a_{l−1}
+    for l, (layer, p) in enumerate(zip(net.layers, params)):
+        try:
+            a = layer.apply(p, activations[-1])  # a_l = f p_l a_{l−1}
+        except (TypeError, ValueError) as err:
+            if l == 0:
+                raise
+            raise ValueError(
+                f"layer {l} ({layer.name}) cannot take the output of layer {l - 1} "
+                f"({net.layers[l - 1].name}), of shape {tuple(jnp.shape(activations[-1]))}: "
+                f"{str(err).rstrip('.')}. The layers' widths must chain: each layer's input size must equal the "
+                f"output size of the layer before it.") from err
+        activations.append(a)
     return tuple(activations)
 
 
@@ -163,11 +174,17 @@ def batch_mean_cost(cost, y, a):
       A scalar.
     """
     per_vector = cost.C(y, a)  # shape a.shape[:-1]
+    if tuple(jnp.shape(per_vector)) != tuple(a.shape[:-1]):
+        raise ValueError(f"cost {cost.name!r}: C(y, a) must return one cost per output vector, "
+                         f"shape {tuple(a.shape[:-1])} for a of shape {tuple(a.shape)}, received "
+                         f"shape {tuple(jnp.shape(per_vector))}. Reduce over the last axis only "
+                         f"(e.g. jnp.sum(..., axis=-1)).")
     return jnp.mean(jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1))
 
 
 def _prepare(net, cost, params, x, y):
     x = as_float_input(x, net.input_shape)
+    require_finite(x, "x")  # concrete arrays only: nothing under jit
     require_params(net, params)
     activations = forward(net, params, x)
     y = require_target(y, activations[-1], cost_name=cost.name)
@@ -234,7 +251,12 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
         activations, y = _prepare(net, cost, params, x, y)
         a_L = activations[-1]
         # d_L = D(C y) a_L, averaged over the batch (the loss is the batch mean).
-        d_L = cost.D(y, a_L) / a_L.shape[0]
+        d_L = cost.D(y, a_L)
+        if tuple(jnp.shape(d_L)) != tuple(a_L.shape):
+            raise ValueError(f"cost {cost.name!r}: D(y, a) must return ∂C/∂a with the shape of a, "
+                             f"{tuple(a_L.shape)}, received shape {tuple(jnp.shape(d_L))}. Return "
+                             f"one derivative per output entry.")
+        d_L = d_L / a_L.shape[0]
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
         return Backprop(batch_mean_cost(cost, y, a_L), grads, deltas, activations)
 

@@ -139,5 +139,6 @@ def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
         hidden=None if model_is_network else hidden,
         check_every=require_positive_int(cfg["check_every"], "check_every", fix="E.g. 10."),
         checkpoint_every=require_positive_int(
-            cfg["checkpoint_every"] or max(1, cfg["epochs"] // 20), "checkpoint_every",
-            fix="E.g. 1."))
+            max(1, cfg["epochs"] // 20) if cfg["checkpoint_every"] is None
+            else cfg["checkpoint_every"], "checkpoint_every",
+            fix="E.g. --checkpoint-every 1 (leave it out for epochs // 20)."))

@@ -292,9 +292,13 @@ def lock(out) -> _Lock:
     import fcntl
 
     out = pathlib.Path(out).absolute()
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise ValueError(f"out must be a directory this process can create and write, received "
+                         f"{out}: {err.strerror}. Choose another --out.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
