@@ -262,3 +262,25 @@ def test_kills_at_random_moments_resume_bit_identically(tmp_path):
     rows = [json.loads(line) for line in (out / rundir.METRICS).read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 7))
     assert [r["loss"] for r in rows] == [r["loss"] for r in reference.history]
+
+
+def test_a_network_failing_at_trace_time_writes_nothing(tmp_path):
+    net = fb.mlp([2, 4, 1], output_activation="identity")
+
+    def broken(*args):
+        raise ValueError("my D_param is unfinished")
+
+    net = fb.serial(net.layers[0]._replace(D_param=broken), net.layers[1], input_shape=(2,))
+    with pytest.raises(ValueError, match="my D_param is unfinished"):
+        fb.train(net, "xor", epochs=1, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_run_names_are_unique_within_a_second(tmp_path, monkeypatch):
+    from fbackprop.commands import train as command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(command.time, "strftime", lambda fmt: "20260101-000000")
+    names = {command._default_out() for _ in range(3)}
+    assert names == {pathlib.Path("runs/20260101-000000"), pathlib.Path("runs/20260101-000000-2"),
+                     pathlib.Path("runs/20260101-000000-3")}

@@ -149,12 +149,10 @@ def test_non_finite_loss_stops_and_the_last_checkpoint_loads(tmp_path):
     assert "params[0]['W']" in msg or "loss" in msg
     assert stop.last_checkpoint == stop.epoch - 1 and "lower --lr" in msg
     assert f"fbackprop train --out {tmp_path / 'run'} --resume --lr 1e+19" in msg
-    manager = rundir.checkpoint_manager(tmp_path / "run")
     net = training.build_model("mlp", fb.data.xor())
     params = net.init(jax.random.PRNGKey(0))
     like = {"params": params, "opt_state": optax.sgd(1.0).init(params),
             "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}
-    manager.close()
     restored = rundir.restore_latest(tmp_path / "run", like)
     epoch, state = restored.epoch, restored.state
     assert epoch == stop.last_checkpoint and not restored.skipped
