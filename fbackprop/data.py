@@ -28,8 +28,10 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["Dataset", "TASKS", "DATASETS", "SEQUENCE_DATASETS", "load", "check_labels", "digits", "mnist1d", "xor",
-           "sine", "logistic2d", "modadd", "text", "one_hot", "decode"]
+from .inputs import require_finite
+
+__all__ = ["Dataset", "TASKS", "DATASETS", "SEQUENCE_DATASETS", "load", "check_labels", "digits",
+           "mnist1d", "xor", "sine", "logistic2d", "modadd", "text", "one_hot", "decode"]
 
 TASKS = ("classification", "binary", "regression", "sequence")
 
@@ -124,7 +126,15 @@ def _validated(ds: Dataset) -> Dataset:
                              f"{np.shape(y)}.")
     if ds.task == "sequence":
         return _validated_sequence(ds)
+    for split, x in (("train", ds.x_train), ("test", ds.x_test)):
+        require_finite(np.asarray(x, np.float64), f"x_{split}",
+                       fix=f"Dataset.x_{split} holds NaN or inf; remove or replace those examples "
+                           f"before training.")
     if ds.task == "regression":
+        for split, y in (("train", ds.y_train), ("test", ds.y_test)):
+            require_finite(np.asarray(y, np.float64), f"y_{split}",
+                           fix=f"Dataset.y_{split} holds NaN or inf; remove or replace those "
+                               f"targets before training.")
         return ds._replace(y_train=np.asarray(ds.y_train, np.float32).reshape(len(ds.y_train), -1),
                            y_test=np.asarray(ds.y_test, np.float32).reshape(len(ds.y_test), -1))
     n = ds.n_classes

@@ -23,8 +23,8 @@ import numpy as np
 
 __all__ = ["require_int", "require_positive_int", "require_positive_ints", "require_number",
            "require_choice", "require_callable", "lookup", "as_float_input", "as_network_input",
-           "require_target",
-           "require_tree_like", "require_params", "shape_str"]
+           "require_target", "require_tree_like", "require_params", "shape_str", "require_bool",
+           "require_finite", "require_target_values", "is_concrete"]
 
 
 def _say(who: str, argument: str, expected: str, received, fix: str = "") -> str:
@@ -139,6 +139,13 @@ def require_choice(value, valid, argument: str, *, who: str = "", fix: str = "",
                      f"{', '.join(map(repr, valid))}." + (f" {fix}" if fix else ""))
 
 
+def require_bool(value, argument: str, *, who: str = "", fix: str = "") -> bool:
+    """``value`` as a Python bool (Python or NumPy bools only: ``"no"`` or ``0`` are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(_say(who, argument, "True or False", value, fix))
+    return bool(value)
+
+
 def require_callable(value, argument: str, *, expected: str, who: str = ""):
     """``value`` if it is callable, else ``TypeError`` saying what was ``expected``."""
     if not callable(value):
@@ -182,10 +189,13 @@ def as_float_input(x, input_shape=None, *, argument: str = "x"):
     Returns:
       ``x`` as a JAX/NumPy array.
     """
+    if x is None:
+        raise TypeError(f"{argument} must be an array of floats, shape (batch, ...), received "
+                        f"None. Pass the input batch.")
     if not hasattr(x, "dtype"):
         try:
             x = jnp.asarray(x)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise TypeError(f"{argument} must be an array of floats, received "
                             f"{type(x).__name__}.") from err
     if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -193,6 +203,9 @@ def as_float_input(x, input_shape=None, *, argument: str = "x"):
             f"{argument} must be a floating-point array, received dtype {x.dtype}. "
             f"Convert it first, e.g. {argument}.astype(jnp.float32) (or float64 for checks)."
         )
+    if x.ndim >= 1 and x.shape[0] == 0:
+        raise ValueError(f"{argument} must hold at least one example, received an empty batch "
+                         f"of shape {tuple(x.shape)}. Pass a batch with one or more rows.")
     if input_shape is None:
         if x.ndim < 1:
             raise ValueError(f"{argument} needs a leading batch axis, received a scalar.")
@@ -285,7 +298,87 @@ def require_target(y, a, *, cost_name: str):
     if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
             or y.dtype == jnp.bool_):
         raise TypeError(f"y must be numeric, received dtype {y.dtype}.")
+    require_target_values(y, cost_name)
     return y.astype(a.dtype)
+
+
+def is_concrete(value) -> bool:
+    """True for an array with values (not a tracer under ``jit``/``grad``/``vmap``)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _first_bad(bad: np.ndarray):
+    return tuple(int(i) for i in np.argwhere(bad)[0])
+
+
+def require_finite(tree, argument: str, *, fix: str = ""):
+    """Raise ``ValueError`` naming the first non-finite element of any floating leaf of
+    ``tree`` (NaN or ±inf). Only concrete arrays are inspected (tracers under ``jit`` pass
+    untouched), so inside compiled code this costs nothing.
+
+    Args:
+      tree: an array or a pytree of arrays.
+      argument: its name in messages (the leaf's path is appended).
+      fix: how to correct it.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    for path, leaf in flat:
+        if not is_concrete(leaf) or not hasattr(leaf, "dtype") or \
+                not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            continue
+        if bool(jnp.all(jnp.isfinite(leaf))):
+            continue
+        a = np.asarray(leaf)
+        idx = _first_bad(~np.isfinite(a)) if a.ndim else ()
+        value = a[idx] if a.ndim else a
+        name = argument + jax.tree_util.keystr(path)
+        raise ValueError(f"{name} must be finite, received {value} at index {idx} "
+                         f"({int(np.sum(~np.isfinite(a)))} non-finite of {a.size}). "
+                         + (fix or "Remove or replace the non-finite values (e.g. "
+                                   "np.nan_to_num), or find where they were produced."))
+
+
+# What each cost's targets must be: per cost, (test on a NumPy array → bad entries, expected, fix).
+_IN_01 = (lambda y: (y < 0) | (y > 1))
+_TARGETS = {
+    "softmax_cross_entropy": (
+        [_IN_01, lambda y: np.abs(np.sum(y, -1, keepdims=True) - 1) > 1e-3],
+        "rows of probabilities (entries in [0, 1] summing to 1, e.g. one-hot)",
+        "One-hot encode class labels with jax.nn.one_hot(labels, n_classes)."),
+    "sigmoid_cross_entropy": (
+        [_IN_01], "entries in [0, 1] (one 0/1 label per output, or a probability)",
+        "Use 0/1 labels per output."),
+    "logistic": (
+        [lambda y: (y != -1) & (y != 1)], "labels −1 or +1",
+        "Map 0/1 labels to ±1 with y = 2 * labels - 1."),
+}
+
+
+def require_target_values(y, cost_name: str):
+    """Check the values of concrete targets ``y`` for the cost ``cost_name``: probability rows
+    for softmax cross-entropy, [0, 1] entries for sigmoid cross-entropy, ±1 for the logistic
+    loss; finite for every cost. Tracers (under ``jit``) pass untouched.
+
+    Raises:
+      ValueError: naming the first bad entry, the expected values and the fix.
+    """
+    if not is_concrete(y):
+        return
+    require_finite(y, "y")
+    rule = _TARGETS.get(cost_name)
+    if rule is None:
+        return
+    tests, expected, fix = rule
+    a = np.asarray(y, np.float64)
+    for test in tests:
+        bad = np.broadcast_to(test(a), a.shape)
+        if not bad.any():
+            continue
+        idx = _first_bad(bad)
+        row = a[idx[:-1]] if a.ndim > 1 else a
+        raise ValueError(f"y for cost {cost_name!r} must hold {expected}, received "
+                         f"{a[idx]:g} at index {idx} (row {np.array2string(row, precision=3)}, "
+                         f"sum {np.sum(row):g}). {fix}")
 
 
 def require_tree_like(got, expected, *, what: str, fix: str):
@@ -314,6 +407,16 @@ def _param_spec(net):
 
 
 def require_params(net, params):
-    """Check that ``params`` has the structure and leaf shapes of ``net.init(key)``."""
-    require_tree_like(params, _param_spec(net), what="params",
+    """Check that ``params`` has the structure, leaf shapes and floating dtypes of
+    ``net.init(key)``, and (concrete arrays only) finite values."""
+    spec = _param_spec(net)
+    require_tree_like(params, spec, what="params",
                       fix="Build parameters with net.init(key), or keep the structure it returns.")
+    for (path, leaf), e in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                               jax.tree.leaves(spec)):
+        dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(e.dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"params{jax.tree_util.keystr(path)} must be floating point, "
+                            f"received dtype {dtype}: gradients of integer parameters are "
+                            f"meaningless. Convert them, e.g. jax.tree.map(lambda a: a.astype(jnp.float32), params).")
+    require_finite(params, "params")

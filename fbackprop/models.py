@@ -23,7 +23,7 @@ from .layers.dense import dense
 from .layers.gru import gru_layer
 from .layers.lstm import lstm_layer
 from .layers.pool import flatten, max_pool, mean_pool
-from .inputs import require_choice, require_positive_int, require_positive_ints
+from .inputs import require_bool, require_choice, require_positive_int, require_positive_ints
 from .layers.recurrent import require_output, rnn_layer
 from .network import Network, backprop, dag
 
@@ -58,6 +58,7 @@ def mlp(sizes, activation="sigmoid", output_activation=None, bias: bool = True) 
         raise ValueError(f"mlp: sizes must hold at least two positive ints (input width, then "
                          f"each layer's width), received {tuple(sizes)!r}.")
     sizes = widths
+    bias = require_bool(bias, "bias", who="mlp", fix="Pass bias=False for a bias-free network.")
     hidden = get_activation(activation)
     out = hidden if output_activation is None else get_activation(
         output_activation, argument="output_activation")

@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
-from .inputs import as_network_input, require_params, require_target, require_tree_like
+from .inputs import (as_network_input, require_finite, require_params, require_target,
+                     require_tree_like)
 from .layers.base import Layer
 
 __all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "loss_fn",
@@ -254,7 +255,18 @@ def forward(net: Network, params, x, *, offsets=None) -> tuple:
     """
     activations = [x]
     for i, (layer, key, sources) in enumerate(zip(net.layers, net.keys, net.sources)):
-        a = layer.apply(params[key], _gather(activations, sources))  # a_l = f p_l a_{l−1}
+        inputs = _gather(activations, sources)
+        try:
+            a = layer.apply(params[key], inputs)  # a_l = f p_l a_{l−1}
+        except (TypeError, ValueError) as err:
+            if all(s == 0 for s in sources):
+                raise
+            raise ValueError(
+                f"{_node_label(net, i)} ({layer.name}) cannot take the output of "
+                f"{' and '.join('x' if k == 0 else _node_label(net, k - 1) for k in sources)}, "
+                f"of shape {jax.tree.map(jnp.shape, inputs)}: {str(err).rstrip('.')}. The layers' widths "
+                f"must chain: each layer's input size must equal the output size of the layer "
+                f"that feeds it.") from err
         activations.append(a if offsets is None else a + offsets[i])
     return tuple(activations)
 
@@ -364,6 +376,11 @@ def batch_mean_cost(cost, y, a, mask=None):
       A scalar.
     """
     per_vector = cost.C(y, a)  # shape a.shape[:-1]
+    if tuple(jnp.shape(per_vector)) != tuple(a.shape[:-1]):
+        raise ValueError(f"cost {cost.name!r}: C(y, a) must return one cost per output vector, "
+                         f"shape {tuple(a.shape[:-1])} for a of shape {tuple(a.shape)}, received "
+                         f"shape {tuple(jnp.shape(per_vector))}. Reduce over the last axis only "
+                         f"(e.g. jnp.sum(..., axis=-1)).")
     per_example = jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1)
     if mask is None:
         return jnp.mean(per_example)
@@ -373,6 +390,10 @@ def batch_mean_cost(cost, y, a, mask=None):
 def _output_delta(cost, y, a_L, mask):
     """d_L = D(C y) a_L / batch, the delta of the batch-mean loss (zero on masked rows)."""
     D = cost.D(y, a_L)
+    if tuple(jnp.shape(D)) != tuple(a_L.shape):
+        raise ValueError(f"cost {cost.name!r}: D(y, a) must return ∂C/∂a with the shape of a, "
+                         f"{tuple(a_L.shape)}, received shape {tuple(jnp.shape(D))}. Return "
+                         f"one derivative per output entry.")
     if mask is None:
         return D / a_L.shape[0]
     return D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask)
@@ -380,6 +401,7 @@ def _output_delta(cost, y, a_L, mask):
 
 def _prepare(net, cost, params, x, y):
     x = as_network_input(x, net.input_shape, net.input_vocab)
+    require_finite(x, "x")  # concrete arrays only: nothing under jit
     require_params(net, params)
     activations = forward(net, params, x)
     y = require_target(y, activations[-1], cost_name=cost.name)

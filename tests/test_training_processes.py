@@ -37,10 +37,11 @@ def _like():
 
 
 def _restore(out, epoch=None):
+    if epoch is None:
+        restored = rundir.restore_latest(out, _like())
+        return restored.epoch, restored.state
     manager = rundir.checkpoint_manager(out)
     try:
-        if epoch is None:
-            return rundir.restore_latest(manager, _like())
         return epoch, rundir.restore(manager, epoch, _like())
     finally:
         manager.close()

@@ -55,12 +55,16 @@ def add_parser(subparsers):
     p.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default 0)")
     p.add_argument("--checkpoint-every", type=int,
                    help="epochs between checkpoints (default: epochs // 20, at least 1)")
-    p.add_argument("--out", type=pathlib.Path,
+    p.add_argument("--out",
                    help="run directory (default runs/<date>-<time>); refuses one that holds a run")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last complete checkpoint")
+                   help="continue the run in --out from its newest verified checkpoint; --lr, "
+                        "--epochs and --checkpoint-every may change")
+    p.add_argument("--force", action="store_true",
+                   help="replace the run saved in --out (its config, metrics, plot and "
+                        "checkpoints are deleted)")
     p.add_argument("--features-per-step", type=int,
-                   help="rnn/lstm on 1-D signals: samples per time step (default: the data "
+                   help="rnn/lstm/gru on 1-D signals: samples per time step (default: the data "
                         "set's, 8 for mnist1d: 5 steps of 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
@@ -80,24 +84,41 @@ def _quiet_third_party_logs():
 
 
 def _default_out() -> pathlib.Path:
+    """A new directory ``runs/<date>-<time>[-i]``, claimed by creating it (``mkdir`` fails if
+    another process took the name first, even within the same second)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    pathlib.Path("runs").mkdir(exist_ok=True)
     out, i = pathlib.Path("runs") / stamp, 1
-    while out.exists():
-        i += 1
-        out = pathlib.Path("runs") / f"{stamp}-{i}"
-    return out
+    while True:
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            i += 1
+            out = pathlib.Path("runs") / f"{stamp}-{i}"
 
 
 def run(args) -> int:
-    from ..training import TrainingStopped, train
+    import warnings
+
+    from ..training import CheckpointWarning, TrainingStopped, train
 
     if args.resume and args.out is None:
         print("fbackprop train: error: --resume needs --out DIR, the directory of the run to "
               "continue.", file=sys.stderr)
         return 2
+    if args.resume and args.force:
+        print("fbackprop train: error: --resume continues the run in --out and --force replaces "
+              "it; pass one of them.", file=sys.stderr)
+        return 2
     if not args.verbose:
         _quiet_third_party_logs()
-    out = args.out if args.out is not None else _default_out()
+    try:
+        out = args.out if args.out is not None else _default_out()
+    except OSError as err:
+        print(f"fbackprop train: error: cannot create the run directory under runs/ ({err}); pass "
+              f"--out DIR.", file=sys.stderr)
+        return 2
     print(f"fbackprop train: run directory {out}{' (resuming)' if args.resume else ''}",
           flush=True)
     import jax
@@ -108,12 +129,15 @@ def run(args) -> int:
     d = device_info(devices, len(devices))
     print(f"device: {d['platform']} ({d['name']}) × {d['count']}", flush=True)
     try:
-        result = train(args.model, args.data, mode=args.mode, optimizer=args.optimizer,
-                       lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                       grad=args.grad, seed=args.seed, hidden=args.hidden,
-                       check_every=args.check_every, checkpoint_every=args.checkpoint_every,
-                       features_per_step=args.features_per_step, out=out, resume=args.resume,
-                       progress=not args.no_progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # printed below, from the result
+            result = train(args.model, args.data, mode=args.mode, optimizer=args.optimizer,
+                           lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+                           grad=args.grad, seed=args.seed, hidden=args.hidden,
+                           check_every=args.check_every,
+                           checkpoint_every=args.checkpoint_every,
+                           features_per_step=args.features_per_step, out=out,
+                           resume=args.resume, force=args.force, progress=not args.no_progress)
     except KeyboardInterrupt:
         print(f"\nfbackprop train: interrupted. Checkpoints up to the last saved epoch are in "
               f"{out}; continue with:\n  fbackprop train --out {out} --resume", file=sys.stderr)
@@ -123,7 +147,11 @@ def run(args) -> int:
         return 1
     except (ValueError, TypeError) as err:
         print(f"fbackprop train: error: {err}", file=sys.stderr)
+        if args.out is None and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the default directory claimed above, still empty
         return 2
+    if result.restored is not None:
+        print(f"fbackprop train: {result.restored.message()}", flush=True)
     c, last = result.config, result.history[-1] if result.history else None
     print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}, batch {c.batch_size}, "
           f"{c.epochs} epochs, {c.grad} gradients"

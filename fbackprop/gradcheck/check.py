@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..costs import get_cost
-from ..inputs import (as_network_input, require_callable, require_int, require_number,
-                      require_params, require_target)
+from ..inputs import (as_network_input, require_callable, require_finite, require_int,
+                      require_number, require_params, require_target)
 from ..network import Network, astype
 from .fd import fd_inputs, fd_settings, fd_summary
 from .kinks import KINK_TOL, mark_kinks, resample_away_from_kinks
@@ -141,9 +141,11 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
     kink_tol = require_number(kink_tol, "kink_tol", minimum=0)
     rng = np.random.default_rng(seed)
     with precision_for(dtype):
+        require_params(net, params)  # floating, finite, shaped like net.init's
         params = astype(params, jnp.dtype(dtype))
-        require_params(net, params)
         x = as_network_input(x, net.input_shape, net.input_vocab)
+        require_finite(x, "x", fix="fb.check needs finite inputs: a NaN or inf input makes every "
+                                   "layer's comparison meaningless. Clean the batch first.")
         x = x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(x)
         y = require_target(y, jax.eval_shape(net.apply, params, x), cost_name=cost.name)
         plan, V, rand_idx = fd_inputs(fd, params, rng)

@@ -14,10 +14,11 @@ The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays th
 """
 from . import rundir
 from .config import GRADS, MODES, TrainConfig
-from .loop import TrainingStopped, TrainResult, device_info, load_run, train
+from .loop import CheckpointWarning, TrainingStopped, TrainResult, device_info, load_run, train
 from .optim import OPTIMIZERS, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 
-__all__ = ["train", "TrainResult", "TrainingStopped", "load_run", "device_info", "TrainConfig", "gordon_gd",
+__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
+           "device_info", "TrainConfig", "gordon_gd",
            "make_optimizer", "build_model", "shape_inputs", "targets", "MODES", "GRADS",
            "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir"]

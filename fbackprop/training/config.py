@@ -17,7 +17,7 @@ __all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainCon
 
 MODES = ("online", "offline", "minibatch")
 GRADS = ("manual", "autodiff", "checked")
-RECURRENT = ("rnn", "lstm")  # families that read a signal as a sequence of steps
+RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence of steps
 
 # Defaults: global ones, then per data set (an explicit argument always wins). MNIST-1D's follow
 # Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000). Its recurrent
@@ -150,8 +150,9 @@ def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
         hidden=None if model_is_network else hidden,
         check_every=require_positive_int(cfg["check_every"], "check_every", fix="E.g. 10."),
         checkpoint_every=require_positive_int(
-            cfg["checkpoint_every"] or max(1, cfg["epochs"] // 20), "checkpoint_every",
-            fix="E.g. 1."),
+            max(1, cfg["epochs"] // 20) if cfg["checkpoint_every"] is None
+            else cfg["checkpoint_every"], "checkpoint_every",
+            fix="E.g. --checkpoint-every 1 (leave it out for epochs // 20)."),
         features_per_step=features)
 
 

@@ -21,6 +21,7 @@ across devices.
 from __future__ import annotations
 
 import functools
+import math
 import pathlib
 import time
 import warnings
@@ -42,7 +43,8 @@ from .epoch import _batch_at, _Setup, _compile, _epoch_function, _leaf_names
 from .optim import make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 
-__all__ = ["train", "TrainResult", "TrainingStopped", "load_run", "device_info"]
+__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
+           "device_info"]
 
 
 class TrainingStopped(RuntimeError):
@@ -83,6 +85,9 @@ class TrainResult(NamedTuple):
       devices: how many devices each batch was split across.
       device: where it ran: ``{"platform": "cpu" | "gpu" | "tpu", "name": the device kind,
         "count": devices used}`` (see :func:`device_info`).
+      restored: on resume, the :class:`~fbackprop.training.rundir.Restored` account: the epoch
+        resumed from (``None``: from scratch) and the checkpoints skipped, with the reason for
+        each; ``None`` for a new run.
     """
 
     params: Any
@@ -93,6 +98,7 @@ class TrainResult(NamedTuple):
     out: Any
     devices: int
     device: Optional[dict] = None
+    restored: Any = None
 
 
 def device_info(devices, count: int) -> dict:
@@ -109,6 +115,14 @@ def device_info(devices, count: int) -> dict:
     first = list(devices)[0]
     return {"platform": first.platform, "name": str(getattr(first, "device_kind", first)),
             "count": int(count)}
+
+
+class CheckpointWarning(UserWarning):
+    """A resume skipped damaged or incomplete checkpoints, or found none and started over."""
+
+
+# orbax's asynchronous checkpointing: a save returns once the arrays are on the host.
+ASYNC_CHECKPOINTS = True
 
 
 def _placement(devices, batch_size):
@@ -128,7 +142,8 @@ def _placement(devices, batch_size):
 
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
-          checkpoint_every=None, features_per_step=None, out=None, resume=False, devices=None,
+          checkpoint_every=None, features_per_step=None, out=None, resume=False, force=False,
+          devices=None,
           progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
@@ -159,7 +174,10 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       features_per_step: ``"rnn"``/``"lstm"`` on 1-D signals: samples read per time step
         (default: the data set's, 8 for MNIST-1D, else 1).
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
-      resume: continue the run in ``out`` from its last complete checkpoint.
+      resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
+        with its saved settings when it has none); ``lr``, ``epochs`` and ``checkpoint_every``
+        may change on resume (recorded in the ``"history"`` of ``config.json``).
+      force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
         size divides evenly).
       progress: show a progress bar.
@@ -172,12 +190,18 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     Raises:
       TrainingStopped: a loss, gradient or parameter became non-finite, or a checked gradient
         diverged.
-      ValueError: a bad setting, a run directory that already holds a run, or a resume whose
-        settings differ from the saved ones; nothing is written in these cases.
+      ValueError: a bad setting, a run directory that already holds a run (without ``force``),
+        a run directory in use by another process, or a resume whose settings differ from the
+        saved ones; nothing is written in these cases.
       TypeError: ``model`` is neither a name nor a network.
     """
     if resume and out is None:
         raise ValueError("resume=True needs out: the directory of the run to continue.")
+    if resume and force:
+        raise ValueError("resume=True and force=True contradict each other: resume continues the "
+                         "run in out, force replaces it. Pass one of them.")
+    if out is not None:
+        out = rundir.check_out(out)
     saved = None
     if resume:
         saved = rundir.read_config(out)
@@ -217,30 +241,46 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     state = {"params": params, "opt_state": opt.init(params), "key": key,
              "epoch": jnp.zeros((), jnp.int32)}
     state = jax.tree.map(put, state)
+    setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
+                   config.check_every, TOLERANCE["float32"], ds.task)
+    epoch_fn = _compiled_epoch(setup, (batch_sharding, replicated), _compile)
+    # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
+    # the run directory is touched.
+    jax.eval_shape(epoch_fn, state["params"], state["opt_state"], state["key"],
+                   jnp.zeros((), jnp.int32), data_dev)
 
-    # Everything is checked before the run directory is touched.
-    manager, history, start = None, [], 0
-    if out is not None:
-        saved_config = {**config.as_dict(), "device": device}
-        if resume:
-            out = rundir.open_for_resume(out, saved_config, may_differ=("epochs", "device"))
-        else:
-            out = rundir.create(out, saved_config)
-        manager = rundir.checkpoint_manager(out)
-    try:
-        if resume:
-            start, state = rundir.restore_latest(manager, state)
-            history = rundir.read_metrics(out, upto_epoch=start)
-            rundir.rewrite_metrics(out, history)
-        elif manager is not None:
-            rundir.save(manager, 0, state)
-        params = _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager,
-                      (batch_sharding, replicated), progress, device)
-    finally:
-        if manager is not None:
-            manager.close()
+    history, start, restored = [], 0, None
+    saved_config = {**config.as_dict(), "device": device}
+    if out is None:
+        params = _run(config, ds, setup, epoch_fn, state, start, history, data_dev, None, None,
+                      progress, device)
+        _warn_if_near_chance(history, ds, config)
+        return TrainResult(params, history, config, net, ds, None, n_dev, device)
+    with rundir.lock(out):
+        checkpoints = None
+        try:
+            if resume:
+                restored = rundir.restore_latest(out, state)
+                if restored.epoch is not None:
+                    start, state = restored.epoch, restored.state
+                    history = rundir.read_metrics(out, upto_epoch=start)
+                rundir.open_for_resume(out, saved_config, start=start)
+                restored.quarantined = rundir.move_aside(out, [e for e, _ in restored.skipped])
+                rundir.rewrite_metrics(out, history)
+                if restored.skipped or restored.epoch is None:
+                    warnings.warn(f"{out}: {restored.message()}", CheckpointWarning, stacklevel=2)
+            else:
+                rundir.create(out, saved_config, force=force)
+            checkpoints = rundir.Checkpoints(out, asynchronous=ASYNC_CHECKPOINTS)
+            if start == 0:
+                checkpoints.save(0, state)
+            params = _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out,
+                          checkpoints, progress, device)
+        finally:
+            if checkpoints is not None:
+                checkpoints.close()
     _warn_if_near_chance(history, ds, config)
-    return TrainResult(params, history, config, net, ds, out, n_dev, device)
+    return TrainResult(params, history, config, net, ds, out, n_dev, device, restored)
 
 
 def _warn_if_near_chance(history, ds, config):
@@ -291,11 +331,10 @@ def load_run(path):
     opt = make_optimizer(config.optimizer, config.lr)
     like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
             "epoch": jnp.zeros((), jnp.int32)}
-    manager = rundir.checkpoint_manager(pathlib.Path(path))
-    try:
-        _, state = rundir.restore_latest(manager, like)
-    finally:
-        manager.close()
+    restored = rundir.restore_latest(pathlib.Path(path), like)
+    if restored.epoch is None:
+        raise ValueError(f"load_run: {path} holds no readable checkpoint ({restored.message()}).")
+    state = restored.state
     return net, state["params"], config
 
 
@@ -308,17 +347,14 @@ def _compiled_epoch(setup, shardings, compile_fn):
     return compile_fn(_epoch_function(setup, *shardings))
 
 
-def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manager, shardings,
+def _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out, checkpoints,
          progress, device):
     """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
     checkpoints; return the final parameters."""
     from tqdm import tqdm
 
-    setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
-                   config.check_every, TOLERANCE["float32"], ds.task)
-    epoch_fn = _compiled_epoch(setup, shardings, _compile)
     params, opt_state, key = state["params"], state["opt_state"], state["key"]
-    last_saved = start if manager is not None else None
+    last_saved = start if checkpoints is not None else None
     bar = tqdm(total=config.epochs, initial=start, disable=not progress, unit="epoch",
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
     try:
@@ -338,9 +374,8 @@ def _run(config, net, cost, opt, ds, state, start, history, data_dev, out, manag
             if out is not None:
                 rundir.append_metrics(out, row)
                 if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                    rundir.save(manager, epoch, {"params": params, "opt_state": opt_state,
-                                                 "key": key, "epoch": jnp.asarray(epoch,
-                                                                                  jnp.int32)})
+                    checkpoints.save(epoch, {"params": params, "opt_state": opt_state,
+                                             "key": key, "epoch": jnp.asarray(epoch, jnp.int32)})
                     last_saved = epoch
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
@@ -357,16 +392,20 @@ def _number(value, task, name):
     """A metric as a float, or ``None`` for an accuracy in regression."""
     if name.endswith("accuracy") and task == "regression":
         return None
-    return float(value)
+    value = float(value)
+    return value if math.isfinite(value) else None  # JSON has no NaN: written as null
 
 
 def _postfix(row):
     """The progress bar's summary of an epoch's metrics."""
-    post = {"loss": f"{row['loss']:.4f}"}
+    def fmt(v, digits=4):
+        return "nan" if v is None else f"{v:.{digits}f}"
+
+    post = {"loss": fmt(row["loss"])}
     if row.get("test_accuracy") is not None:
-        post.update(train=f"{row['train_accuracy']:.3f}", test=f"{row['test_accuracy']:.3f}")
+        post.update(train=fmt(row["train_accuracy"], 3), test=fmt(row["test_accuracy"], 3))
     else:
-        post.update(test_loss=f"{row['test_loss']:.4f}")
+        post.update(test_loss=fmt(row["test_loss"]))
     return post
 
 
@@ -379,9 +418,13 @@ def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history,
     report = None
     if not np.all(status["finite"]):
         names = [n for n, ok in zip(_leaf_names(params), status["finite"]) if not ok]
+        lower = f"{config.lr / 10:g}"
+        again = (f"fbackprop train --out {out} --resume --lr {lower} (fb.train(out=..., "
+                 f"resume=True, lr={lower}))" if out is not None else
+                 f"train again with --lr {lower} (fb.train(..., lr={lower}))")
         msg = (f"training stopped at {where}: non-finite values in {', '.join(names)}. "
                f"The learning rate ({config.optimizer}, lr={config.lr:g}) may be too large; "
-               f"lower --lr.")
+               f"lower --lr: {again}.")
     else:
         # Locate the wrong rule with the gradient checker, in float64, at the very batch that
         # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the

@@ -1,0 +1,174 @@
+"""Every bad input an adversarial user tried: a TypeError/ValueError naming the argument, what was
+expected, what was received and the fix; and the values wrongly refused before are accepted."""
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import fbackprop as fb
+from fbackprop import data as datasets
+from fbackprop.training import rundir
+
+pytestmark = pytest.mark.float32
+
+NET = fb.mlp([2, 4, 3], output_activation="identity")
+PARAMS = NET.init(jax.random.PRNGKey(0))
+X = np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2)
+Y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]]
+NET1 = fb.mlp([2, 4, 1], output_activation="identity")
+PARAMS1 = NET1.init(jax.random.PRNGKey(0))
+
+
+def _grad(net=NET, cost="softmax_cross_entropy"):
+    return fb.manual_grad(net, cost)
+
+
+def _with(a, index, value):
+    a = np.array(a)
+    a[index] = value
+    return a
+
+
+def _leaf(params, value):
+    return jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(value), params)
+
+
+def _wrong_cost():
+    cost = fb.Cost("mine", lambda y, a: jnp.sum(y * a), lambda y, a: a - y)
+    return _grad(cost=cost)(PARAMS, X, Y)
+
+
+def _bad_data(split, value):
+    ds = datasets.xor()
+    key = f"x_{split}"
+    return fb.train("mlp", ds._replace(**{key: _with(getattr(ds, key), (3, 1), value)}),
+                    epochs=1)
+
+
+BAD = [
+    # (id, call, error, message)
+    ("empty batch", lambda: _grad()(PARAMS, X[:0], Y[:0]), ValueError,
+     r"x must hold at least one example, received an empty batch of shape \(0, 2\)"),
+    ("x None", lambda: _grad()(PARAMS, None, Y), TypeError,
+     r"x must be an array of floats.*received None"),
+    ("widths do not chain", lambda: fb.serial(*NET.layers[:1], *NET1.layers[:1]).apply(
+        fb.serial(*NET.layers[:1], *NET1.layers[:1]).init(jax.random.PRNGKey(0)), X),
+     ValueError, r"layer 1 \(dense\(2→4.*cannot take the output of layer 0.*shape \(5, 4\).*"
+                 r"widths must chain"),
+    ("NaN input, fb.check", lambda: fb.check(NET, "softmax_cross_entropy", PARAMS,
+                                             _with(X, (1, 1), np.nan), Y),
+     ValueError, r"x must be finite, received nan at index \(1, 1\).*Clean the batch"),
+    ("inf input, manual_grad", lambda: _grad()(PARAMS, _with(X, (2, 0), np.inf), Y),
+     ValueError, r"x must be finite, received inf at index \(2, 0\)"),
+    ("NaN target", lambda: _grad()(PARAMS, X, _with(Y, (4, 2), np.nan)), ValueError,
+     r"y must be finite, received nan at index \(4, 2\)"),
+    ("NaN parameter", lambda: _grad()(_leaf(PARAMS, np.nan), X, Y), ValueError,
+     r"params\[0\]\['W'\] must be finite, received nan at index \(0, 0\)"),
+    ("inf parameter, fb.check", lambda: fb.check(NET, "softmax_cross_entropy",
+                                                 _leaf(PARAMS, np.inf), X, Y),
+     ValueError, r"params\[0\]\['W'\] must be finite, received inf"),
+    ("int params, fb.check", lambda: fb.check(NET, "softmax_cross_entropy",
+                                              jax.tree.map(lambda a: a.astype(jnp.int32), PARAMS),
+                                              X, Y),
+     TypeError, r"params\[0\]\['W'\] must be floating point, received dtype int32.*astype"),
+    ("int params, manual_grad", lambda: _grad()(
+        jax.tree.map(lambda a: a.astype(jnp.int32), PARAMS), X, Y), TypeError,
+     r"must be floating point, received dtype int32"),
+    ("softmax CE, y = 2·one_hot", lambda: _grad()(PARAMS, X, 2 * Y), ValueError,
+     r"'softmax_cross_entropy' must hold rows of probabilities.*received 2 at index \(0, 0\)"
+     r".*jax.nn.one_hot"),
+    ("softmax CE, negative entries", lambda: _grad()(PARAMS, X, Y - 0.25), ValueError,
+     r"rows of probabilities.*received -0.25 at index \(0, 1\)"),
+    ("softmax CE, rows not summing to 1", lambda: _grad()(PARAMS, X, Y * 0.5), ValueError,
+     r"rows of probabilities.*sum 0.5"),
+    ("sigmoid CE, y = 3", lambda: _grad(cost="sigmoid_cross_entropy")(PARAMS, X, 3 * Y),
+     ValueError, r"'sigmoid_cross_entropy' must hold entries in \[0, 1\].*received 3"),
+    ("logistic, labels {0, 1}", lambda: _grad(NET1, "logistic")(
+        PARAMS1, X, np.array([[0], [1], [1], [0], [1]], np.float32)), ValueError,
+     r"'logistic' must hold labels −1 or \+1, received 0 at index \(0, 0\).*2 \* labels - 1"),
+    ("custom Cost of the wrong shape", _wrong_cost, ValueError,
+     r"cost 'mine': C\(y, a\) must return one cost per output vector, shape \(5,\).*"
+     r"received shape \(\).*axis=-1"),
+    ("bias='no'", lambda: fb.mlp([2, 3], bias="no"), TypeError,
+     r"mlp: bias must be True or False, received 'no'"),
+    ("seed -1", lambda: fb.train("mlp", "xor", seed=-1), ValueError,
+     r"seed must be an int ≥ 0.*received -1. E.g. --seed 0"),
+    ("checkpoint_every 0", lambda: fb.train("mlp", "xor", checkpoint_every=0), ValueError,
+     r"checkpoint_every must be a positive int, received 0"),
+    ("NaN in training data", lambda: _bad_data("train", np.nan), ValueError,
+     r"x_train must be finite, received nan at index \(3, 1\).*Dataset.x_train"),
+    ("inf in test data", lambda: _bad_data("test", np.inf), ValueError,
+     r"x_test must be finite, received inf at index \(3, 1\)"),
+    ("out ''", lambda: fb.train("mlp", "xor", out=""), ValueError,
+     r"out must name a directory, received an empty path"),
+    ("out not a path", lambda: fb.train("mlp", "xor", out=3), TypeError,
+     r"out must be a directory path.*received int"),
+    ("resume and force", lambda: fb.train("mlp", "xor", out="x", resume=True, force=True),
+     ValueError, r"contradict each other"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_is_named_with_the_fix(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_out_under_a_file_or_unwritable(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"lies under the file .*file. Choose a path"):
+        fb.train("mlp", "xor", epochs=1, out=tmp_path / "file" / "run")
+    with pytest.raises(ValueError, match=r"out must be a directory, received .*which is a file"):
+        fb.train("mlp", "xor", epochs=1, out=tmp_path / "file")
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if not __import__("os").access(locked, __import__("os").W_OK):  # not as root
+            with pytest.raises(ValueError, match=r"out must be a writable directory"):
+                fb.train("mlp", "xor", epochs=1, out=locked / "run")
+        with pytest.raises(ValueError, match=r"this process can create and write"):
+            rundir.lock(pathlib.Path("/proc/no-such-run"))
+    finally:
+        locked.chmod(0o700)
+
+
+def test_cli_refuses_an_empty_out(capsys):
+    from fbackprop import cli
+
+    assert cli.main(["train", "--data", "xor", "--out", ""]) == 2
+    assert "out must name a directory, received an empty path" in capsys.readouterr().err
+
+
+def test_a_rule_raising_anything_becomes_a_failing_row():
+    layer = NET.layers[0]
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    net = fb.serial(layer._replace(D_param=broken), NET.layers[1])
+    report = fb.check(net, "softmax_cross_entropy", PARAMS, X, Y)
+    assert not report.ok and report.failing_layers == (0,)
+    assert "raised RuntimeError: boom" in report.failure_message() or \
+        "RuntimeError" in str(report)
+
+
+# --- values that were wrongly refused --------------------------------------------------------
+
+def test_numpy_and_jax_scalars_are_accepted():
+    result = fb.train("mlp", "xor", lr=np.float32(3e-3), epochs=np.int64(1),
+                      seed=jnp.asarray(2), batch_size=np.int32(16))
+    assert result.config.lr == pytest.approx(3e-3) and result.config.epochs == 1
+    assert fb.mlp(np.array([4, 8, 3])).input_shape == (4,)
+    assert fb.mlp([2, 3], bias=np.bool_(False)).name.endswith("no bias)")
+
+
+def test_valid_targets_pass():
+    probs = np.full((5, 3), 1 / 3, np.float32)
+    assert _grad()(PARAMS, X, probs) is not None
+    assert _grad(NET1, "logistic")(PARAMS1, X, np.array([[1], [-1], [1], [1], [-1]],
+                                                         np.float32)) is not None
+    # under jit the values are tracers: nothing is checked there, nothing is refused
+    jax.jit(_grad())(PARAMS, X, Y)

@@ -1,0 +1,286 @@
+"""Fault injection: SIGKILL at seeded random moments, damaged checkpoints and metrics, a second
+process on the same run. Each fault ends in the outcome docs/TRAINING.md documents: a resume
+bit-identical to an uninterrupted run, a fallback that says what it skipped, or an error naming
+the file — never silence."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fbackprop as fb
+from fbackprop import training
+from fbackprop.data import xor
+from fbackprop.training import rundir
+
+pytestmark = pytest.mark.float32  # the trainer's float32, as in the CLI processes compared
+
+EPOCHS = 4
+SETTINGS = dict(data="xor", epochs=EPOCHS, checkpoint_every=1)
+
+
+def _like():
+    """A state shaped like the xor run's: what checkpoints are restored into."""
+    params = training.build_model("mlp", xor()).init(jax.random.PRNGKey(0))
+    return {"params": params, "opt_state": optax.adam(1.0).init(params),
+            "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}
+
+
+def _equal(a, b):
+    return all(np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished xor run (checkpoints of epochs 2, 3, 4 kept) and its final state."""
+    out = tmp_path_factory.mktemp("faults") / "run"
+    fb.train("mlp", out=out, **SETTINGS)
+    restored = rundir.restore_latest(out, _like())
+    assert restored.epoch == EPOCHS and not restored.skipped
+    return out, restored.state
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished[0], out)
+    return out
+
+
+def _data_file(out, epoch):
+    """The largest array-data file of a step (what orbax reads the arrays from)."""
+    return max((out / "checkpoints" / str(epoch) / "default" / "d").iterdir(),
+               key=lambda p: p.stat().st_size)
+
+
+def _truncate(out):
+    f = _data_file(out, EPOCHS)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _empty(out):
+    _data_file(out, EPOCHS).write_bytes(b"")
+
+
+def _random_bytes(out):
+    f = _data_file(out, EPOCHS)
+    b = bytearray(f.read_bytes())
+    b[len(b) // 3: len(b) // 3 + 256] = np.random.default_rng(0).bytes(256)
+    f.write_bytes(bytes(b))
+
+
+def _bit_flip(out):
+    f = _data_file(out, EPOCHS)
+    b = bytearray(f.read_bytes())
+    b[len(b) // 2] ^= 0x10
+    f.write_bytes(bytes(b))
+
+
+def _swapped_arrays(out):  # a complete, readable step holding another step's arrays
+    step = out / "checkpoints" / str(EPOCHS) / "default"
+    shutil.rmtree(step)
+    shutil.copytree(out / "checkpoints" / str(EPOCHS - 1) / "default", step)
+
+
+def _deleted_metadata(out):
+    (out / "checkpoints" / str(EPOCHS) / "default" / "_METADATA").unlink()
+
+
+def _deleted_checksum(out):  # also what a kill between orbax's rename and the checksum leaves
+    (out / "checkpoints" / str(EPOCHS) / rundir.CHECKSUM).unlink()
+
+
+def _damaged_checksum(out):
+    (out / "checkpoints" / str(EPOCHS) / rundir.CHECKSUM).write_text('{"sha256": ')
+
+
+CHECKPOINT_DAMAGE = [_truncate, _empty, _random_bytes, _bit_flip, _swapped_arrays,
+                     _deleted_metadata, _deleted_checksum, _damaged_checksum]
+
+
+@pytest.mark.parametrize("damage", CHECKPOINT_DAMAGE, ids=lambda f: f.__name__[1:])
+def test_a_damaged_step_is_skipped_with_its_reason(run, finished, damage):
+    damage(run)
+    restored = rundir.restore_latest(run, _like())
+    assert restored.epoch == EPOCHS - 1
+    assert [e for e, _ in restored.skipped] == [EPOCHS]
+    assert f"skipped epoch {EPOCHS}: " in restored.message()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_damage_anywhere_in_a_step_is_never_silent(run, finished, seed):
+    """Random bytes at a random place of a random file of the newest step: the restored state is
+    either the saved one, bit for bit, or the step is skipped."""
+    rng = np.random.default_rng(seed)
+    files = sorted(p for p in (run / "checkpoints" / str(EPOCHS)).rglob("*") if p.is_file())
+    f = files[rng.integers(len(files))]
+    b = bytearray(f.read_bytes())
+    at = int(rng.integers(max(1, len(b))))
+    b[at: at + 8] = rng.bytes(8)
+    f.write_bytes(bytes(b))
+    restored = rundir.restore_latest(run, _like())
+    if restored.epoch == EPOCHS:
+        assert _equal(restored.state, finished[1]), f"{f} damaged silently"
+    else:
+        assert restored.epoch == EPOCHS - 1 and restored.skipped[0][0] == EPOCHS
+
+
+def test_a_deleted_step_falls_back_to_the_one_before(run):
+    shutil.rmtree(run / "checkpoints" / str(EPOCHS))
+    restored = rundir.restore_latest(run, _like())
+    assert restored.epoch == EPOCHS - 1 and not restored.skipped
+
+
+def test_resume_after_damage_moves_the_step_aside_and_ends_bit_identical(run, finished):
+    _random_bytes(run)
+    with pytest.warns(training.CheckpointWarning, match=rf"from the checkpoint of epoch "
+                                                        rf"{EPOCHS - 1}; skipped epoch {EPOCHS}"):
+        result = fb.train(out=run, resume=True)
+    assert result.restored.epoch == EPOCHS - 1
+    assert [p.name.split("-")[1] for p in (run / rundir.QUARANTINE).iterdir()] == [str(EPOCHS)]
+    again = rundir.restore_latest(run, _like())  # epoch 4 saved again, and verified
+    assert again.epoch == EPOCHS and not again.skipped and _equal(again.state, finished[1])
+    rows = rundir.read_metrics(run)
+    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+
+
+def test_resume_may_change_lr_and_epochs_and_records_them(run):
+    result = fb.train(out=run, resume=True, lr=0.01, epochs=EPOCHS + 1)
+    assert result.restored.epoch == EPOCHS and len(result.history) == EPOCHS + 1
+    config = rundir.read_config(run)
+    assert config["lr"] == 0.01 and config["epochs"] == EPOCHS + 1
+    assert config["history"][-1]["at_epoch"] == EPOCHS
+    assert config["history"][-1]["changed"] == {"lr": [0.003, 0.01],
+                                                "epochs": [EPOCHS, EPOCHS + 1]}
+
+
+def test_a_deleted_config_is_refused_then_replaced_with_force(run):
+    (run / rundir.CONFIG).unlink()
+    with pytest.raises(ValueError, match=r"config.json is missing.*--force"):
+        fb.train(out=run, resume=True)
+    with pytest.raises(ValueError, match=r"already holds a training run.*--force"):
+        fb.train("mlp", "xor", epochs=1, out=run)
+    result = fb.train("mlp", "xor", epochs=1, out=run, force=True)
+    assert rundir.saved_epochs(run) == [0, 1] and len(rundir.read_metrics(run)) == 1
+    assert result.out == run
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{not json"])
+def test_a_config_that_is_not_a_json_object_is_refused(run, text):
+    (run / rundir.CONFIG).write_text(text)
+    with pytest.raises(ValueError, match=r"config.json must hold a JSON object.*--force"):
+        rundir.read_config(run)
+
+
+def test_metrics_are_read_strictly(run):
+    path = run / rundir.METRICS
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][:10] + "\n" + "\n".join(lines[2:]) + "\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a JSON line"):
+        rundir.read_metrics(run)
+    path.write_text("\n".join(lines) + "\n" + lines[0][:10])  # torn last line: a killed write
+    assert [r["epoch"] for r in rundir.read_metrics(run)] == list(range(1, EPOCHS + 1))
+    path.unlink()
+    with pytest.raises(ValueError, match=r"metrics.jsonl is missing.*epoch 4"):
+        fb.train(out=run, resume=True)
+
+
+def test_non_finite_metrics_are_written_as_null(tmp_path):
+    rundir.append_metrics(tmp_path, {"epoch": 1, "loss": float("nan"), "test_loss": float("inf")})
+    assert (tmp_path / rundir.METRICS).read_text() == \
+        '{"epoch": 1, "loss": null, "test_loss": null}\n'
+
+
+def test_a_second_process_is_locked_out(run):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fbackprop.training import rundir; "
+                               "rundir.lock(sys.argv[1]); print('locked', flush=True); "
+                               "time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(rundir.RunLocked, match=rf"in use by another training process "
+                                                   rf"\(pid {holder.pid}\)"):
+            fb.train(out=run, resume=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    with rundir.lock(run):  # released by the kernel when the holder died
+        pass
+
+
+def test_output_files_the_run_did_not_create_are_kept(tmp_path):
+    (tmp_path / "plot.png").write_bytes(b"mine")
+    with pytest.raises(ValueError, match=r"already holds .*plot.png"):
+        fb.train("mlp", "xor", epochs=1, out=tmp_path)
+    assert (tmp_path / "plot.png").read_bytes() == b"mine"
+
+
+# --- SIGKILL at seeded random moments -------------------------------------------------------
+
+CLI = [sys.executable, "-m", "fbackprop", "train", "--data", "xor", "--epochs", "6",
+       "--checkpoint-every", "1", "--no-progress"]
+
+
+def test_kills_at_random_moments_resume_bit_identically(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(1)
+    # the first kill lands as config.json appears: before the first checkpoint
+    delays = [0.0] + list(rng.uniform(0.0, 1.5, size=2))
+    for delay in delays:
+        proc = subprocess.Popen(CLI + ["--out", str(out)] + (["--resume"] if (out / rundir.CONFIG)
+                                                               .exists() else []),
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while not (out / rundir.CONFIG).exists() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    resumed = subprocess.run(CLI + ["--out", str(out), "--resume"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout or "from scratch" in resumed.stdout
+    reference = fb.train("mlp", "xor", epochs=6, checkpoint_every=1)
+    final = rundir.restore_latest(out, _like())
+    assert final.epoch == 6 and not final.skipped
+    assert _equal(final.state["params"], reference.params)  # bit-identical
+    rows = [json.loads(line) for line in (out / rundir.METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 7))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in reference.history]
+
+
+def test_a_network_failing_at_trace_time_writes_nothing(tmp_path):
+    net = fb.mlp([2, 4, 1], output_activation="identity")
+
+    def broken(*args):
+        raise ValueError("my D_param is unfinished")
+
+    net = fb.serial(net.layers[0]._replace(D_param=broken), net.layers[1], input_shape=(2,))
+    with pytest.raises(ValueError, match="my D_param is unfinished"):
+        fb.train(net, "xor", epochs=1, out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_run_names_are_unique_within_a_second(tmp_path, monkeypatch):
+    from fbackprop.commands import train as command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(command.time, "strftime", lambda fmt: "20260101-000000")
+    names = {command._default_out() for _ in range(3)}
+    assert names == {pathlib.Path("runs/20260101-000000"), pathlib.Path("runs/20260101-000000-2"),
+                     pathlib.Path("runs/20260101-000000-3")}
