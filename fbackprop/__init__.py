@@ -20,8 +20,8 @@ from .layers import (conv, flatten, gate_params, gru_gate_params, gru_layer, lst
 from .layers import (add, causal_self_attention, concat, dropout, elementwise, embedding, gelu,
                      layer_norm, positional, residual)
 from .models import cnn, delta_norms, gru, lstm, mlp, rnn, transformer, with_dropout_key
-from .network import (Backprop, Network, astype, backprop, backward, dag, forward, loss_fn,
-                      manual_grad, serial)
+from .loss import Backprop, astype, backprop, loss_fn, manual_grad
+from .network import Network, backward, dag, forward, serial
 from .notation import D, compose, nabla, star
 from . import data
 from .training import TrainResult, TrainingStopped, load_run, train

@@ -25,7 +25,8 @@ from .layers.lstm import lstm_layer
 from .layers.pool import flatten, max_pool, mean_pool
 from .inputs import require_bool, require_choice, require_positive_int, require_positive_ints
 from .layers.recurrent import require_output, rnn_layer
-from .network import Network, backprop, dag
+from .loss import backprop
+from .network import Network, dag
 
 __all__ = ["mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms"]
 

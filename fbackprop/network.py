@@ -21,19 +21,15 @@ graph with one reader per activation, and :func:`serial` networks run through th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from .costs import get_cost
-from .inputs import (as_network_input, require_finite, require_params, require_target,
-                     require_tree_like)
+from .inputs import as_network_input, require_params, require_tree_like
 from .layers.base import Layer
 
-__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "loss_fn",
-           "manual_grad",
-           "backprop", "Backprop", "astype", "batch_mean_cost"]
+__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -359,155 +355,3 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
     if net.nodes is None:
         return tuple(grads), tuple(deltas)
     return _keyed(net, grads), {"x": deltas[0], **_keyed(net, deltas[1:])}
-
-
-def batch_mean_cost(cost, y, a, mask=None):
-    """J = the mean over the batch of the per-example cost C y a.
-
-    Args:
-      cost: a :class:`~fbackprop.Cost`.
-      y: targets, shaped like ``a``.
-      a: the network output a_L, shape (batch, …); per example the cost is summed over every
-        axis but the batch (a sequence's J = Σ_τ J^(τ), Jin eq. 28).
-      mask: optional (batch,) weights of 1 (an example) and 0 (padding): the mean is then over
-        the examples alone, padding contributing nothing.
-
-    Returns:
-      A scalar.
-    """
-    per_vector = cost.C(y, a)  # shape a.shape[:-1]
-    if tuple(jnp.shape(per_vector)) != tuple(a.shape[:-1]):
-        raise ValueError(f"cost {cost.name!r}: C(y, a) must return one cost per output vector, "
-                         f"shape {tuple(a.shape[:-1])} for a of shape {tuple(a.shape)}, received "
-                         f"shape {tuple(jnp.shape(per_vector))}. Reduce over the last axis only "
-                         f"(e.g. jnp.sum(..., axis=-1)).")
-    per_example = jnp.sum(per_vector.reshape(a.shape[0], -1), axis=1)
-    if mask is None:
-        return jnp.mean(per_example)
-    return jnp.sum(per_example * mask) / jnp.sum(mask)
-
-
-def _output_delta(cost, y, a_L, mask):
-    """d_L = D(C y) a_L / batch, the delta of the batch-mean loss (zero on masked rows)."""
-    D = cost.D(y, a_L)
-    if tuple(jnp.shape(D)) != tuple(a_L.shape):
-        raise ValueError(f"cost {cost.name!r}: D(y, a) must return ∂C/∂a with the shape of a, "
-                         f"{tuple(a_L.shape)}, received shape {tuple(jnp.shape(D))}. Return "
-                         f"one derivative per output entry.")
-    if mask is None:
-        return D / a_L.shape[0]
-    return D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask)
-
-
-def _prepare(net, cost, params, x, y):
-    x = as_network_input(x, net.input_shape, net.input_vocab)
-    require_finite(x, "x")  # concrete arrays only: nothing under jit
-    require_params(net, params)
-    activations = forward(net, params, x)
-    y = require_target(y, activations[-1], cost_name=cost.name)
-    return activations, y
-
-
-def loss_fn(net: Network, cost):
-    """The loss as a function: the mean over the batch of the per-example cost C y (f_N p x).
-
-    Args:
-      net: the network.
-      cost: a cost name (``"mse" | "sse" | "sigmoid_cross_entropy" | "softmax_cross_entropy" |
-        "logistic"``) or a :class:`~fbackprop.Cost`.
-
-    Returns:
-      ``loss(params, x, y, mask=None)`` → a scalar (``mask``: see :func:`batch_mean_cost`);
-      x of shape ``(batch, *input_shape)``, y the shape of the
-      output. ``jax.grad`` of it is the reference every hand-written gradient is checked against.
-    """
-    cost = get_cost(cost)
-
-    def loss(params, x, y, mask=None):
-        activations, y = _prepare(net, cost, params, x, y)
-        return batch_mean_cost(cost, y, activations[-1], mask)
-
-    return loss
-
-
-class Backprop(NamedTuple):
-    """Everything the manual pass computes.
-
-    Attributes:
-      loss: J, the batch mean of the per-example cost (a scalar).
-      grads: ∂J/∂params, structured like params.
-      deltas: (d_0, …, d_L), d_l = ∂J/∂a_l shaped like a_l; d_0 = ∂J/∂x (``None`` if not
-        requested); for a DAG a dict keyed by ``"x"`` and the node names.
-      activations: (a_0 = x, …, a_L); for a DAG a dict keyed like ``deltas``.
-    """
-
-    loss: Any
-    grads: Any
-    deltas: tuple
-    activations: tuple
-
-
-def backprop(net: Network, cost, *, input_grad: bool = True):
-    """The whole manual pass: forward, d_L = D(C y) a_L / batch, then Gordon's backward
-    recurrence on the hand-written rules (no autodiff).
-
-    Args:
-      net: the network.
-      cost: a cost name or :class:`~fbackprop.Cost`.
-      input_grad: also compute d_0 = ∂J/∂x (Bradbury Table 1, step 7).
-
-    Returns:
-      ``run(params, x, y, mask=None)`` → :class:`Backprop`; gradients are of the batch-mean
-      loss (over the unmasked examples when a (batch,) 0/1 ``mask`` is given).
-
-    Raises:
-      ValueError, TypeError: (from ``run``) x, y or params of the wrong shape, dtype or
-        structure, or a rule returning a wrongly shaped value.
-    """
-    cost = get_cost(cost)
-
-    def run(params, x, y, mask=None):
-        activations, y = _prepare(net, cost, params, x, y)
-        a_L = activations[-1]
-        d_L = _output_delta(cost, y, a_L, mask)  # D(C y) a_L, averaged over the batch
-        grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
-        if net.nodes is not None:
-            activations = {"x": activations[0], **_keyed(net, activations[1:])}
-        return Backprop(batch_mean_cost(cost, y, a_L, mask), grads, deltas, activations)
-
-    return run
-
-
-def manual_grad(net: Network, cost):
-    """The gradient by the hand-written rules only (no ``jax.grad``, ``jax.vjp`` or other
-    autodiff): Gordon's recurrence, Δp_l = −η · d_l · D(λv. f v a_{l−1}) p_l without the −η.
-
-    Args:
-      net: the network.
-      cost: a cost name or :class:`~fbackprop.Cost`.
-
-    Returns:
-      ``grad(params, x, y, mask=None)`` → ∂J/∂params of the batch-mean loss, structured like
-      params.
-    """
-    run = backprop(net, cost, input_grad=False)
-
-    def grad(params, x, y, mask=None):
-        return run(params, x, y, mask).grads
-
-    return grad
-
-
-def astype(tree, dtype):
-    """Cast every floating-point leaf of a pytree to ``dtype`` (e.g. params to float64).
-
-    Args:
-      tree: a pytree of arrays.
-      dtype: the floating-point dtype to cast to; integer leaves are left as they are.
-
-    Returns:
-      The cast pytree.
-    """
-    return jax.tree.map(
-        lambda t: t.astype(dtype) if jnp.issubdtype(jnp.asarray(t).dtype, jnp.floating) else t,
-        tree)

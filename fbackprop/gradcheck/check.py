@@ -24,7 +24,8 @@ import numpy as np
 from ..costs import get_cost
 from ..inputs import (as_network_input, require_callable, require_finite, require_int,
                       require_number, require_params, require_target)
-from ..network import Network, astype
+from ..loss import astype
+from ..network import Network
 from .fd import fd_inputs, fd_settings, fd_summary
 from .kinks import KINK_TOL, mark_kinks, resample_away_from_kinks
 from .numerics import FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, dtype_name, precision_for

@@ -23,7 +23,8 @@ import numpy as np
 
 from ..inputs import require_int, require_number
 from ..layers.base import Layer
-from ..network import astype, serial
+from ..loss import astype
+from ..network import serial
 from .check import _bound, _layer_rows, _tolerances
 from .fd import fd_inputs, fd_settings, fd_summary
 from .kinks import KINK_TOL, mark_kinks, resample_away_from_kinks

@@ -16,7 +16,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..network import backward, batch_mean_cost, forward, loss_fn, sweep
+from ..loss import batch_mean_cost, loss_fn
+from ..network import backward, forward, sweep
 from .fd import fd_block
 from .rules import call_rule, layer_reference, time_deltas_reference
 

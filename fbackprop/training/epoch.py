@@ -22,7 +22,8 @@ import optax
 
 from ..gradcheck import max_relative_error
 from ..costs import get_cost
-from ..network import Network, backprop, batch_mean_cost, loss_fn
+from ..loss import backprop, batch_mean_cost, loss_fn
+from ..network import Network
 
 __all__ = []  # internal to fbackprop.training
 

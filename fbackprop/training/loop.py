@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import math
-import pathlib
 import time
 import warnings
 from typing import Any, NamedTuple, Optional
@@ -34,40 +33,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import data as datasets
 from ..costs import get_cost
-from ..gradcheck import TOLERANCE, check
+from ..gradcheck import TOLERANCE
 from ..inputs import require_choice
 from ..network import Network
 from . import rundir
 from .config import TrainConfig, resolve
-from .epoch import _batch_at, _Setup, _compile, _epoch_function, _leaf_names
+from .epoch import _Setup, _compile, _epoch_function
 from .optim import make_optimizer
+from .load import load_run
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
+from .stops import TrainingStopped, stopped
 
 __all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
            "device_info"]
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped before its last epoch.
-
-    Raised by :func:`train` when a loss, gradient or parameter became non-finite, or (``grad=
-    "checked"``) the hand-written gradient diverged from ``jax.grad``. From the failing step on
-    the parameters were frozen, so nothing after it was applied.
-
-    Attributes:
-      epoch: the 1-based epoch that stopped.
-      step: the 0-based step within that epoch.
-      history: the completed epochs' metrics (one dict each).
-      last_checkpoint: the epoch of the last good checkpoint (``None`` without ``out``).
-      report: the gradient checker's :class:`~fbackprop.GradientReport` at the diverging batch,
-        in float64, naming the layer whose rule is wrong (``None`` when a non-finite value
-        stopped training).
-    """
-
-    def __init__(self, message, *, epoch, step, history, last_checkpoint, report=None):
-        super().__init__(message)
-        self.epoch, self.step, self.history = epoch, step, history
-        self.last_checkpoint, self.report = last_checkpoint, report
 
 
 class TrainResult(NamedTuple):
@@ -300,44 +278,6 @@ def _warn_if_near_chance(history, ds, config):
             RuntimeWarning, stacklevel=3)
 
 
-def load_run(path):
-    """A saved run, ready to use: its network, its last checkpoint's parameters and its config.
-
-    Args:
-      path: the run directory written by :func:`train` / ``fbackprop train --out``.
-
-    Returns:
-      ``(network, params, config)``: the :class:`~fbackprop.Network` rebuilt from the saved
-      config (a registry model family), the parameters of the newest readable checkpoint, and
-      the :class:`TrainConfig`.
-
-    Raises:
-      ValueError: the directory holds no run or no readable checkpoint, or the run trained a
-        ready-made network that cannot be rebuilt from its name.
-    """
-    saved = rundir.read_config(path)
-    fields = {k: saved[k] for k in TrainConfig.__dataclass_fields__ if k in saved}
-    if fields.get("hidden") is not None:
-        fields["hidden"] = tuple(fields["hidden"])
-    config = TrainConfig(**fields)
-    if config.model not in MODELS:
-        raise ValueError(f"load_run: {path} trained the network {config.model!r}, which is not "
-                         f"a model family ({', '.join(MODELS)}), so it cannot be rebuilt from "
-                         f"its config; build the network yourself and restore with "
-                         f"fbackprop.training.rundir.restore.")
-    ds = datasets.load(config.data)
-    net = build_model(config.model, ds, config.hidden, config.features_per_step)
-    params = net.init(jax.random.PRNGKey(config.seed))
-    opt = make_optimizer(config.optimizer, config.lr)
-    like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
-            "epoch": jnp.zeros((), jnp.int32)}
-    restored = rundir.restore_latest(pathlib.Path(path), like)
-    if restored.epoch is None:
-        raise ValueError(f"load_run: {path} holds no readable checkpoint ({restored.message()}).")
-    state = restored.state
-    return net, state["params"], config
-
-
 @functools.lru_cache(maxsize=16)
 def _compiled_epoch(setup, shardings, compile_fn):
     """The jitted epoch for ``setup``, built once per process: a second ``fb.train`` with the same
@@ -365,7 +305,7 @@ def _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out, chec
                 params, opt_state, epoch_key, jnp.asarray(epoch - 1, jnp.int32), data_dev)
             metrics, status = jax.device_get((metrics, status))
             if status["stopped"]:
-                raise _stopped(setup, config, epoch, status, params, epoch_key, data_dev,
+                raise stopped(setup, config, epoch, status, params, epoch_key, data_dev,
                                history, out, last_saved)
             row = {"epoch": epoch, **{k: _number(v, ds.task, k) for k, v in metrics.items()},
                    "seconds": round(time.perf_counter() - t0, 4),
@@ -409,36 +349,3 @@ def _postfix(row):
     return post
 
 
-def _stopped(setup, config, epoch, status, params, epoch_key, data_dev, history, out,
-             last_saved):
-    """The error for a stopped epoch: which values went non-finite, or which layers'
-    gradients differ from jax.grad (located by the gradient checker, fbackprop.check)."""
-    step = int(status["step"])
-    where = f"epoch {epoch}, step {step}"
-    report = None
-    if not np.all(status["finite"]):
-        names = [n for n, ok in zip(_leaf_names(params), status["finite"]) if not ok]
-        lower = f"{config.lr / 10:g}"
-        again = (f"fbackprop train --out {out} --resume --lr {lower} (fb.train(out=..., "
-                 f"resume=True, lr={lower}))" if out is not None else
-                 f"train again with --lr {lower} (fb.train(..., lr={lower}))")
-        msg = (f"training stopped at {where}: non-finite values in {', '.join(names)}. "
-               f"The learning rate ({config.optimizer}, lr={config.lr:g}) may be too large; "
-               f"lower --lr: {again}.")
-    else:
-        # Locate the wrong rule with the gradient checker, in float64, at the very batch that
-        # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
-        # failing layer is the one whose own rule is wrong, not merely the lowest affected one.
-        x, y = _batch_at(setup, step, epoch_key, data_dev)
-        report = check(setup.net, setup.cost, params, x, y, dtype="float64")
-        located = (f"The gradient checker locates it: {report.failure_message()}"
-                   if not report.ok else
-                   "In float64 the checker finds every layer's rules correct at this batch, so "
-                   "the divergence is float32 rounding: raise the check tolerance.")
-        msg = (f"training stopped at {where}: the hand-written gradient differs from jax.grad "
-               f"(relative error {float(status['error']):.2e} > {setup.tolerance:g}). {located}")
-    if last_saved is not None:
-        msg += (f" The last good checkpoint (epoch {last_saved}) is in "
-                f"{out / rundir.CHECKPOINTS}.")
-    return TrainingStopped(msg, epoch=epoch, step=step, history=history,
-                           last_checkpoint=last_saved, report=report)
