@@ -158,9 +158,14 @@ def test_a_rule_raising_anything_becomes_a_failing_row():
 # --- values that were wrongly refused --------------------------------------------------------
 
 def test_numpy_and_jax_scalars_are_accepted():
-    result = fb.train("mlp", "xor", lr=np.float32(3e-3), epochs=np.int64(1),
-                      seed=jnp.asarray(2), batch_size=np.int32(16))
-    assert result.config.lr == pytest.approx(3e-3) and result.config.epochs == 1
+    from fbackprop.training.config import resolve
+
+    given = dict(mode=None, optimizer=None, lr=np.float32(3e-3), epochs=np.int64(1),
+                 batch_size=np.int32(16), grad=None, seed=jnp.asarray(2), hidden=None,
+                 check_every=None, checkpoint_every=np.int16(1))
+    config = resolve(given, None, datasets.xor(), "mlp", False)
+    assert config.lr == pytest.approx(3e-3) and config.epochs == 1 and config.seed == 2
+    assert type(config.lr) is float and type(config.epochs) is int
     assert fb.mlp(np.array([4, 8, 3])).input_shape == (4,)
     assert fb.mlp([2, 3], bias=np.bool_(False)).name.endswith("no bias)")
 
@@ -172,3 +177,10 @@ def test_valid_targets_pass():
                                                          np.float32)) is not None
     # under jit the values are tracers: nothing is checked there, nothing is refused
     jax.jit(_grad())(PARAMS, X, Y)
+
+
+def test_cli_refuses_resume_with_force(tmp_path, capsys):
+    from fbackprop import cli
+
+    assert cli.main(["train", "--out", str(tmp_path), "--resume", "--force"]) == 2
+    assert "pass one of them" in capsys.readouterr().err

@@ -169,9 +169,9 @@ def require_finite(tree, argument: str, *, fix: str = ""):
         if not is_concrete(leaf) or not hasattr(leaf, "dtype") or \
                 not jnp.issubdtype(leaf.dtype, jnp.inexact):
             continue
-        if bool(jnp.all(jnp.isfinite(leaf))):
+        a = np.asarray(leaf)  # on the host: a concrete array may be closed over inside a jit
+        if np.all(np.isfinite(a)):
             continue
-        a = np.asarray(leaf)
         idx = _first_bad(~np.isfinite(a)) if a.ndim else ()
         value = a[idx] if a.ndim else a
         name = argument + jax.tree_util.keystr(path)

@@ -213,7 +213,13 @@ class Restored:
     quarantined: list
 
     def message(self) -> str:
-        """A one-paragraph account: which step was used and why the others were skipped."""
+        """Which step was used and why the others were skipped.
+
+        Returns:
+          One paragraph, e.g. ``"resumed from the checkpoint of epoch 3; skipped epoch 4:
+          checksum mismatch in ['params'][0]['W'] (the data is damaged). The skipped steps were
+          moved to DIR/quarantine."``
+        """
         used = (f"resumed from the checkpoint of epoch {self.epoch}" if self.epoch is not None
                 else "no checkpoint could be used, so the run starts from scratch")
         if not self.skipped:

@@ -59,24 +59,18 @@ def read_metrics(out, *, upto_epoch=None) -> list:
                              f"lost. Restore the file, or pass --force (force=True) without "
                              f"--resume to start the run over.")
         return []
-    text = path.read_text(errors="replace")
-    lines = text.split("\n")
-    torn_last = lines[-1] != ""  # no newline at the end: the last write was cut off
+    *lines, tail = path.read_text(errors="replace").split("\n")  # tail: after the last newline
     rows = []
-    for n, line in enumerate(lines[:-1] if not torn_last else lines, start=1):
-        if n == len(lines) and torn_last:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a torn last line: dropped on resume
-        else:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}, line {n}: not a JSON line ({err.msg}): {line[:80]!r}. "
-                                 f"The file was changed by something other than the trainer; "
-                                 f"repair or delete that line, or start the run over with "
-                                 f"--force.") from None
+    for n, line in enumerate(lines + [tail] * bool(tail), start=1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if n > len(lines):
+                break  # a torn last line (no newline after it): dropped on resume
+            raise ValueError(f"{path}, line {n}: not a JSON line ({err.msg}): {line[:80]!r}. "
+                             f"The file was changed by something other than the trainer; "
+                             f"repair or delete that line, or start the run over with "
+                             f"--force.") from None
         if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
             raise ValueError(f"{path}, line {n}: expected a JSON object with an integer "
                              f"\"epoch\", received {line[:80]!r}. Repair or delete that line, or "
