@@ -50,6 +50,16 @@ def _bound(value, argument):
     return require_number(value, argument, minimum=0, allow_none=True)
 
 
+def _settings(dtype, finite_differences, eps, directions, fd_elements, resample, tolerance,
+              fd_tolerance, kink_tol):
+    """The checked settings shared by :func:`check` and ``check_layer``: (dtype name, FD plan,
+    resampling rounds, tolerance, FD tolerance, kink tolerance)."""
+    dtype = dtype_name(dtype)
+    return (dtype, fd_settings(dtype, finite_differences, eps, directions, fd_elements),
+            require_int(resample, "resample", minimum=0), _bound(tolerance, "tolerance"),
+            _bound(fd_tolerance, "fd_tolerance"), require_number(kink_tol, "kink_tol", minimum=0))
+
+
 def _layer_rows(net, l, e, notes, tol, sums, *, in_network=True):
     """The rows of node ``l`` (layer ``l`` of a chain): its rules and probes against autodiff,
     its fused rule against autodiff and against the Euler derivatives, and, where its output
@@ -135,11 +145,9 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
                         f"received {type(net).__name__}. For a loss and gradient of your own, "
                         f"use fb.check_grad(loss, grad_fn, params, *args).")
     cost = get_cost(cost)
-    dtype = dtype_name(dtype)
-    fd = fd_settings(dtype, finite_differences, eps, directions, fd_elements)
-    resample = require_int(resample, "resample", minimum=0)
-    tolerance, fd_tolerance = _bound(tolerance, "tolerance"), _bound(fd_tolerance, "fd_tolerance")
-    kink_tol = require_number(kink_tol, "kink_tol", minimum=0)
+    dtype, fd, resample, tolerance, fd_tolerance, kink_tol = _settings(
+        dtype, finite_differences, eps, directions, fd_elements, resample, tolerance,
+        fd_tolerance, kink_tol)
     rng = np.random.default_rng(seed)
     with precision_for(dtype):
         require_params(net, params)  # floating, finite, shaped like net.init's

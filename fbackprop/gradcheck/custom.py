@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs import require_int, require_number
+from ..inputs import require_number
 from ..layers.base import Layer
 from ..loss import astype
 from ..network import serial
-from .check import _bound, _layer_rows, _tolerances
+from .check import _bound, _layer_rows, _settings, _tolerances
 from .fd import fd_inputs, fd_settings, fd_summary
 from .kinks import KINK_TOL, mark_kinks, resample_away_from_kinks
 from .numerics import FD_EPS, dtype_name, precision_for
@@ -170,11 +170,9 @@ def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
         raise TypeError(f"check_layer: layer must be an fbackprop.Layer, received "
                         f"{type(layer).__name__}. For a network use fb.check(net, cost, params, "
                         f"x, y); for a jax.custom_vjp function, fb.check_vjp(f, *args).")
-    dtype = dtype_name(dtype)
-    fd = fd_settings(dtype, finite_differences, eps, directions, fd_elements)
-    resample = require_int(resample, "resample", minimum=0)
-    tolerance, fd_tolerance = _bound(tolerance, "tolerance"), _bound(fd_tolerance, "fd_tolerance")
-    kink_tol = require_number(kink_tol, "kink_tol", minimum=0)
+    dtype, fd, resample, tolerance, fd_tolerance, kink_tol = _settings(
+        dtype, finite_differences, eps, directions, fd_elements, resample, tolerance,
+        fd_tolerance, kink_tol)
     rng = np.random.default_rng(seed)
     with precision_for(dtype):
         params, a = astype((params, jnp.asarray(a)), jnp.dtype(dtype))

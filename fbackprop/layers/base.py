@@ -33,7 +33,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
-__all__ = ["Layer", "Probes", "Params", "Activation", "Delta"]
+__all__ = ["Layer", "Probes", "Params", "Activation", "Delta", "no_params", "no_param_grad"]
 
 Params = Any       # a layer's parameter pytree p
 Activation = Any   # an array a with a leading batch axis (the layer's input or output)
@@ -59,6 +59,18 @@ class Probes(NamedTuple):
     kink_distance: Optional[Callable] = None
     time_deltas: Optional[Callable] = None
     offset_apply: Optional[Callable] = None
+
+
+def no_params(key) -> dict:
+    """``init`` of a layer without parameters: the empty dict."""
+    del key
+    return {}
+
+
+def no_param_grad(p, a, d) -> dict:
+    """``D_param`` of a layer without parameters: the empty dict, like its params."""
+    del p, a, d
+    return {}
 
 
 class _LayerFields(NamedTuple):

@@ -14,19 +14,11 @@ import jax.numpy as jnp
 
 from ..activations import get_activation
 from ..inputs import require_int, require_number
-from .base import Layer
+from .base import Layer, no_param_grad, no_params
 
 __all__ = ["add", "concat", "elementwise", "gelu", "dropout", "residual"]
 
 
-def _no_params(key):
-    del key
-    return {}
-
-
-def _no_param_grad(p, a, d):
-    del p, a, d
-    return {}
 
 
 def _require_tuple(a, n, who):
@@ -60,7 +52,7 @@ def add() -> Layer:
         del p, a
         return d, d  # ∂(a + b)/∂a = ∂(a + b)/∂b = I
 
-    return Layer(_no_params, apply, D_input, _no_param_grad, name="add")
+    return Layer(no_params, apply, D_input, no_param_grad, name="add")
 
 
 def concat(axis: int = -1) -> Layer:
@@ -92,7 +84,7 @@ def concat(axis: int = -1) -> Layer:
         return tuple(jax.lax.slice_in_dim(d, lo, hi, axis=axis % d.ndim)  # each input's slice
                      for lo, hi in zip(ends[:-1], ends[1:]))
 
-    return Layer(_no_params, apply, D_input, _no_param_grad, name=f"concat(axis={axis})")
+    return Layer(no_params, apply, D_input, no_param_grad, name=f"concat(axis={axis})")
 
 
 def elementwise(activation) -> Layer:
@@ -115,7 +107,7 @@ def elementwise(activation) -> Layer:
         del p
         return g.D(a, d)  # d ⊙ g'(a)
 
-    return Layer(_no_params, apply, D_input, _no_param_grad, name=g.name)
+    return Layer(no_params, apply, D_input, no_param_grad, name=g.name)
 
 
 def gelu() -> Layer:
@@ -163,7 +155,7 @@ def dropout(rate: float, key=None) -> Layer:
         m = scale(a)
         return d if m is None else d * m  # the mask of the forward pass
 
-    return Layer(_no_params, apply, D_input, _no_param_grad,
+    return Layer(no_params, apply, D_input, no_param_grad,
                  name=f"dropout({rate:g}{'' if key is None else ', keyed'})")
 
 

@@ -25,19 +25,11 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..inputs import require_positive_ints
-from .base import Layer, Probes
+from .base import Layer, Probes, no_param_grad, no_params
 
 __all__ = ["mean_pool", "max_pool", "flatten"]
 
 
-def _no_params(key):
-    del key
-    return {}
-
-
-def _no_param_grad(p, a, d):
-    del p, a, d
-    return {}
 
 
 def _pool_size(pool_size) -> tuple:
@@ -86,7 +78,7 @@ def _pool_layer(pool_size, kind: str, reduce, D_input, kink_distance=None) -> La
         del p
         return kink_distance(windows(a), axes)
 
-    return Layer(_no_params, apply, D_input_, _no_param_grad, name=name,
+    return Layer(no_params, apply, D_input_, no_param_grad, name=name,
                  probes=None if kink_distance is None else Probes(kink_distance=kink_distance_))
 
 
@@ -192,4 +184,4 @@ def flatten() -> Layer:
         del p
         return d.reshape(a.shape)  # Jin eq. 15: ∂J/∂S = Z⁻¹(∂J/∂z)
 
-    return Layer(_no_params, apply, D_input, _no_param_grad, name="flatten")
+    return Layer(no_params, apply, D_input, no_param_grad, name="flatten")
