@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from .activations import get_activation
 from .layers.attention import causal_self_attention
-from .layers.combinators import add, dropout as dropout_layer, residual
+from .layers.combinators import dropout as dropout_layer, residual
 from .layers.conv import conv
 from .layers.embedding import embedding, positional
 from .layers.norm import layer_norm

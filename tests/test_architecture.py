@@ -6,8 +6,6 @@ import ast
 import pathlib
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import fbackprop as fb

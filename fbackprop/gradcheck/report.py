@@ -210,8 +210,8 @@ def _render(rep: GradientReport) -> str:
             lines.append(" " * (widths[0] + 2) + "↳ " + (r.note if r.note != shown else "(same)"))
             shown = r.note
     if rep.fd and all(r.status == PASS for r in rep.rows if r.layer is None):
-        lines.append(f"three-way: hand-written, autodiff and finite differences agree on every "
-                     f"leaf and direction")
+        lines.append("three-way: hand-written, autodiff and finite differences agree on every "
+                     "leaf and direction")
     if rep.ok:
         verdict = "ok: every comparison passed" + (
             " (some rows at a kink or FD noise, see above)" if any(
