@@ -252,8 +252,9 @@ class Feed:
         self._shape = (-(-n // batch_size), batch_size)  # (steps, batch)
         self._sharding = NamedSharding(batch_sharding.mesh, PartitionSpec(None, "batch"))
         self._columns = _local_columns(self._sharding, self._shape)
+        # The mask is replicated, so that each step counts its examples without a collective.
         mask = (np.arange(self._shape[0] * batch_size) < n).reshape(self._shape)
-        self._placed["mask"] = self._global(mask.astype(np.float32))
+        self._placed["mask"] = put(mask.astype(np.float32))
 
     def _global(self, table):
         """The global array whose process-local columns are ``table[:, self._columns]``."""

@@ -94,6 +94,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             params, opt_state, status, global_step = carry
             if len(batch) == 3:  # the batch itself, brought by several processes (.distributed)
                 x, y, mask = batch
+                mask = constrain(mask, replicated)  # counted on every device, no collective
             else:  # indices into the training set, which sits whole on the device
                 idx, mask = batch
                 x = constrain(data["x_train"][idx], batch_sharding)
