@@ -41,6 +41,15 @@ class _Setup(NamedTuple):
     check_every: int
     tolerance: float
     task: str
+    n_classes: int = 0  # the vocabulary size of a "sequence" task (its targets are token ids)
+
+
+def _encode_targets(s: _Setup, y):
+    """The targets the cost reads: for a ``"sequence"`` task the token ids (batch, T) one-hot
+    encoded, an unscored position (id −1) as a zero row; other tasks' targets as they are."""
+    if s.task != "sequence":
+        return y
+    return jax.nn.one_hot(y, s.n_classes, dtype=jnp.float32)  # id −1 → a row of zeros
 
 
 def _gradient_source(net, cost, grad):
@@ -94,7 +103,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             params, opt_state, status, global_step = carry
             idx, mask = batch
             x = constrain(data["x_train"][idx], batch_sharding)
-            y = constrain(data["y_train"][idx], batch_sharding)
+            y = constrain(_encode_targets(s, data["y_train"][idx]), batch_sharding)
             loss, grads = value_and_grad(params, x, y, mask)
             updates, new_opt_state = s.optimizer.update(grads, opt_state, params)
             new_params = constrain(optax.apply_updates(params, updates), replicated)
@@ -131,11 +140,15 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
         test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
+        y_test = _encode_targets(s, data["y_test"])
         metrics = {"loss": jnp.sum(totals) / s.n_train,
-                   "test_loss": batch_mean_cost(cost, data["y_test"], test_out),
-                   "test_accuracy": _accuracy(s.task, test_out, data["y_test"]),
+                   "test_loss": batch_mean_cost(cost, y_test, test_out),
+                   "test_accuracy": _accuracy(s.task, test_out, y_test),
                    "train_accuracy": _accuracy(s.task, s.net.apply(params, data["x_train"]),
-                                               data["y_train"])}
+                                               _encode_targets(s, data["y_train"]))}
+        if s.task == "sequence":  # the cost per scored token (a language model's usual figure)
+            metrics["test_loss_per_token"] = (metrics["test_loss"] * y_test.shape[0]
+                                              / jnp.maximum(jnp.sum(y_test), 1.0))
         if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
             metrics["check_max_rel_error"] = jnp.max(errors)
         return params, opt_state, metrics, status
@@ -144,7 +157,13 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
 
 
 def _accuracy(task, out, y):
-    """Fraction of examples classified right (``nan`` for regression, which has no classes)."""
+    """Fraction of examples classified right (``nan`` for regression, which has no classes); for
+    sequences, the fraction of scored positions (one-hot rows) whose most likely token is the
+    target."""
+    if task == "sequence":
+        scored = jnp.sum(y, -1)  # 1 at a scored position, 0 elsewhere
+        right = (jnp.argmax(out, -1) == jnp.argmax(y, -1)) * scored
+        return jnp.sum(right) / jnp.maximum(jnp.sum(scored), 1.0)
     if task == "classification":
         return jnp.mean(jnp.argmax(out, -1) == jnp.argmax(y, -1))
     if task == "binary":
@@ -161,4 +180,4 @@ def _batch_at(setup, step, epoch_key, data_dev):
     """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
     perm = np.asarray(jax.random.permutation(epoch_key, setup.n_train))
     idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
-    return data_dev["x_train"][idx], data_dev["y_train"][idx]
+    return data_dev["x_train"][idx], _encode_targets(setup, data_dev["y_train"][idx])
