@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("train", "check", "errata")  # modules under fbackprop.commands, in the order --help lists them
+COMMANDS = ("train", "sample", "check", "errata")  # modules under fbackprop.commands, in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,8 @@ from fbackprop import cli, training
 from fbackprop.training import loop, registry, rundir
 from fbackprop.data import Dataset
 
+from helpers import plain_loop
+
 
 def _tiny(task, n_train=12, seed=0):
     """A small fixed data set of the given task (3 features)."""
@@ -32,28 +34,9 @@ def _tiny(task, n_train=12, seed=0):
 
 
 def _reference(ds, net, opt, batch_size, epochs, seed):
-    """Gordon's learning modes as a plain Python loop on jax.grad: each epoch shuffles with the
-    next split of the run's key, then steps through subsets of ``batch_size`` (the last one the
-    remainder)."""
-    grad = jax.grad(fb.loss_fn(net, training.COST_FOR_TASK[ds.task]))
-
-    @jax.jit
-    def step(params, state, x, y):
-        updates, state = opt.update(grad(params, x, y), state, params)
-        return optax.apply_updates(params, updates), state
-
-    x = jnp.asarray(ds.x_train)
-    y = jnp.asarray(training.targets(ds, ds.y_train))
-    init_key, key = jax.random.split(jax.random.PRNGKey(seed))
-    params = net.init(init_key)
-    state = opt.init(params)
-    for _ in range(epochs):
-        key, epoch_key = jax.random.split(key)
-        perm = np.asarray(jax.random.permutation(epoch_key, len(x)))
-        for start in range(0, len(x), batch_size):
-            idx = perm[start:start + batch_size]
-            params, state = step(params, state, x[idx], y[idx])
-    return params
+    """Gordon's learning modes as a plain Python loop on jax.grad (tests/helpers.plain_loop)."""
+    return plain_loop(net, training.COST_FOR_TASK[ds.task], ds.x_train,
+                      training.targets(ds, ds.y_train), opt, batch_size, epochs, seed)
 
 
 # (mode, optimizer, gradient source, task, batch size): every value of each axis at least once;
@@ -197,7 +180,7 @@ def _snapshot(path: pathlib.Path):
 
 
 BAD = [
-    ({"model": "transformer"}, ValueError, r"unknown model 'transformer'.*'mlp'"),
+    ({"model": "resnet"}, ValueError, r"unknown model 'resnet'.*'mlp'"),
     ({"data": "cifar"}, ValueError, r"unknown data 'cifar'.*'digits'"),
     ({"optimizer": "rmsprop"}, ValueError, r"unknown optimizer 'rmsprop'.*'adam'"),
     ({"mode": "batch"}, ValueError, r"unknown mode 'batch'.*'online'"),

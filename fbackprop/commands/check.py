@@ -22,7 +22,7 @@ from ..costs import COSTS
 from ..training.registry import MODELS as TRAINABLE
 from . import any_case
 
-# every family the trainer builds, and the graph-network families that are checked only
+# every family the trainer builds, and the residual graph network, which is checked only
 MODELS = TRAINABLE + tuple(m for m in ("residual", "transformer") if m not in TRAINABLE)
 
 

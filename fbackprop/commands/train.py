@@ -7,7 +7,7 @@ import pathlib
 import sys
 import time
 
-from ..data import DATASETS
+from ..data import DATASETS, SEQUENCE_DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS
 from ..training.registry import MODELS
 from . import any_case
@@ -26,6 +26,23 @@ def _widths(text: str):
                                          f"'none'), received {text!r}") from None
 
 
+_DATA_NAMES = (*DATASETS, *SEQUENCE_DATASETS)
+
+
+def _data(text: str) -> str:
+    """A data set name (any case) or ``text:PATH``."""
+    if text.startswith("text:"):
+        return text
+    name = any_case(_DATA_NAMES)(text)
+    if name not in _DATA_NAMES:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(_DATA_NAMES)} or text:PATH "
+                                         f"(a UTF-8 file, for --model transformer), received "
+                                         f"{text!r}")
+    return name
+
+
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "train", help="train a network with the hand-written gradients",
@@ -36,13 +53,19 @@ def add_parser(subparsers):
                     "saved run's values.")
     p.add_argument("--model", choices=MODELS, type=any_case(MODELS),
                    help="network family (default mlp)")
-    p.add_argument("--data", choices=tuple(DATASETS), type=any_case(tuple(DATASETS)),
-                   help="data set (default digits)")
+    p.add_argument("--data", type=_data, metavar="{" + ",".join(_DATA_NAMES) + ",text:PATH}",
+                   help="data set (default digits); modadd ((a + b) mod 97 as tokens) and "
+                        "text:PATH (a character-level corpus) are token sequences for --model "
+                        "transformer")
     p.add_argument("--mode", choices=MODES, type=any_case(MODES),
                    help="Gordon's learning mode: online (batch 1), offline (whole training set "
                         "per update) or minibatch (default)")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), type=any_case(tuple(OPTIMIZERS)),
-                   help="gd (Δp = −η∇, by hand), or optax's sgd, momentum, adam (default)")
+                   help="gd (Δp = −η∇, by hand), or optax's sgd, momentum, adam (default), "
+                        "adamw (Adam with decoupled weight decay; default for token sequences)")
+    p.add_argument("--weight-decay", type=float,
+                   help="adamw's decoupled weight decay λ (default: 1.0 on modadd, 0.01 on "
+                        "text, else 1e-4)")
     p.add_argument("--lr", type=float, help="learning rate η (default depends on --optimizer)")
     p.add_argument("--epochs", type=int, help="passes over the training set")
     p.add_argument("--batch-size", type=int, help="minibatch size (minibatch mode)")
@@ -52,7 +75,8 @@ def add_parser(subparsers):
     p.add_argument("--check-every", type=int, help="steps between checks with --grad checked")
     p.add_argument("--hidden", type=_widths,
                    help="hidden widths, e.g. 64,32 ('none' for no hidden layer); the state size "
-                        "for rnn/lstm")
+                        "for rnn/lstm/gru; for transformer one width per block, all equal "
+                        "(default: 128 on modadd, 128,128 on text)")
     p.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default 0)")
     p.add_argument("--checkpoint-every", type=int,
                    help="epochs between checkpoints (default: epochs // 20, at least 1)")
@@ -202,7 +226,8 @@ def run(args) -> int:
                            grad=args.grad, seed=args.seed, hidden=args.hidden,
                            check_every=args.check_every,
                            checkpoint_every=args.checkpoint_every,
-                           features_per_step=args.features_per_step, out=out,
+                           features_per_step=args.features_per_step,
+                           weight_decay=args.weight_decay, out=out,
                            resume=args.resume, force=args.force, progress=not args.no_progress)
     except DistributedError as err:
         print(f"fbackprop train: error: {err}", file=sys.stderr, flush=True)
@@ -227,7 +252,9 @@ def run(args) -> int:
     if result.restored is not None:
         print(f"fbackprop train: {result.restored.message()}", flush=True)
     c, last = result.config, result.history[-1] if result.history else None
-    print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}, batch {c.batch_size}, "
+    print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}"
+          + (f" weight decay {c.weight_decay:g}" if c.weight_decay is not None else "")
+          + f", batch {c.batch_size}, "
           f"{c.epochs} epochs, {c.grad} gradients"
           + (f", {c.features_per_step} features per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
@@ -236,9 +263,14 @@ def run(args) -> int:
         if last["test_accuracy"] is not None:
             print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% "
                   f"({len(result.data.x_test)} test examples; train "
-                  f"{100 * last['train_accuracy']:.2f}%)")
+                  f"{100 * last['train_accuracy']:.2f}%)"
+                  + (f"; test loss per token {last['test_loss_per_token']:.4f}"
+                     if last.get("test_loss_per_token") is not None else ""))
         else:
             print(f"final test loss: {last['test_loss']:.6f} ({len(result.data.x_test)} test "
                   f"examples)")
-    print(f"saved in {result.out}: config.json, metrics.jsonl, plot.png, checkpoints/")
+    vocab = ", vocab.json" if result.data.vocab is not None else ""
+    print(f"saved in {result.out}: config.json{vocab}, metrics.jsonl, plot.png, checkpoints/")
+    if vocab and c.data.startswith("text:"):
+        print(f"sample from it: fbackprop sample --out {result.out}")
     return 0

@@ -101,4 +101,4 @@ def text(path, seq_len: int = 64, seed: int = 0, *, test_fraction: float = 0.1) 
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
     return validated(Dataset(x[train], y[train], x[test], y[test], "sequence", len(vocab),
                               f"text: {file.name}, {len(corpus)} characters, {len(vocab)} distinct, "
-                              f"windows of {seq_len}", f"text:{path}", vocab))
+                              f"windows of {seq_len}", f"text:{file.resolve()}", vocab))

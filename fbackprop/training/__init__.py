@@ -8,7 +8,9 @@ The modules, each with one role:
 * :mod:`.registry` — the one list of model families, targets and costs per task;
 * :mod:`.epoch` — one epoch as one compiled function;
 * :mod:`.loop` — :func:`train`, :class:`TrainResult`, :class:`TrainingStopped`;
-* :mod:`.rundir` — config, metrics, plot and checkpoints on disk;
+* :mod:`.rundir` — config, metrics, plot and checkpoints on disk (:mod:`.vocab`: a
+  token-sequence run's vocabulary);
+* :mod:`.sampling` — text from a trained character model;
 * :mod:`.distributed` — several processes (hosts): joining them, the mesh over all their
   devices, each process's rows of each batch, process 0 writing the run directory.
 
@@ -19,8 +21,10 @@ from .config import GRADS, MODES, TrainConfig
 from .loop import CheckpointWarning, TrainingStopped, TrainResult, device_info, load_run, train
 from .optim import OPTIMIZERS, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
+from .sampling import sample_text, sample_tokens
 
 __all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
            "device_info", "TrainConfig", "gordon_gd",
            "make_optimizer", "build_model", "shape_inputs", "targets", "MODES", "GRADS",
-           "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "distributed"]
+           "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text", "sample_tokens",
+           "distributed"]

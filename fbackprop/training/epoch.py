@@ -41,6 +41,15 @@ class _Setup(NamedTuple):
     check_every: int
     tolerance: float
     task: str
+    n_classes: int = 0  # the vocabulary size of a "sequence" task (its targets are token ids)
+
+
+def _encode_targets(s: _Setup, y):
+    """The targets the cost reads: for a ``"sequence"`` task the token ids (batch, T) one-hot
+    encoded, an unscored position (id −1) as a zero row; other tasks' targets as they are."""
+    if s.task != "sequence":
+        return y
+    return jax.nn.one_hot(y, s.n_classes, dtype=jnp.float32)  # id −1 → a row of zeros
 
 
 def _gradient_source(net, cost, grad):
@@ -97,8 +106,9 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
                 mask = constrain(mask, replicated)  # counted on every device, no collective
             else:  # indices into the training set, which sits whole on the device
                 idx, mask = batch
-                x = constrain(data["x_train"][idx], batch_sharding)
-                y = constrain(data["y_train"][idx], batch_sharding)
+                x, y = data["x_train"][idx], data["y_train"][idx]
+            x = constrain(x, batch_sharding)
+            y = constrain(_encode_targets(s, y), batch_sharding)
             loss, grads = value_and_grad(params, x, y, mask)
             updates, new_opt_state = s.optimizer.update(grads, opt_state, params)
             new_params = constrain(optax.apply_updates(params, updates), replicated)
@@ -132,10 +142,14 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
         test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
+        y_test = _encode_targets(s, data["y_test"])
         metrics = {"loss": jnp.sum(totals) / s.n_train,
-                   "test_loss": batch_mean_cost(cost, data["y_test"], test_out),
-                   "test_accuracy": _accuracy(s.task, test_out, data["y_test"]),
+                   "test_loss": batch_mean_cost(cost, y_test, test_out),
+                   "test_accuracy": _accuracy(s.task, test_out, y_test),
                    "train_accuracy": _train_accuracy(s, params, data)}
+        if s.task == "sequence":  # the cost per scored token (a language model's usual figure)
+            metrics["test_loss_per_token"] = (metrics["test_loss"] * y_test.shape[0]
+                                              / jnp.maximum(jnp.sum(y_test), 1.0))
         if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
             metrics["check_max_rel_error"] = jnp.max(errors)
         return params, opt_state, metrics, status
@@ -159,14 +173,22 @@ def _train_accuracy(s, params, data):
     """Accuracy on the training set: on the whole set on the device, or, when several processes
     each brought their rows of every batch, on those batches without the padding."""
     if "x_batches" not in data:
-        return _accuracy(s.task, s.net.apply(params, data["x_train"]), data["y_train"])
+        return _accuracy(s.task, s.net.apply(params, data["x_train"]),
+                         _encode_targets(s, data["y_train"]))
     out = jax.vmap(lambda x: s.net.apply(params, x))(data["x_batches"])
-    return _accuracy(s.task, out, data["y_batches"], data["mask"])
+    return _accuracy(s.task, out, _encode_targets(s, data["y_batches"]), data["mask"])
 
 
 def _accuracy(task, out, y, mask=None):
-    """Fraction of examples classified right (``nan`` for regression, which has no classes),
-    over the examples whose ``mask`` is 1 (all by default)."""
+    """Fraction of examples classified right (``nan`` for regression, which has no classes); for
+    sequences, the fraction of scored positions (one-hot rows) whose most likely token is the
+    target. Only the examples whose ``mask`` is 1 count (all by default)."""
+    if task == "sequence":
+        scored = jnp.sum(y, -1)  # 1 at a scored position, 0 elsewhere
+        if mask is not None:
+            scored = scored * mask.reshape(mask.shape + (1,) * (scored.ndim - mask.ndim))
+        right = (jnp.argmax(out, -1) == jnp.argmax(y, -1)) * scored
+        return jnp.sum(right) / jnp.maximum(jnp.sum(scored), 1.0)
     if task == "classification":
         right = jnp.argmax(out, -1) == jnp.argmax(y, -1)
     elif task == "binary":
@@ -185,4 +207,4 @@ def _batch_at(setup, step, epoch_key, data_dev):
     """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
     perm = np.asarray(jax.random.permutation(np.asarray(epoch_key), setup.n_train))
     idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
-    return data_dev["x_train"][idx], data_dev["y_train"][idx]
+    return data_dev["x_train"][idx], _encode_targets(setup, data_dev["y_train"][idx])

@@ -8,11 +8,12 @@ import os
 import pathlib
 import tempfile
 
-__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM",
+__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM", "VOCAB",
            "atomic_write", "write_json", "fsync_dir"]
 
 CONFIG, METRICS, PLOT, CHECKPOINTS = "config.json", "metrics.jsonl", "plot.png", "checkpoints"
 QUARANTINE, LOCK, CHECKSUM = "quarantine", ".lock", "fbackprop_checksum.json"
+VOCAB = "vocab.json"  # a token-sequence run's vocabulary and window length
 
 
 def fsync_dir(path: pathlib.Path):

@@ -5,6 +5,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import data as datasets
 from . import rundir
@@ -24,7 +25,8 @@ def load_run(path):
     Returns:
       ``(network, params, config)``: the :class:`~fbackprop.Network` rebuilt from the saved
       config (a registry model family), the parameters of the newest readable checkpoint, and
-      the :class:`TrainConfig`.
+      the :class:`TrainConfig`. A token-sequence run is rebuilt from its saved vocabulary
+      (``vocab.json``), without its corpus.
 
     Raises:
       ValueError: the directory holds no run or no readable checkpoint, or the run trained a
@@ -40,10 +42,11 @@ def load_run(path):
                          f"a model family ({', '.join(MODELS)}), so it cannot be rebuilt from "
                          f"its config; build the network yourself and restore with "
                          f"fbackprop.training.rundir.restore.")
-    ds = datasets.load(config.data)
+    vocab = rundir.read_vocab(path)
+    ds = datasets.load(config.data) if vocab is None else _shapes_of(config.data, vocab)
     net = build_model(config.model, ds, config.hidden, config.features_per_step)
     params = net.init(jax.random.PRNGKey(config.seed))
-    opt = make_optimizer(config.optimizer, config.lr)
+    opt = make_optimizer(config.optimizer, config.lr, config.weight_decay)
     like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
             "epoch": jnp.zeros((), jnp.int32)}
     restored = rundir.restore_latest(pathlib.Path(path), like)
@@ -51,3 +54,11 @@ def load_run(path):
         raise ValueError(f"load_run: {path} holds no readable checkpoint ({restored.message()}).")
     state = restored.state
     return net, state["params"], config
+
+
+def _shapes_of(name: str, vocab: dict) -> datasets.Dataset:
+    """A stand-in for a token-sequence data set with the saved vocabulary and window length: all
+    that building its network needs (two all-zero windows per split)."""
+    tokens = np.zeros((2, vocab["seq_len"]), np.int32)
+    return datasets.Dataset(tokens, tokens, tokens, tokens, "sequence", len(vocab["vocab"]),
+                            f"the shapes of {name}", name, vocab["vocab"])

@@ -43,7 +43,7 @@ from .config import TrainConfig, resolve
 from .epoch import _Setup, _compile, _epoch_function
 from .optim import make_optimizer
 from .load import load_run
-from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
+from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
 from .stops import TrainingStopped, stopped
 
 __all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
@@ -125,24 +125,28 @@ def _placement(devices, batch_size):
 @multiprocess.reports_lost_peers
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
-          checkpoint_every=None, features_per_step=None, out=None, resume=False, force=False,
-          devices=None, distributed=None, progress=False) -> TrainResult:
+          checkpoint_every=None, features_per_step=None, weight_decay=None, out=None,
+          resume=False, force=False, devices=None, distributed=None,
+          progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
     The task decides the cost: softmax cross-entropy (classes), Fleuret's logistic loss (two
-    classes, y ∈ {−1, +1}), the mean squared error (regression). Every gradient is of the batch
-    mean of the per-example cost. Each epoch runs as one compiled function; on CPU a run is
+    classes, y ∈ {−1, +1}), the mean squared error (regression), softmax cross-entropy over the
+    vocabulary at every scored position (token sequences). Every gradient is of the batch mean
+    of the per-example cost. Each epoch runs as one compiled function; on CPU a run is
     bit-identical for the same settings and seed, resumed or not.
 
     Args:
       model: a name in :data:`MODELS` (default ``"mlp"``; see :func:`build_model`) or any
         :class:`~fbackprop.Network` (the data is reshaped to its ``input_shape``).
-      data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"`` (default ``"digits"``) or a
+      data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"`` (default ``"digits"``), the
+        token sequences ``"modadd"`` or ``"text:PATH"`` (for ``model="transformer"``; their
+        vocabulary is saved as ``vocab.json`` in ``out``), or a
         :class:`fbackprop.data.Dataset`.
       mode: Gordon's learning mode, ``"online"`` (one example per update), ``"offline"`` (the
         whole training set per update) or ``"minibatch"`` (subsets without replacement).
       optimizer: ``"gd"`` (Δp = −η∇φ(p), :func:`gordon_gd`), ``"sgd"``, ``"momentum"``,
-        ``"adam"``.
+        ``"adam"``, ``"adamw"``.
       lr: the learning rate η > 0.
       epochs: passes over the training set.
       batch_size: examples per update in ``"minibatch"`` mode.
@@ -153,8 +157,10 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       check_every: steps between comparisons with ``grad="checked"``.
       checkpoint_every: epochs between checkpoints (default: epochs // 20, at least 1); the
         last epoch is always saved.
-      features_per_step: ``"rnn"``/``"lstm"`` on 1-D signals: samples read per time step
-        (default: the data set's, 8 for MNIST-1D, else 1).
+      features_per_step: ``"rnn"``/``"lstm"``/``"gru"`` on 1-D signals: samples read per time
+        step (default: the data set's, 8 for MNIST-1D, else 1).
+      weight_decay: ``"adamw"``'s decoupled weight decay λ ≥ 0 (default: the data set's, 1.0
+        for modadd, else 1e-4).
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
         with its saved settings when it has none); ``lr``, ``epochs`` and ``checkpoint_every``
@@ -198,14 +204,13 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     if resume:
         saved = rundir.read_config(out)
         model = saved.get("model") if model is None and saved.get("model") in MODELS else model
-        data = saved.get("data") if data is None and saved.get("data") in datasets.DATASETS \
-            else data
-    ds = datasets.load("digits" if data is None else data)
+        data = saved.get("data") if data is None and _loadable(saved.get("data")) else data
+    ds = _load_data("digits" if data is None else data, out if resume else None)
     model = "mlp" if model is None else model
     given = {"mode": mode, "optimizer": optimizer, "lr": lr, "epochs": epochs,
              "batch_size": batch_size, "grad": grad, "seed": seed, "hidden": hidden,
              "check_every": check_every, "checkpoint_every": checkpoint_every,
-             "features_per_step": features_per_step}
+             "features_per_step": features_per_step, "weight_decay": weight_decay}
     if isinstance(model, Network):
         net, name = model, model.name
     elif isinstance(model, str):
@@ -222,21 +227,23 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
 
     n_dev, batch_sharding, replicated, put = _placement(devices, config.batch_size)
     device = device_info(jax.local_devices() if devices is None else devices, n_dev)
-    host = {"x_train": shape_inputs(ds.x_train, net.input_shape),
+    x_dtype = input_dtype(ds)
+    host = {"x_train": shape_inputs(ds.x_train, net.input_shape).astype(x_dtype),
             "y_train": targets(ds, ds.y_train),
-            "x_test": shape_inputs(ds.x_test, net.input_shape),
+            "x_test": shape_inputs(ds.x_test, net.input_shape).astype(x_dtype),
             "y_test": targets(ds, ds.y_test)}
-    feed = multiprocess.Feed({k: np.asarray(v, np.float32) for k, v in host.items()},
-                             config.batch_size, put, batch_sharding)
+    feed = multiprocess.Feed({k: np.asarray(v) for k, v in host.items()}, config.batch_size,
+                             put, batch_sharding)
 
-    opt = make_optimizer(config.optimizer, config.lr)
+    opt = make_optimizer(config.optimizer, config.lr, config.weight_decay)
     init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = net.init(init_key)
     state = {"params": params, "opt_state": opt.init(params), "key": key,
              "epoch": jnp.zeros((), jnp.int32)}
     state = jax.tree.map(put, state)
     setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
-                   config.check_every, TOLERANCE["float32"], ds.task)
+                   config.check_every, TOLERANCE["float32"], ds.task,
+                   ds.n_classes if ds.task == "sequence" else 0)
     epoch_fn = _compiled_epoch(setup, (batch_sharding, replicated), _compile)
     # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
     # the run directory is touched.
@@ -254,6 +261,7 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         checkpoints = None
         try:
             if resume:
+                rundir.check_vocab(out, ds)  # before anything is read or written
                 restored = rundir.restore_latest(out, state, agree=multiprocess.agree)
                 if restored.epoch is not None:
                     start, state = restored.epoch, restored.state
@@ -269,8 +277,12 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
                 if restored.skipped or restored.epoch is None:
                     warnings.warn(f"{out}: {restored.message()}", CheckpointWarning, stacklevel=3)
             else:
-                multiprocess.on_primary(lambda: rundir.create(out, saved_config, force=force),
-                                        "create the run directory")
+
+                def start_run():
+                    rundir.create(out, saved_config, force=force)
+                    rundir.write_vocab(out, ds)
+
+                multiprocess.on_primary(start_run, "create the run directory")
             checkpoints = rundir.Checkpoints(out, asynchronous=ASYNC_CHECKPOINTS)
             if start == 0:
                 checkpoints.save(0, state)
@@ -288,7 +300,7 @@ def _warn_if_near_chance(history, ds, config):
     chance to perfect (19% with 10 classes, 55% with 2): it did not learn."""
     if not history or history[-1].get("test_accuracy") is None:
         return
-    chance = 1.0 / (ds.n_classes if ds.task == "classification" else 2)
+    chance = 1.0 / (ds.n_classes if ds.task in ("classification", "sequence") else 2)
     accuracy = history[-1]["test_accuracy"]
     if accuracy < chance + 0.1 * (1 - chance):
         warnings.warn(
@@ -298,6 +310,22 @@ def _warn_if_near_chance(history, ds, config):
             + (", or more features per step (--features-per-step)"
                if config.features_per_step is not None else "") + ".",
             RuntimeWarning, stacklevel=4)
+
+
+def _load_data(data, resumed_out):
+    """The data set ``data``; on resume a corpus ``"text:PATH"`` is cut into windows of the
+    length the run was trained with (saved in its ``vocab.json``)."""
+    saved = rundir.read_vocab(resumed_out) if resumed_out is not None else None
+    if saved is not None and isinstance(data, str) and data.startswith("text:"):
+        return datasets.text(data[len("text:"):], saved["seq_len"])
+    return datasets.load(data)
+
+
+def _loadable(name) -> bool:
+    """Whether a saved run's data name can be loaded again by name."""
+    return isinstance(name, str) and (name in datasets.DATASETS
+                                      or name in datasets.SEQUENCE_DATASETS
+                                      or name.startswith("text:"))
 
 
 @functools.lru_cache(maxsize=16)

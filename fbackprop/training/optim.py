@@ -1,7 +1,8 @@
 """Optimizers: the hand-written gradient goes through optax.
 
 ``"gd"`` is Gordon's Δp = −η∇φ(p) written out by hand as an optax ``GradientTransformation``
-(:func:`gordon_gd`); ``"sgd"``, ``"momentum"`` (β = 0.9) and ``"adam"`` are optax's own.
+(:func:`gordon_gd`); ``"sgd"``, ``"momentum"`` (β = 0.9), ``"adam"`` and ``"adamw"`` (Adam with
+decoupled weight decay, Loshchilov & Hutter 2019) are optax's own.
 """
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import optax
 
 from ..inputs import require_choice, require_number
 
-__all__ = ["gordon_gd", "OPTIMIZERS", "LR_DEFAULTS", "make_optimizer"]
+__all__ = ["gordon_gd", "OPTIMIZERS", "LR_DEFAULTS", "WEIGHT_DECAY_DEFAULT", "make_optimizer"]
 
 # The learning rate each optimizer gets when none is given (a data set may override it).
-LR_DEFAULTS = {"gd": 0.1, "sgd": 0.1, "momentum": 0.05, "adam": 3e-3}
+LR_DEFAULTS = {"gd": 0.1, "sgd": 0.1, "momentum": 0.05, "adam": 3e-3, "adamw": 1e-3}
+# AdamW's decoupled weight decay λ when none is given (optax's default; a data set may override
+# it, as modular addition does).
+WEIGHT_DECAY_DEFAULT = 1e-4
 
 
 def gordon_gd(learning_rate: float) -> optax.GradientTransformation:
@@ -49,6 +53,7 @@ OPTIMIZERS = {
     "sgd": optax.sgd,
     "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
     "adam": optax.adam,
+    "adamw": optax.adamw,  # p ← p − η (Adam's step + λ p): the decay is not part of the gradient
 }
 
 
@@ -69,25 +74,50 @@ def check_lr(lr, optimizer: str) -> float:
                           fix=f"Try --lr {LR_DEFAULTS[optimizer]}.")
 
 
-def make_optimizer(name: str, lr: float) -> optax.GradientTransformation:
+def check_weight_decay(weight_decay, optimizer: str):
+    """The weight decay λ for ``optimizer``: a finite number ≥ 0 for ``"adamw"`` (``None``: its
+    default, :data:`WEIGHT_DECAY_DEFAULT`), ``None`` for every other optimizer.
+
+    Raises:
+      ValueError: λ given for an optimizer without decoupled weight decay, or not a finite
+        number ≥ 0.
+    """
+    if optimizer != "adamw":
+        if weight_decay is not None:
+            raise ValueError(f"weight_decay applies to the optimizer 'adamw' (decoupled weight "
+                             f"decay); received weight_decay {weight_decay!r} with optimizer "
+                             f"{optimizer!r}. Use --optimizer adamw, or drop --weight-decay.")
+        return None
+    if weight_decay is None:
+        return WEIGHT_DECAY_DEFAULT
+    return require_number(weight_decay, "the weight decay", minimum=0.0,
+                          fix=f"E.g. --weight-decay {WEIGHT_DECAY_DEFAULT:g} (0 turns it off).")
+
+
+def make_optimizer(name: str, lr: float, weight_decay=None) -> optax.GradientTransformation:
     """The optimizer ``name`` with learning rate ``lr``.
 
     Args:
       name: ``"gd"`` (Gordon's Δp = −η∇φ(p), :func:`gordon_gd`), ``"sgd"``, ``"momentum"``
-        (SGD with β = 0.9) or ``"adam"``.
+        (SGD with β = 0.9), ``"adam"`` or ``"adamw"``.
       lr: the learning rate η, a finite number > 0.
+      weight_decay: ``"adamw"`` only: the decoupled weight decay λ ≥ 0 (``None``: 1e-4); it
+        decays every parameter leaf.
 
     Returns:
       An ``optax.GradientTransformation``.
 
     Raises:
-      ValueError: unknown ``name``, or ``lr`` not a finite number > 0.
+      ValueError: unknown ``name``, ``lr`` not a finite number > 0, or a weight decay given for
+        another optimizer than ``"adamw"`` or not a finite number ≥ 0.
     """
     require_choice(name, OPTIMIZERS, "optimizer")
-    return _optimizer(name, check_lr(lr, name))
+    return _optimizer(name, check_lr(lr, name), check_weight_decay(weight_decay, name))
 
 
 @functools.lru_cache(maxsize=64)
-def _optimizer(name: str, lr: float) -> optax.GradientTransformation:
-    # one object per (name, lr): equal settings give an equal key to the compiled-epoch cache
+def _optimizer(name: str, lr: float, weight_decay) -> optax.GradientTransformation:
+    # one object per setting: equal settings give an equal key to the compiled-epoch cache
+    if weight_decay is not None:
+        return OPTIMIZERS[name](lr, weight_decay=weight_decay)
     return OPTIMIZERS[name](lr)

@@ -7,7 +7,8 @@ Network`` and a one-line description. :data:`MODELS` (its keys) feeds ``fbackpro
 
 The task of a data set decides the output width, the targets and the cost
 (:data:`COST_FOR_TASK`): softmax cross-entropy over one-hot classes, Fleuret's logistic loss for
-two classes with y ∈ {−1, +1}, the mean squared error for regression.
+two classes with y ∈ {−1, +1}, the mean squared error for regression, and for token sequences
+softmax cross-entropy over the vocabulary at every scored position (the transformer family).
 """
 from __future__ import annotations
 
@@ -18,15 +19,17 @@ import numpy as np
 
 from .. import data as datasets
 from ..inputs import require_choice
-from ..models import cnn, gru, lstm, mlp, rnn
+from ..models import cnn, gru, lstm, mlp, rnn, transformer
 from ..network import Network
 from .config import data_defaults
 
-__all__ = ["Family", "FAMILIES", "MODELS", "COST_FOR_TASK", "build_model", "shape_inputs",
-           "targets", "out_width"]
+__all__ = ["Family", "FAMILIES", "MODELS", "SEQUENCE_MODELS", "COST_FOR_TASK", "UNSCORED",
+           "build_model", "shape_inputs", "targets", "out_width", "input_dtype"]
 
 COST_FOR_TASK = {"classification": "softmax_cross_entropy", "binary": "logistic",
-                 "regression": "mse"}
+                 "regression": "mse", "sequence": "softmax_cross_entropy"}
+SEQUENCE_MODELS = ("transformer",)  # the families that read token ids and score every position
+UNSCORED = -1  # a sequence target at a position that adds nothing to the cost
 
 
 class Family(NamedTuple):
@@ -45,12 +48,16 @@ class Family(NamedTuple):
 def out_width(ds: datasets.Dataset) -> int:
     """The network's output width for ``ds``: one logit per class, one for two classes (the
     sign decides), or the width of the regression targets."""
-    if ds.task == "classification":
+    if ds.task in ("classification", "sequence"):
         return ds.n_classes
     return 1 if ds.task == "binary" else int(ds.y_train.shape[1])
 
 
 def _example(name: str, ds: datasets.Dataset, *, sequence_or_image: bool = False) -> tuple:
+    if ds.task == "sequence":
+        raise ValueError(f"model {name!r} reads features, but data {ds.name!r} holds token "
+                         f"sequences (task 'sequence'); train a sequence model on it: "
+                         f"--model {SEQUENCE_MODELS[0]}.")
     example = tuple(ds.x_train.shape[1:])
     if sequence_or_image and len(example) not in (1, 2):
         raise ValueError(f"model {name!r} needs signals (n, L) or images (n, H, W); data "
@@ -100,6 +107,21 @@ def _gru(ds, hidden) -> Network:
     return _recurrent("gru", gru, ds, hidden)
 
 
+def _transformer(ds, hidden) -> Network:
+    if ds.task != "sequence":
+        raise ValueError(f"model 'transformer' reads token sequences (task 'sequence', e.g. "
+                         f"--data modadd or --data text:PATH); data {ds.name!r} has task "
+                         f"{ds.task!r}. Pick another model (mlp, cnn, rnn, lstm, gru).")
+    hidden = data_defaults(ds.name)["hidden"] if hidden is None else tuple(hidden)
+    if len(set(hidden)) != 1:
+        raise ValueError(f"model 'transformer' takes one width per block, all equal (d_model), "
+                         f"received hidden {hidden!r}; e.g. --hidden 128,128 for two blocks of "
+                         f"width 128.")
+    d_model = hidden[0]
+    heads = 4 if d_model % 4 == 0 else 1
+    return transformer(ds.n_classes, d_model, heads, len(hidden), int(ds.x_train.shape[1]))
+
+
 FAMILIES = {
     "mlp": Family(_mlp, "flat features → the hidden ReLU layers (default: the data set's) → "
                         "identity output (logits)"),
@@ -114,6 +136,11 @@ FAMILIES = {
                    "LSTM over the same sequences as rnn; hidden is the state size (default 64)"),
     "gru": Family(_gru,
                   "GRU over the same sequences as rnn; hidden is the state size (default 64)"),
+    "transformer": Family(_transformer,
+                          "decoder-only transformer over token sequences (modadd, text:PATH): "
+                          "one entry of hidden per pre-layer-norm block, all equal to d_model "
+                          "(default: the data set's, 128 for modadd, 128,128 for text), 4 heads (1 when d_model "
+                          "is not a multiple of 4), logits over the vocabulary at every position"),
 }
 MODELS = tuple(FAMILIES)
 
@@ -127,7 +154,8 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None,
       ds: the data set; its example shape sets the input, its task the output width.
       hidden: hidden widths (a tuple; for ``"rnn"``/``"lstm"`` one state size, an int or a
         1-tuple); ``None`` for the family's default.
-      features_per_step: ``"rnn"``/``"lstm"`` on 1-D signals: samples per time step (default 1).
+      features_per_step: ``"rnn"``/``"lstm"``/``"gru"`` on 1-D signals: samples per time step
+        (default 1).
 
     Returns:
       The :class:`~fbackprop.Network`, producing logits (no output activation).
@@ -179,19 +207,36 @@ def shape_inputs(x: np.ndarray, input_shape) -> np.ndarray:
 
 
 def targets(ds: datasets.Dataset, y) -> np.ndarray:
-    """The targets the cost of ``ds``'s task expects, as float32.
+    """The targets the cost of ``ds``'s task expects: float32, or int32 token ids for sequences.
 
     Args:
       ds: the data set (its task and class count).
-      y: labels ``(n,)`` (int class indices, or 0/1 for ``"binary"``) or regression targets
-        ``(n, k)``.
+      y: labels ``(n,)`` (int class indices, or 0/1 for ``"binary"``), regression targets
+        ``(n, k)``, or for ``"sequence"`` one answer token per sequence ``(n,)`` (modadd) or the
+        next token at every position ``(n, T)`` (text).
 
     Returns:
       ``(n, n_classes)`` one-hot rows (classification), ``(n, 1)`` with y ∈ {−1, +1} (binary,
-      Fleuret's logistic loss) or ``(n, k)`` (regression); float32.
+      Fleuret's logistic loss), ``(n, k)`` (regression); float32. For sequences int32
+      ``(n, T)`` token ids, :data:`UNSCORED` (−1) at positions without a target (all but the
+      last for one answer per sequence): they are one-hot encoded batch by batch in the compiled
+      epoch, an unscored position as a zero row, whose cost and delta are zero.
     """
+    if ds.task == "sequence":
+        y = np.asarray(y, np.int32)
+        if y.ndim == 2:
+            return y
+        scored = np.full((len(y), ds.x_train.shape[1]), UNSCORED, np.int32)
+        scored[:, -1] = y  # the answer follows the last token ("=")
+        return scored
     if ds.task == "classification":
         return np.eye(ds.n_classes, dtype=np.float32)[y]  # one-hot
     if ds.task == "binary":
         return (2.0 * y - 1.0).astype(np.float32)[:, None]  # Fleuret's y ∈ {−1, +1}
     return np.asarray(y, np.float32)
+
+
+def input_dtype(ds: datasets.Dataset):
+    """The dtype the network reads ``ds``'s examples in: int32 token ids for sequences, else
+    float32."""
+    return np.int32 if ds.task == "sequence" else np.float32

@@ -3,6 +3,7 @@
 Layout of ``DIR``::
 
     config.json     the resolved training configuration, with a "history" of resumes
+    vocab.json      token-sequence runs only: the vocabulary (token i's text) and window length
     metrics.jsonl   one JSON object per epoch: epoch, loss, train/test accuracy, test loss, seconds
     plot.png        loss and accuracy against epochs
     checkpoints/    orbax-checkpoint steps, one per saved epoch (0 = the initial parameters);
@@ -36,19 +37,20 @@ import pathlib
 import shutil
 import time
 
-from .files import (CHECKPOINTS, CHECKSUM, CONFIG, LOCK, METRICS, PLOT, QUARANTINE,
+from .files import (CHECKPOINTS, CHECKSUM, CONFIG, LOCK, METRICS, PLOT, QUARANTINE, VOCAB,
                     fsync_dir as _fsync_dir, write_json as _write_json)
 from .checkpoints import (Checkpoints, Restored, checkpoint_manager, checksum, move_aside,
                           restore, restore_latest, save, saved_epochs, verify)
+from .vocab import check_vocab, read_vocab, write_vocab
 from .metrics import append_metrics, read_metrics, rewrite_metrics, write_plot
 
-__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM",
-           "RunLocked", "Restored", "Checkpoints", "check_out", "create", "read_config",
+__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM", "VOCAB",
+           "write_vocab", "read_vocab", "check_vocab", "RunLocked", "Restored", "Checkpoints", "check_out", "create", "read_config",
            "open_for_resume", "lock", "append_metrics", "read_metrics", "rewrite_metrics",
            "write_plot", "checkpoint_manager", "save", "restore", "restore_latest",
            "saved_epochs", "checksum", "verify", "move_aside", "MAY_CHANGE"]
 
-_RUN_FILES = (CONFIG, METRICS, PLOT, CHECKPOINTS, QUARANTINE)
+_RUN_FILES = (CONFIG, METRICS, PLOT, CHECKPOINTS, QUARANTINE, VOCAB)
 
 
 class RunLocked(ValueError):
@@ -105,8 +107,8 @@ def create(out, config: dict, *, force: bool = False) -> pathlib.Path:
     Args:
       out: the run directory.
       config: the resolved settings (JSON-ready).
-      force: replace a run saved there: its config, metrics, plot, checkpoints and quarantine
-        are deleted first (other files are left alone).
+      force: replace a run saved there: its config, vocabulary, metrics, plot, checkpoints and
+        quarantine are deleted first (other files are left alone).
 
     Returns:
       The absolute path of the run directory.
