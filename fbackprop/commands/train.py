@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import sys
 import time
@@ -93,7 +94,53 @@ def add_parser(subparsers):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="keep the log messages of third-party libraries (absl, orbax)")
+    g = p.add_argument_group(
+        "several processes (hosts)",
+        "Start one process per host with the same --coordinator, --num-processes and --out and "
+        "its own --process-id; each batch is split across every device of every process. --out "
+        "must be on a file system they share. See docs/DISTRIBUTED.md.")
+    g.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0, where the processes meet")
+    g.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process, 0 … N−1")
+    g.add_argument("--distributed", choices=("auto",),
+                   help="auto: let JAX read the cluster from SLURM, Open MPI or Cloud TPU")
+    g.add_argument("--heartbeat-timeout", type=int, default=30, metavar="SECONDS",
+                   help="with --coordinator: a process silent this long counts as dead and "
+                        "stops the others (default 30)")
     p.set_defaults(func=run)
+
+
+_CLUSTER_FLAGS = ("coordinator", "num_processes", "process_id")
+
+
+def _distributed(args):
+    """The ``distributed=`` argument of ``train`` from the command line.
+
+    Returns:
+      ``None`` (one process), ``"auto"``, or a ``Distributed``.
+
+    Raises:
+      ValueError: the flags are given partly, or together with --distributed auto.
+    """
+    from ..training.distributed import Distributed
+
+    flag = {f: "--" + f.replace("_", "-") for f in _CLUSTER_FLAGS}
+    given = [f for f in _CLUSTER_FLAGS if getattr(args, f) is not None]
+    if args.distributed == "auto":
+        if given:
+            raise ValueError("--distributed auto reads the cluster from the environment; "
+                             "received also " + ", ".join(flag[f] for f in given)
+                             + ". Pass one or the other.")
+        return "auto"
+    if not given:
+        return None
+    if len(given) < len(_CLUSTER_FLAGS):
+        missing = [flag[f] for f in _CLUSTER_FLAGS if f not in given]
+        raise ValueError("a multi-process run needs --coordinator, --num-processes and "
+                         "--process-id together; missing " + ", ".join(missing) + ".")
+    return Distributed(args.coordinator, args.num_processes, args.process_id,
+                       heartbeat_timeout=args.heartbeat_timeout)
 
 
 def _quiet_third_party_logs():
@@ -135,8 +182,24 @@ def run(args) -> int:
         print("fbackprop train: error: --resume continues the run in --out and --force replaces "
               "it; pass one of them.", file=sys.stderr)
         return 2
+    from ..training.distributed import DistributedError, initialize, is_primary
+
+    try:
+        distributed = _distributed(args)
+    except ValueError as err:
+        print(f"fbackprop train: error: {err}", file=sys.stderr)
+        return 2
+    if distributed is not None and args.out is None:
+        print("fbackprop train: error: a multi-process run needs --out DIR, the same directory "
+              "for every process on a file system they share.", file=sys.stderr)
+        return 2
     if not args.verbose:
         _quiet_third_party_logs()
+    try:  # join the other processes before JAX starts its devices
+        initialize(distributed)
+    except (ValueError, TypeError) as err:
+        print(f"fbackprop train: error: {err}", file=sys.stderr)
+        return 2
     try:
         out = args.out if args.out is not None else _default_out()
     except OSError as err:
@@ -151,7 +214,10 @@ def run(args) -> int:
 
     devices = jax.local_devices()
     d = device_info(devices, len(devices))
-    print(f"device: {d['platform']} ({d['name']}) × {d['count']}", flush=True)
+    print(f"device: {d['platform']} ({d['name']}) × {d['count']}"
+          + (f", process {jax.process_index()} of {jax.process_count()} "
+             f"({jax.device_count()} devices in all)" if jax.process_count() > 1 else ""),
+          flush=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CheckpointWarning)  # printed below, from the result
@@ -163,6 +229,12 @@ def run(args) -> int:
                            features_per_step=args.features_per_step,
                            weight_decay=args.weight_decay, out=out,
                            resume=args.resume, force=args.force, progress=not args.no_progress)
+    except DistributedError as err:
+        print(f"fbackprop train: error: {err}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        # JAX's exit handler would wait for the dead process at its shutdown barrier and then
+        # abort; the error is reported, so leave now.
+        os._exit(3)
     except KeyboardInterrupt:
         print(f"\nfbackprop train: interrupted. Checkpoints up to the last saved epoch are in "
               f"{out}; continue with:\n  fbackprop train --out {out} --resume", file=sys.stderr)
@@ -175,6 +247,8 @@ def run(args) -> int:
         if args.out is None and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # the default directory claimed above, still empty
         return 2
+    if not is_primary():
+        return 0  # process 0 reports the run
     if result.restored is not None:
         print(f"fbackprop train: {result.restored.message()}", flush=True)
     c, last = result.config, result.history[-1] if result.history else None
@@ -183,7 +257,8 @@ def run(args) -> int:
           + f", batch {c.batch_size}, "
           f"{c.epochs} epochs, {c.grad} gradients"
           + (f", {c.features_per_step} features per step" if c.features_per_step else "")
-          + (f", batches split across {result.devices} devices" if result.devices > 1 else ""))
+          + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
+          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
     if last is not None:
         if last["test_accuracy"] is not None:
             print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% "

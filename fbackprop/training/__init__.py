@@ -10,11 +10,13 @@ The modules, each with one role:
 * :mod:`.loop` — :func:`train`, :class:`TrainResult`, :class:`TrainingStopped`;
 * :mod:`.rundir` — config, metrics, plot and checkpoints on disk (:mod:`.vocab`: a
   token-sequence run's vocabulary);
-* :mod:`.sampling` — text from a trained character model.
+* :mod:`.sampling` — text from a trained character model;
+* :mod:`.distributed` — several processes (hosts): joining them, the mesh over all their
+  devices, each process's rows of each batch, process 0 writing the run directory.
 
 The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays the function.
 """
-from . import rundir
+from . import distributed, rundir
 from .config import GRADS, MODES, TrainConfig
 from .loop import CheckpointWarning, TrainingStopped, TrainResult, device_info, load_run, train
 from .optim import OPTIMIZERS, gordon_gd, make_optimizer
@@ -24,4 +26,5 @@ from .sampling import sample_text, sample_tokens
 __all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
            "device_info", "TrainConfig", "gordon_gd",
            "make_optimizer", "build_model", "shape_inputs", "targets", "MODES", "GRADS",
-           "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text", "sample_tokens"]
+           "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text", "sample_tokens",
+           "distributed"]

@@ -119,6 +119,10 @@ class Checkpoints:
     memory; the step's checksum file is written after orbax finalizes it (at the next save or at
     :meth:`finish`), so a step is never verified before it is complete.
 
+    Several processes: every process calls :meth:`save` (orbax coordinates them, and its wait
+    returns only once the step is complete on all of them); process 0 alone hashes the state
+    and writes the checksum files.
+
     Args:
       out: the run directory.
       asynchronous: use orbax's asynchronous checkpointing.
@@ -142,7 +146,7 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         self.finish()
-        digest = checksum(state)
+        digest = checksum(state) if jax.process_index() == 0 else None
         self.manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
         self._pending = (epoch, digest)
 
@@ -152,7 +156,8 @@ class Checkpoints:
         if self._pending is not None:
             epoch, digest = self._pending
             self._pending = None
-            _write_checksum(self.out, epoch, digest)
+            if digest is not None:
+                _write_checksum(self.out, epoch, digest)
 
     def close(self):
         """Finish the save in flight and close the manager."""
@@ -278,7 +283,7 @@ def move_aside(out, epochs) -> list:
     return moved
 
 
-def restore_latest(out, like: dict, *, quarantine: bool = False) -> Restored:
+def restore_latest(out, like: dict, *, quarantine: bool = False, agree=None) -> Restored:
     """Restore the newest verified checkpoint of the run in ``out``.
 
     Steps are tried newest first; a step is skipped when its checksum file is missing or
@@ -289,6 +294,11 @@ def restore_latest(out, like: dict, *, quarantine: bool = False) -> Restored:
       out: the run directory (or, for compatibility, an orbax manager on its checkpoints).
       like: a pytree of arrays shaped like the saved state.
       quarantine: move the skipped steps aside at once (see :func:`move_aside`).
+      agree: ``agree(epoch, reason) -> reason``, called after each step is tried (``reason``
+        ``None``: verified) and with ``(None, None)`` when none could be used; it returns the
+        verdict every process shares (:func:`fbackprop.training.distributed.agree`), so that
+        the processes of a multi-process run restore the same epoch. ``None``: this process
+        decides alone.
 
     Returns:
       A :class:`Restored`; its ``epoch`` is ``None`` when no step could be used.
@@ -305,11 +315,15 @@ def restore_latest(out, like: dict, *, quarantine: bool = False) -> Restored:
         try:
             for epoch in sorted(manager.all_steps(), reverse=True):
                 state, reason = _try_step(manager, out, epoch, like)
+                if agree is not None:
+                    reason = agree(epoch, reason)
                 if reason is None:
                     found = (epoch, state)
                     break
                 skipped.append((epoch, reason))
         finally:
             manager.close()
+    if found[0] is None and agree is not None:
+        agree(None, None)  # every process ran out of steps at the same time
     moved = move_aside(out, [e for e, _ in skipped]) if quarantine else []
     return Restored(found[0], found[1], skipped, moved)

@@ -101,9 +101,14 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
     def epoch(params, opt_state, key, epoch_index, data):
         def step(carry, batch):
             params, opt_state, status, global_step = carry
-            idx, mask = batch
-            x = constrain(data["x_train"][idx], batch_sharding)
-            y = constrain(_encode_targets(s, data["y_train"][idx]), batch_sharding)
+            if len(batch) == 3:  # the batch itself, brought by several processes (.distributed)
+                x, y, mask = batch
+                mask = constrain(mask, replicated)  # counted on every device, no collective
+            else:  # indices into the training set, which sits whole on the device
+                idx, mask = batch
+                x, y = data["x_train"][idx], data["y_train"][idx]
+            x = constrain(x, batch_sharding)
+            y = constrain(_encode_targets(s, y), batch_sharding)
             loss, grads = value_and_grad(params, x, y, mask)
             updates, new_opt_state = s.optimizer.update(grads, opt_state, params)
             new_params = constrain(optax.apply_updates(params, updates), replicated)
@@ -124,19 +129,16 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
                                              (new_params, new_opt_state), (params, opt_state))
             return (params, opt_state, status, global_step + 1), (loss * jnp.sum(mask), error)
 
-        perm = jax.random.permutation(key, s.n_train)  # subsets drawn without replacement
-        # Gordon: the last subset is what remains unused. It runs through the same step body as
-        # the others, padded to a whole batch with examples whose mask is 0 (they add nothing).
-        padded = jnp.concatenate([perm, perm[:steps_per_epoch * s.batch_size - s.n_train]])
-        mask = (jnp.arange(steps_per_epoch * s.batch_size) < s.n_train).astype(jnp.float32)
+        if "x_batches" in data:
+            batches = (data["x_batches"], data["y_batches"], data["mask"])
+        else:
+            batches = _batches(key, s.n_train, s.batch_size)
         first_step = epoch_index * steps_per_epoch
         status = {"stopped": jnp.bool_(False), "step": first_step,
                   "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
                   "error": jnp.zeros((), jnp.float32)}
         carry = (params, opt_state, status, first_step)
-        shape = (steps_per_epoch, s.batch_size)
-        carry, (totals, errors) = jax.lax.scan(step, carry,
-                                               (padded.reshape(shape), mask.reshape(shape)))
+        carry, (totals, errors) = jax.lax.scan(step, carry, batches)
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
         test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
@@ -144,8 +146,7 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
         metrics = {"loss": jnp.sum(totals) / s.n_train,
                    "test_loss": batch_mean_cost(cost, y_test, test_out),
                    "test_accuracy": _accuracy(s.task, test_out, y_test),
-                   "train_accuracy": _accuracy(s.task, s.net.apply(params, data["x_train"]),
-                                               _encode_targets(s, data["y_train"]))}
+                   "train_accuracy": _train_accuracy(s, params, data)}
         if s.task == "sequence":  # the cost per scored token (a language model's usual figure)
             metrics["test_loss_per_token"] = (metrics["test_loss"] * y_test.shape[0]
                                               / jnp.maximum(jnp.sum(y_test), 1.0))
@@ -156,19 +157,45 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
     return epoch
 
 
-def _accuracy(task, out, y):
+def _batches(key, n_train, batch_size):
+    """The minibatches of the epoch shuffled with ``key``: ``(indices, mask)``, each of shape
+    (steps, batch_size). Gordon: subsets drawn without replacement; the last subset is what
+    remains unused. It runs through the same step body as the others, padded to a whole batch
+    with examples whose mask is 0 (they add nothing)."""
+    steps = -(-n_train // batch_size)
+    perm = jax.random.permutation(key, n_train)
+    padded = jnp.concatenate([perm, perm[:steps * batch_size - n_train]])
+    mask = (jnp.arange(steps * batch_size) < n_train).astype(jnp.float32)
+    return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def _train_accuracy(s, params, data):
+    """Accuracy on the training set: on the whole set on the device, or, when several processes
+    each brought their rows of every batch, on those batches without the padding."""
+    if "x_batches" not in data:
+        return _accuracy(s.task, s.net.apply(params, data["x_train"]),
+                         _encode_targets(s, data["y_train"]))
+    out = jax.vmap(lambda x: s.net.apply(params, x))(data["x_batches"])
+    return _accuracy(s.task, out, _encode_targets(s, data["y_batches"]), data["mask"])
+
+
+def _accuracy(task, out, y, mask=None):
     """Fraction of examples classified right (``nan`` for regression, which has no classes); for
     sequences, the fraction of scored positions (one-hot rows) whose most likely token is the
-    target."""
+    target. Only the examples whose ``mask`` is 1 count (all by default)."""
     if task == "sequence":
         scored = jnp.sum(y, -1)  # 1 at a scored position, 0 elsewhere
+        if mask is not None:
+            scored = scored * mask.reshape(mask.shape + (1,) * (scored.ndim - mask.ndim))
         right = (jnp.argmax(out, -1) == jnp.argmax(y, -1)) * scored
         return jnp.sum(right) / jnp.maximum(jnp.sum(scored), 1.0)
     if task == "classification":
-        return jnp.mean(jnp.argmax(out, -1) == jnp.argmax(y, -1))
-    if task == "binary":
-        return jnp.mean((out[:, 0] > 0) == (y[:, 0] > 0))
-    return jnp.full((), jnp.nan, jnp.float32)
+        right = jnp.argmax(out, -1) == jnp.argmax(y, -1)
+    elif task == "binary":
+        right = (out[..., 0] > 0) == (y[..., 0] > 0)
+    else:
+        return jnp.full((), jnp.nan, jnp.float32)
+    return jnp.mean(right) if mask is None else jnp.sum(right * mask) / jnp.sum(mask)
 
 
 def _compile(fn):
@@ -178,6 +205,6 @@ def _compile(fn):
 
 def _batch_at(setup, step, epoch_key, data_dev):
     """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
-    perm = np.asarray(jax.random.permutation(epoch_key, setup.n_train))
+    perm = np.asarray(jax.random.permutation(np.asarray(epoch_key), setup.n_train))
     idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
     return data_dev["x_train"][idx], _encode_targets(setup, data_dev["y_train"][idx])

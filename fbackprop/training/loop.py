@@ -16,7 +16,8 @@ writes checkpoints (:mod:`.rundir`) and turns a stopped epoch into :class:`Train
 
 Several local devices: when the batch size divides evenly, each batch is split across a 1-D
 device mesh (``jax.sharding``), the parameters are replicated, and XLA averages the gradients
-across devices.
+across devices. Several processes (hosts): the same mesh over every device of every process
+(:mod:`.distributed`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from ..costs import get_cost
 from ..gradcheck import TOLERANCE
 from ..inputs import require_choice
 from ..network import Network
+from . import distributed as multiprocess
 from . import rundir
 from .config import TrainConfig, resolve
 from .epoch import _Setup, _compile, _epoch_function
@@ -107,6 +109,8 @@ def _placement(devices, batch_size):
     """``(n, batch_sharding, replicated, place)``: with several devices and a batch size they
     divide, a 1-D mesh "batch" splits each batch and replicates the rest; otherwise one device
     and no sharding constraints. ``place`` puts an array where the epoch expects it."""
+    if jax.process_count() > 1:
+        return multiprocess.placement(batch_size)
     devices = list(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must name at least one device, received an empty list.")
@@ -118,10 +122,12 @@ def _placement(devices, batch_size):
     return 1, None, None, lambda a: jax.device_put(a, devices[0])
 
 
+@multiprocess.reports_lost_peers
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
           checkpoint_every=None, features_per_step=None, weight_decay=None, out=None,
-          resume=False, force=False, devices=None, progress=False) -> TrainResult:
+          resume=False, force=False, devices=None, distributed=None,
+          progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
     The task decides the cost: softmax cross-entropy (classes), Fleuret's logistic loss (two
@@ -162,6 +168,12 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
         size divides evenly).
+      distributed: join a multi-process run first (:func:`fbackprop.training.distributed.
+        initialize`): a :class:`~fbackprop.training.distributed.Distributed` (coordinator,
+        num_processes, process_id) or a dict of its fields, or ``"auto"`` where
+        ``jax.distributed.initialize()`` detects the cluster (SLURM, Open MPI, Cloud TPU). Each
+        batch is then split across every device of every process, each process bringing its
+        rows; process 0 alone writes the run directory (see :mod:`.distributed`).
       progress: show a progress bar.
 
     ``None`` for a setting means its default, or on ``resume`` the saved value.
@@ -176,7 +188,11 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         a run directory in use by another process, or a resume whose settings differ from the
         saved ones; nothing is written in these cases.
       TypeError: ``model`` is neither a name nor a network.
+      DistributedError: another process of a multi-process run died or became unreachable.
     """
+    if multiprocess.initialize(distributed) and devices is not None:
+        raise ValueError("devices: a multi-process run splits each batch across every device of "
+                         "every process; received an explicit device list. Leave devices out.")
     if resume and out is None:
         raise ValueError("resume=True needs out: the directory of the run to continue.")
     if resume and force:
@@ -204,6 +220,7 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         raise TypeError(f"model must be a name such as 'mlp' or an fbackprop.Network, received "
                         f"{type(model).__name__}.")
     config = resolve(given, saved, ds, name, net is not None)
+    multiprocess.require_same({**config.as_dict(), "resume": resume, "force": force})
     if net is None:
         net = build_model(name, ds, config.hidden, config.features_per_step)
     cost = get_cost(COST_FOR_TASK[ds.task])
@@ -211,11 +228,12 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     n_dev, batch_sharding, replicated, put = _placement(devices, config.batch_size)
     device = device_info(jax.local_devices() if devices is None else devices, n_dev)
     x_dtype = input_dtype(ds)
-    data_dev = {"x_train": shape_inputs(ds.x_train, net.input_shape).astype(x_dtype),
-                "y_train": targets(ds, ds.y_train),
-                "x_test": shape_inputs(ds.x_test, net.input_shape).astype(x_dtype),
-                "y_test": targets(ds, ds.y_test)}
-    data_dev = {k: put(np.asarray(v)) for k, v in data_dev.items()}
+    host = {"x_train": shape_inputs(ds.x_train, net.input_shape).astype(x_dtype),
+            "y_train": targets(ds, ds.y_train),
+            "x_test": shape_inputs(ds.x_test, net.input_shape).astype(x_dtype),
+            "y_test": targets(ds, ds.y_test)}
+    feed = multiprocess.Feed({k: np.asarray(v) for k, v in host.items()}, config.batch_size,
+                             put, batch_sharding)
 
     opt = make_optimizer(config.optimizer, config.lr, config.weight_decay)
     init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -230,36 +248,45 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
     # the run directory is touched.
     jax.eval_shape(epoch_fn, state["params"], state["opt_state"], state["key"],
-                   jnp.zeros((), jnp.int32), data_dev)
+                   jnp.zeros((), jnp.int32), feed(state["key"]))
 
     history, start, restored = [], 0, None
     saved_config = {**config.as_dict(), "device": device}
     if out is None:
-        params = _run(config, ds, setup, epoch_fn, state, start, history, data_dev, None, None,
+        params = _run(config, ds, setup, epoch_fn, state, start, history, feed, None, None,
                       progress, device)
         _warn_if_near_chance(history, ds, config)
         return TrainResult(params, history, config, net, ds, None, n_dev, device)
-    with rundir.lock(out):
+    with multiprocess.lock(out):  # process 0 alone writes the run directory
         checkpoints = None
         try:
             if resume:
                 rundir.check_vocab(out, ds)  # before anything is read or written
-                restored = rundir.restore_latest(out, state)
+                restored = rundir.restore_latest(out, state, agree=multiprocess.agree)
                 if restored.epoch is not None:
                     start, state = restored.epoch, restored.state
                     history = rundir.read_metrics(out, upto_epoch=start)
-                rundir.open_for_resume(out, saved_config, start=start)
-                restored.quarantined = rundir.move_aside(out, [e for e, _ in restored.skipped])
-                rundir.rewrite_metrics(out, history)
+
+                def record():
+                    rundir.open_for_resume(out, saved_config, start=start)
+                    moved = rundir.move_aside(out, [e for e, _ in restored.skipped])
+                    rundir.rewrite_metrics(out, history)
+                    return moved
+
+                restored.quarantined = multiprocess.on_primary(record, "resume the run") or []
                 if restored.skipped or restored.epoch is None:
-                    warnings.warn(f"{out}: {restored.message()}", CheckpointWarning, stacklevel=2)
+                    warnings.warn(f"{out}: {restored.message()}", CheckpointWarning, stacklevel=3)
             else:
-                rundir.create(out, saved_config, force=force)
-                rundir.write_vocab(out, ds)
+
+                def start_run():
+                    rundir.create(out, saved_config, force=force)
+                    rundir.write_vocab(out, ds)
+
+                multiprocess.on_primary(start_run, "create the run directory")
             checkpoints = rundir.Checkpoints(out, asynchronous=ASYNC_CHECKPOINTS)
             if start == 0:
                 checkpoints.save(0, state)
-            params = _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out,
+            params = _run(config, ds, setup, epoch_fn, state, start, history, feed, out,
                           checkpoints, progress, device)
         finally:
             if checkpoints is not None:
@@ -282,7 +309,7 @@ def _warn_if_near_chance(history, ds, config):
             f"{config.lr:g}), more epochs, another model"
             + (", or more features per step (--features-per-step)"
                if config.features_per_step is not None else "") + ".",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning, stacklevel=4)
 
 
 def _load_data(data, resumed_out):
@@ -310,7 +337,7 @@ def _compiled_epoch(setup, shardings, compile_fn):
     return compile_fn(_epoch_function(setup, *shardings))
 
 
-def _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out, checkpoints,
+def _run(config, ds, setup, epoch_fn, state, start, history, feed, out, checkpoints,
          progress, device):
     """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
     checkpoints; return the final parameters."""
@@ -318,33 +345,38 @@ def _run(config, ds, setup, epoch_fn, state, start, history, data_dev, out, chec
 
     params, opt_state, key = state["params"], state["opt_state"], state["key"]
     last_saved = start if checkpoints is not None else None
-    bar = tqdm(total=config.epochs, initial=start, disable=not progress, unit="epoch",
+    writes = out is not None and multiprocess.is_primary()  # metrics and plot: process 0
+    bar = tqdm(total=config.epochs, initial=start, unit="epoch",
+               disable=not progress or not multiprocess.is_primary(),
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
     try:
         for epoch in range(start + 1, config.epochs + 1):
             t0 = time.perf_counter()
             key, epoch_key = jax.random.split(key)
             params, opt_state, metrics, status = epoch_fn(
-                params, opt_state, epoch_key, jnp.asarray(epoch - 1, jnp.int32), data_dev)
+                params, opt_state, epoch_key, jnp.asarray(epoch - 1, jnp.int32), feed(epoch_key))
             metrics, status = jax.device_get((metrics, status))
             if status["stopped"]:
-                raise stopped(setup, config, epoch, status, params, epoch_key, data_dev,
+                raise stopped(setup, config, epoch, status, params, epoch_key, feed.host,
                                history, out, last_saved)
             row = {"epoch": epoch, **{k: _number(v, ds.task, k) for k, v in metrics.items()},
                    "seconds": round(time.perf_counter() - t0, 4),
                    "device": f"{device['platform']}:{device['name']}×{device['count']}"}
             history.append(row)
             if out is not None:
-                rundir.append_metrics(out, row)
+                if writes:
+                    rundir.append_metrics(out, row)
                 if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
                     checkpoints.save(epoch, {"params": params, "opt_state": opt_state,
-                                             "key": key, "epoch": jnp.asarray(epoch, jnp.int32)})
+                                             "key": key,  # epoch placed like the key: replicated
+                                             "epoch": jax.device_put(np.int32(epoch),
+                                                                     key.sharding)})
                     last_saved = epoch
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
     finally:
         bar.close()
-        if out is not None and history:
+        if writes and history:
             rundir.write_plot(out, history,
                               f"{config.model} on {config.data}, {config.mode}, {config.optimizer} "
                               f"η={config.lr:g}, {config.grad} gradients")

@@ -1,0 +1,421 @@
+"""Training across several processes (hosts): one data mesh over every device of every process.
+
+One process runs per host (or per group of local devices). :func:`initialize` joins the
+processes through ``jax.distributed.initialize``; on CPU the collectives go through gloo. After
+that every process sees the same global device list, and :func:`placement` builds a 1-D
+``"batch"`` mesh over it:
+
+* each global batch is split along its rows across all devices of all processes (the batch
+  sharding), so each device computes the hand-written gradient of its rows only;
+* each process brings only its rows of each batch (:class:`Feed`, built with
+  ``jax.make_array_from_process_local_data``); the test set, parameters and optimizer state are
+  replicated;
+* the step's new parameters are constrained to be replicated, so XLA inserts the all-reduce
+  (the mean of the per-device gradients) inside the compiled epoch. The reduction is a
+  collective derived from the shardings, never autodiff: the backward rules stay hand-written.
+
+Every process runs the same compiled epoch on the same replicated values, so every process holds
+the same parameters. The run directory must be on a file system all processes share. Process 0
+alone takes its lock and writes its config, metrics, plot and checksum files, and quarantines
+damaged checkpoints; the others wait for its verdict (:func:`on_primary`). All processes save
+the checkpoints together (orbax coordinates them) and restore the same verified epoch
+(:func:`agree`). A process that dies stops the others with a :class:`DistributedError`.
+
+With one process every function here falls back to the single-process behaviour and runs no
+collective.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import re
+from typing import NamedTuple, Optional
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ..inputs import require_positive_int
+from . import rundir
+from .epoch import _batches
+from .stops import TrainingStopped
+
+__all__ = ["Distributed", "AUTO", "DistributedError", "initialize", "is_primary", "placement",
+           "require_same", "Feed", "on_primary", "lock", "agree", "reports_lost_peers"]
+
+AUTO = "auto"
+
+
+class Distributed(NamedTuple):
+    """How this process joins a multi-process run.
+
+    Attributes:
+      coordinator: ``"HOST:PORT"`` of process 0's coordination service (every process passes
+        the same address; process 0 listens on it).
+      num_processes: how many processes take part.
+      process_id: this process's index in ``[0, num_processes)``.
+      heartbeat_timeout: seconds without a heartbeat after which a process counts as dead and
+        the others are stopped with an error.
+      initialization_timeout: seconds to wait for all processes to join.
+    """
+
+    coordinator: str
+    num_processes: int
+    process_id: int
+    heartbeat_timeout: int = 30
+    initialization_timeout: int = 120
+
+
+class DistributedError(RuntimeError):
+    """The processes of a multi-process run lost each other (one died or became unreachable)."""
+
+
+def _spec(distributed) -> Optional[Distributed]:
+    """``distributed`` as a checked :class:`Distributed`, :data:`AUTO`, or ``None``.
+
+    Raises:
+      ValueError: a field is out of range, missing or unknown.
+      TypeError: ``distributed`` is of another type.
+    """
+    if distributed is None or distributed == AUTO:
+        return distributed
+    if isinstance(distributed, dict):
+        unknown = set(distributed) - set(Distributed._fields)
+        if unknown:
+            raise ValueError(f"distributed: expected the keys {', '.join(Distributed._fields)}, "
+                             f"received unknown {', '.join(sorted(unknown))}.")
+        try:
+            distributed = Distributed(**distributed)
+        except TypeError as err:
+            raise ValueError(f"distributed: {err}; pass coordinator, num_processes and "
+                             f"process_id.") from None
+    if not isinstance(distributed, Distributed):
+        raise TypeError(f"distributed must be None, 'auto', a dict or a fbackprop.training."
+                        f"distributed.Distributed, received {type(distributed).__name__}.")
+    d = distributed
+    if not isinstance(d.coordinator, str) or not re.fullmatch(r"\[?[\w.:-]+\]?:\d{1,5}",
+                                                              d.coordinator):
+        raise ValueError(f"coordinator: expected HOST:PORT such as 10.0.0.1:1234 (process 0's "
+                         f"address, the same for every process), received {d.coordinator!r}.")
+    n = require_positive_int(d.num_processes, "num_processes", fix="E.g. --num-processes 2.")
+    if not isinstance(d.process_id, int) or isinstance(d.process_id, bool) \
+            or not 0 <= d.process_id < n:
+        raise ValueError(f"process_id: expected an integer in [0, {n - 1}] (one per process, "
+                         f"0 on the coordinator's host), received {d.process_id!r}. Give each "
+                         f"of the {n} processes a different --process-id from 0 to {n - 1}.")
+    require_positive_int(d.heartbeat_timeout, "heartbeat_timeout", fix="E.g. 30 (seconds).")
+    require_positive_int(d.initialization_timeout, "initialization_timeout",
+                         fix="E.g. 120 (seconds).")
+    return d
+
+
+def initialize(distributed) -> bool:
+    """Join the multi-process run described by ``distributed``.
+
+    Args:
+      distributed: ``None`` (a single process, unless ``jax.distributed`` was already
+        initialized), :data:`AUTO` (``jax.distributed.initialize()`` detects the cluster itself:
+        SLURM, Open MPI, Cloud TPU), or a :class:`Distributed` / dict of its fields.
+
+    Returns:
+      Whether this process is one of several.
+
+    Raises:
+      ValueError: a bad setting, no cluster found with :data:`AUTO`, or JAX already started its
+        devices in this process (the processes must join before any JAX computation).
+      TypeError: ``distributed`` is of another type.
+    """
+    d = _spec(distributed)
+    if jax.distributed.is_initialized() or d is None:
+        return jax.process_count() > 1
+    # CPU collectives across processes need an implementation; gloo ships with jaxlib. It only
+    # affects the CPU backend, and must be set before the backends start.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        if d == AUTO:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(d.coordinator, d.num_processes, d.process_id,
+                                       initialization_timeout=d.initialization_timeout,
+                                       heartbeat_timeout_seconds=d.heartbeat_timeout)
+    except RuntimeError as err:
+        if "before" in str(err):
+            raise ValueError(f"distributed: JAX already started its devices in this process, so "
+                             f"it can no longer join other processes ({err}). Pass distributed= "
+                             f"to the first fbackprop.train call of the process, before any "
+                             f"other JAX computation.") from None
+        raise
+    except ValueError as err:
+        if d == AUTO:
+            raise ValueError(f"--distributed auto: JAX found no cluster environment it knows "
+                             f"(SLURM, Open MPI, Cloud TPU): {err}. Pass --coordinator HOST:PORT "
+                             f"--num-processes N --process-id I instead.") from None
+        raise
+    return jax.process_count() > 1
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run directory (process 0, or the only process)."""
+    return jax.process_index() == 0
+
+
+def placement(batch_size: int):
+    """The mesh of a multi-process run: a 1-D ``"batch"`` mesh over every device of every
+    process.
+
+    Args:
+      batch_size: the global batch size, split over all devices.
+
+    Returns:
+      ``(n, batch_sharding, replicated, place)``: the total device count, the sharding that
+      splits rows, the replicated sharding, and ``place``, which turns a host value (the same
+      on every process) into a replicated global array.
+
+    Raises:
+      ValueError: the global batch size is not a multiple of the total device count.
+    """
+    devices = jax.devices()
+    n = len(devices)
+    if batch_size % n:
+        raise ValueError(
+            f"the global batch of {batch_size} examples must split evenly across the {n} devices "
+            f"of the {jax.process_count()} processes; received batch_size {batch_size}, not a "
+            f"multiple of {n}. Use --batch-size {max(n, batch_size // n * n)} or another "
+            f"multiple of {n} (online mode, a batch of 1, cannot be split).")
+    mesh = Mesh(np.array(devices), ("batch",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def place(value):
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, replicated, lambda index: host[index])
+
+    return n, NamedSharding(mesh, PartitionSpec("batch")), replicated, place
+
+
+def require_same(settings: dict):
+    """Check that every process was given the same settings: processes with different batch
+    sizes, models or epochs would compile different programs whose collectives never match, and
+    wait for each other forever. With one process, nothing is checked.
+
+    Args:
+      settings: this process's settings (JSON-ready).
+
+    Raises:
+      ValueError: another process's settings differ from process 0's; raised on every process.
+    """
+    if jax.process_count() == 1:
+        return
+    text = json.dumps(settings, sort_keys=True, default=str)
+    mine = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
+    digests = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+    differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+    if differ:
+        raise ValueError(f"the processes were given different settings: those of process "
+                         f"{', '.join(map(str, differ))} differ from process 0's; expected the "
+                         f"same on every process. This is process {jax.process_index()}, with "
+                         f"{text}. Start every process with the same options; only "
+                         f"--process-id differs.")
+
+
+class Feed:
+    """The data of each epoch, where the compiled epoch reads it: ``feed(epoch_key)`` → dict.
+
+    One process: the whole data set is placed once and is the same every epoch (the compiled
+    epoch draws its batches from it by index). Several processes: the test set is placed once,
+    replicated; of the training set, each process brings, each epoch, only its own rows of every
+    batch: the epoch's batches are drawn from ``epoch_key`` exactly as the compiled epoch draws
+    them (:func:`.epoch._batches`), each process takes its columns of the ``(steps, batch)``
+    index table and ``jax.make_array_from_process_local_data`` assembles the global
+    ``(steps, batch, ...)`` arrays, split along the batch axis. So each global batch holds the
+    same examples in the same order as on one device, and a device holds only its rows.
+
+    Args:
+      host: ``x_train``, ``y_train``, ``x_test``, ``y_test`` as host (NumPy) arrays.
+      batch_size: the global batch size.
+      put: places a host array as the epoch expects it (replicated).
+      batch_sharding: the sharding that splits rows (``None`` with one device).
+
+    Attributes:
+      host: the host arrays (read when a stopped run locates the batch that failed).
+    """
+
+    def __init__(self, host: dict, batch_size: int, put, batch_sharding):
+        self.host, self.batch_size = host, batch_size
+        if jax.process_count() == 1:
+            self._placed = {k: put(v) for k, v in host.items()}
+            return
+        self._placed = {k: put(host[k]) for k in ("x_test", "y_test")}
+        n = len(host["x_train"])
+        self._shape = (-(-n // batch_size), batch_size)  # (steps, batch)
+        self._sharding = NamedSharding(batch_sharding.mesh, PartitionSpec(None, "batch"))
+        self._columns = _local_columns(self._sharding, self._shape)
+        # The mask is replicated, so that each step counts its examples without a collective.
+        mask = (np.arange(self._shape[0] * batch_size) < n).reshape(self._shape)
+        self._placed["mask"] = put(mask.astype(np.float32))
+
+    def _global(self, table):
+        """The global array whose process-local columns are ``table[:, self._columns]``."""
+        return jax.make_array_from_process_local_data(
+            self._sharding, np.ascontiguousarray(table[:, self._columns]), table.shape)
+
+    def __call__(self, epoch_key) -> dict:
+        """The arrays the compiled epoch reads in the epoch shuffled with ``epoch_key``."""
+        if jax.process_count() == 1:
+            return self._placed
+        # The key is replicated; computed here, on this process's host, the batches are the
+        # compiled epoch's (the same threefry bits, whatever the device).
+        idx = np.asarray(_batch_table(np.asarray(epoch_key), len(self.host["x_train"]),
+                                      self.batch_size)[0])
+        return {**self._placed, "x_batches": self._global(self.host["x_train"][idx]),
+                "y_batches": self._global(self.host["y_train"][idx])}
+
+
+# The epoch's batches, computed as one compiled program rather than op by op.
+_batch_table = jax.jit(_batches, static_argnums=(1, 2))
+
+
+def _local_columns(sharding, shape) -> slice:
+    """The batch columns of a ``(steps, batch)`` table that this process's devices hold."""
+    spans = {(index[1].start or 0, shape[1] if index[1].stop is None else index[1].stop)
+             for index in sharding.addressable_devices_indices_map(shape).values()}
+    start, stop = min(s for s, _ in spans), max(e for _, e in spans)
+    if sum(e - s for s, e in spans) != stop - start:
+        raise ValueError(f"the devices of process {jax.process_index()} must hold adjacent "
+                         f"columns of each batch; received the column ranges {sorted(spans)}. "
+                         f"Order the mesh's devices by process (jax.devices() does).")
+    return slice(start, stop)
+
+
+def on_primary(fn, what: str):
+    """Run ``fn()`` on process 0 only and tell every process whether it succeeded.
+
+    The others wait for process 0 (the broadcast is a barrier), so nothing they do afterwards
+    races with what ``fn`` wrote. With one process, this is ``fn()``.
+
+    Args:
+      fn: a function of no arguments, e.g. one that writes the run directory.
+      what: what ``fn`` does, for the other processes' error, e.g. ``"create the run
+        directory"``.
+
+    Returns:
+      ``fn()``'s value on process 0, ``None`` elsewhere.
+
+    Raises:
+      Exception: on process 0, whatever ``fn`` raised.
+      ValueError: on the other processes, when ``fn`` raised on process 0.
+    """
+    if jax.process_count() == 1:
+        return fn()
+    result, error = None, None
+    if is_primary():
+        try:
+            result = fn()
+        except Exception as err:  # re-raised below, after telling the others
+            error = err
+    ok = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if error is not None:
+        raise error
+    if not ok:
+        raise ValueError(f"process 0 could not {what}; its error message says why and how to "
+                         f"fix it. Nothing was changed by this process.")
+    return result
+
+
+@contextlib.contextmanager
+def lock(out):
+    """Hold the run directory's lock (:func:`.rundir.lock`) on process 0 only, the one process
+    that writes the directory; every process goes on only once process 0 holds it.
+
+    Args:
+      out: the run directory.
+
+    Yields:
+      Nothing; the lock is released on exit.
+
+    Raises:
+      ValueError: (on process 0 :class:`.rundir.RunLocked`) another live process holds the lock.
+    """
+    held = on_primary(lambda: rundir.lock(out), f"lock {out}")
+    try:
+        yield
+    finally:
+        if held is not None:
+            held.release()
+
+
+def agree(epoch, reason):
+    """One step of :func:`.rundir.restore_latest` taken by all processes together: a checkpoint
+    counts as verified only when every process verified it, so all restore the same epoch.
+
+    Every process calls it once per step it tries, newest first, and once with ``epoch=None``
+    when it ran out of steps; a process that lists other steps (``out`` is not one shared
+    directory) is found at the first step that differs. With one process, ``reason`` is
+    returned as it is.
+
+    Args:
+      epoch: the step this process just tried, or ``None`` when it has none left.
+      reason: ``None`` when this process verified the step, else why not.
+
+    Returns:
+      ``None`` when every process verified the step, else this process's reason, or the
+      process that could not verify it.
+
+    Raises:
+      ValueError: the processes tried different steps.
+    """
+    if jax.process_count() == 1:
+        return reason
+    mine = np.array([-1 if epoch is None else epoch, reason is None], np.int32)
+    tried, verified = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2).T
+    if np.any(tried != tried[0]):
+        listed = ", ".join(f"process {i}: {'none left' if e < 0 else f'epoch {e}'}"
+                           for i, e in enumerate(tried))
+        raise ValueError(f"the processes see different checkpoints in the run directory "
+                         f"({listed}); expected the same. --out must be one directory on a "
+                         f"file system every process shares.")
+    if reason is None and not verified.all():
+        return f"process {int(np.argmin(verified))} could not verify it"
+    return reason
+
+
+def reports_lost_peers(train):
+    """Wrap ``train`` so that, in a multi-process run, a collective or barrier that fails
+    because another process is gone raises a :class:`DistributedError` that says so (JAX's own
+    error names a socket or a barrier, not the dead process).
+
+    The wrapper is one more frame between the caller and ``train``: a warning ``train`` raises
+    for its caller counts it in its ``stacklevel``.
+
+    Args:
+      train: the training function; its ``out`` keyword names the run directory.
+
+    Returns:
+      The wrapped function.
+    """
+    @functools.wraps(train)
+    def wrapped(*args, **kwargs):
+        try:
+            return train(*args, **kwargs)
+        except (TrainingStopped, DistributedError):
+            raise
+        except (RuntimeError, TimeoutError) as err:  # JaxRuntimeError is a RuntimeError
+            if not jax.distributed.is_initialized() or jax.process_count() == 1:
+                raise
+            raise _peer_lost(err, kwargs.get("out")) from err
+
+    return wrapped
+
+
+def _peer_lost(err: BaseException, out) -> DistributedError:
+    """The error for a collective or barrier that failed because another process is gone."""
+    where = (f" The last complete checkpoint is in {out}; restart all "
+             f"{jax.process_count()} processes with --resume to continue from it."
+             if out is not None else "")
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return DistributedError(
+        f"process {jax.process_index()} of {jax.process_count()} lost the other processes: "
+        f"{first}. Another process probably died (see its log) or the network between them "
+        f"failed.{where}")
