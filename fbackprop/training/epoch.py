@@ -204,7 +204,9 @@ def _compile(fn):
 
 
 def _batch_at(setup, step, epoch_key, data_dev):
-    """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used."""
-    perm = np.asarray(jax.random.permutation(np.asarray(epoch_key), setup.n_train))
-    idx = perm[step * setup.batch_size:(step + 1) * setup.batch_size]
+    """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used, without its
+    padding (drawn by :func:`_batches`, as the compiled epoch draws it)."""
+    idx, mask = (np.asarray(a[step]) for a in _batches(np.asarray(epoch_key), setup.n_train,
+                                                          setup.batch_size))
+    idx = idx[mask > 0]
     return data_dev["x_train"][idx], _encode_targets(setup, data_dev["y_train"][idx])

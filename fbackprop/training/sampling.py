@@ -50,7 +50,7 @@ def sample_tokens(net: Network, params, prompt, length: int, key, *, max_len: in
     if not tokens:
         raise ValueError("sample_tokens: expected a prompt of at least one token, received an "
                          "empty one; start from e.g. a newline's id.")
-    step = _next_token(net, max_len, temperature)
+    step = _next_token(net, temperature)
     for i in range(length):
         context = tokens[-max_len:]
         window = np.zeros((1, max_len), np.int32)
@@ -60,9 +60,9 @@ def sample_tokens(net: Network, params, prompt, length: int, key, *, max_len: in
 
 
 @functools.lru_cache(maxsize=8)
-def _next_token(net, max_len, temperature):
-    """The jitted draw of the token after position ``last`` of a (1, max_len) window."""
-    del max_len  # part of the cache key: one compiled step per window length
+def _next_token(net, temperature):
+    """The jitted draw of the token after position ``last`` of a (1, max_len) window (jit
+    compiles it once per window length)."""
 
     def step(params, window, last, key):
         logits = net.apply(params, window)[0, last]
