@@ -18,12 +18,13 @@ The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays th
 """
 from . import distributed, rundir
 from .config import GRADS, MODES, TrainConfig
+from .load import predict
 from .loop import CheckpointWarning, TrainingStopped, TrainResult, device_info, load_run, train
 from .optim import OPTIMIZERS, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 from .sampling import sample_text, sample_tokens
 
-__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
+__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run", "predict",
            "device_info", "TrainConfig", "gordon_gd",
            "make_optimizer", "build_model", "shape_inputs", "targets", "MODES", "GRADS",
            "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text", "sample_tokens",

@@ -80,6 +80,16 @@ class TrainResult(NamedTuple):
     device: Optional[dict] = None
     restored: Any = None
 
+    def __repr__(self) -> str:
+        """A short summary (the fields hold the whole data set and every parameter)."""
+        last = self.history[-1] if self.history else {}
+        shown = [f"{k}={last[k]:.4g}" for k in ("loss", "test_loss", "test_accuracy")
+                 if last.get(k) is not None]
+        return (f"TrainResult(model={self.config.model!r}, data={self.config.data!r}, "
+                f"epochs={last.get('epoch', 0)} of {self.config.epochs}, "
+                + "".join(f"{m}, " for m in shown)
+                + f"out={None if self.out is None else str(self.out)!r})")
+
 
 def device_info(devices, count: int) -> dict:
     """Where a run computes, as saved in ``config.json`` and each metrics row.
