@@ -142,3 +142,44 @@ def test_the_help_lists_every_command_and_a_command_still_gets_its_options(capsy
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert "--features-per-step" in capsys.readouterr().out
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures ``write_plot`` saves, captured as they are saved."""
+    from matplotlib.figure import Figure
+
+    saved, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig),
+                                                                   save(fig, *a, **k)))
+    return saved
+
+
+@pytest.mark.float32
+def test_a_text_run_shows_the_loss_per_token_with_its_unit_and_no_machine_path(
+        tmp_path, figures, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the rule beside its forward, checked against jax.grad.\n" * 60)
+    result = fb.train("transformer", f"text:{corpus}", epochs=2, hidden=(8,),
+                      out=tmp_path / "run", progress=True)
+    row = result.history[-1]
+    assert row["loss_per_token"] == pytest.approx(row["loss"] / 64, rel=1e-5)  # 64 positions
+    assert "nats/token=" in capsys.readouterr().err  # the progress bar
+    (fig,) = figures
+    title, (ax_loss, _) = fig.get_suptitle(), fig.axes
+    assert "text:corpus.txt" in title and str(tmp_path) not in title, title
+    assert "nats per token" in ax_loss.get_ylabel()
+    train_line = ax_loss.get_lines()[0]
+    np.testing.assert_allclose(train_line.get_ydata(),
+                               [r["loss_per_token"] for r in result.history])
+
+
+def test_a_regression_plot_has_no_empty_panel(tmp_path, figures):
+    from fbackprop.training.metrics import write_plot
+
+    rows = [{"epoch": e, "loss": 1.0 / e, "test_loss": 1.2 / e, "train_accuracy": None,
+             "test_accuracy": None} for e in (1, 2, 3)]
+    write_plot(tmp_path, rows, "mlp on sine")
+    (fig,) = figures
+    assert len(fig.axes) == 1 and "½‖y − a‖²" in fig.axes[0].get_ylabel()
+    assert (tmp_path / "plot.png").stat().st_size > 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pathlib
 import time
 import warnings
 from typing import Any, NamedTuple, Optional
@@ -43,6 +44,7 @@ from .config import TrainConfig, resolve
 from .epoch import _Setup, _compile, _epoch_function
 from .optim import make_optimizer
 from .load import load_run
+from .metrics import loss_unit
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
 from .stops import TrainingStopped, stopped
 
@@ -387,8 +389,10 @@ def _run(config, ds, setup, epoch_fn, state, start, history, feed, out, checkpoi
     finally:
         bar.close()
         if writes and history:
+            data = (f"text:{pathlib.Path(config.data[5:]).name}"  # no machine path in figures
+                    if config.data.startswith("text:") else config.data)
             rundir.write_plot(out, history,
-                              f"{config.model} on {config.data}, {config.mode}, {config.optimizer} "
+                              f"{config.model} on {data}, {config.mode}, {config.optimizer} "
                               f"η={config.lr:g}, {config.grad} gradients")
     return params
 
@@ -406,11 +410,12 @@ def _postfix(row):
     def fmt(v, digits=4):
         return "nan" if v is None else f"{v:.{digits}f}"
 
-    post = {"loss": fmt(row["loss"])}
+    train_key, test_key, _, unit = loss_unit(row)
+    post = {unit: fmt(row.get(train_key))}
     if row.get("test_accuracy") is not None:
         post.update(train=fmt(row["train_accuracy"], 3), test=fmt(row["test_accuracy"], 3))
     else:
-        post.update(test_loss=fmt(row["test_loss"]))
+        post[f"test {unit}"] = fmt(row.get(test_key))
     return post
 
 
