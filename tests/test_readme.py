@@ -68,9 +68,28 @@ def test_every_fbackprop_command_in_the_readme_parses():
         cli.build_parser().parse_args(argv)  # argparse exits (status 2) on a bad flag or value
 
 
-def test_the_model_families_the_readme_lists_are_those_checked():
-    choices = re.search(r"fbackprop check \[--model ([a-z|]+)\]", README.replace("\n", " "))
+DOCS = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "docs").glob("*.md")}
+
+
+@pytest.mark.parametrize("name", ["README.md", "CHECKING.md"])
+def test_the_check_command_line_the_docs_show_lists_every_family(name):
+    text = (README if name == "README.md" else DOCS[name]).replace("\n", " ")
+    choices = re.search(r"fbackprop check \[--model ([a-z|]+)\]", text)
     assert choices.group(1).split("|") == [*check_command.MODELS, "all"]
+
+
+def test_the_train_options_training_md_lists_are_the_commands():
+    from fbackprop.commands.train import _DATA_NAMES
+    from fbackprop.training import MODELS
+
+    text = DOCS["TRAINING.md"].replace("\n", " ")
+    text = text[text.index("Options: `--model"):]
+    assert re.search(r"Options: `--model ([a-z|]+) ", text).group(1).split("|") == list(MODELS)
+    data = re.search(r" --data ([a-z0-9|:A-Z]+) ", text).group(1).split("|")
+    assert data == [*_DATA_NAMES, "text:PATH"]
+
+
+def test_the_model_families_the_readme_lists_are_those_checked():
     listed = re.search(r"for the\s+families ([a-z, ]+) and ([a-z]+)\)", README)
     families = {*listed.group(1).split(", "), listed.group(2)}
     assert families == {c.model for c in suite.model_configs()}
