@@ -183,3 +183,13 @@ def test_a_regression_plot_has_no_empty_panel(tmp_path, figures):
     (fig,) = figures
     assert len(fig.axes) == 1 and "½‖y − a‖²" in fig.axes[0].get_ylabel()
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_every_public_name_imports_on_first_use():
+    lazy = {*fb._HOME, *fb._SUBMODULES}
+    assert lazy == set(fb.__all__), lazy ^ set(fb.__all__)
+    for name in fb.__all__:
+        assert getattr(fb, name) is not None
+    assert "predict" in dir(fb)
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        fb.nonesuch  # noqa: B018
