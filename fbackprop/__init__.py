@@ -6,6 +6,7 @@ generic recurrence turns them into the backward pass, and every rule is checked 
 ``jax.grad``.
 """
 import importlib
+import importlib.util
 import warnings
 
 __version__ = "0.1.0"
@@ -43,8 +44,9 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
         globals()[name] = value  # found directly from now on
         return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
+    if name in _SUBMODULES or (not name.startswith("_")
+                               and importlib.util.find_spec(f"{__name__}.{name}") is not None):
+        return importlib.import_module(f"{__name__}.{name}")  # e.g. fb.training, fb.gradcheck
     if name in _RENAMED:
         warnings.warn(f"fbackprop.{name} is deprecated; use {_RENAMED[name]}.", DeprecationWarning,
                       stacklevel=2)

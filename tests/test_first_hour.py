@@ -191,5 +191,10 @@ def test_every_public_name_imports_on_first_use():
     for name in fb.__all__:
         assert getattr(fb, name) is not None
     assert "predict" in dir(fb)
+    code = ("import fbackprop as fb\n"
+            "print(fb.training.MODELS[0], fb.gradcheck.TOLERANCE['float64'], fb.suite.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.split() == ["mlp", "1e-10", "fbackprop.suite"], proc.stderr
     with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
         fb.nonesuch  # noqa: B018
