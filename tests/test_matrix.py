@@ -53,8 +53,10 @@ def test_the_matrix_covers_every_family():
 
 
 @pytest.mark.float32
+@pytest.mark.filterwarnings("ignore:.*near chance:RuntimeWarning")  # one epoch learns little
 @pytest.mark.parametrize("model,data", FITTING, ids=[f"{m}-{d}" for m, d in FITTING])
-def test_each_family_trains_one_epoch_on_each_data_set_it_fits(model, data, corpus, tmp_path):
+def test_each_family_trains_one_epoch_on_each_data_set_it_fits(model, data, corpus, tmp_path,
+                                                                capsys):
     data = _data(data, corpus)
     hidden = HIDDEN.get(model, "8")
     result = fb.train(model, data, epochs=1, hidden=(int(hidden),))
@@ -63,6 +65,10 @@ def test_each_family_trains_one_epoch_on_each_data_set_it_fits(model, data, corp
     status = cli.main(["train", "--model", model, "--data", data, "--epochs", "1",
                        "--hidden", hidden, "--out", str(tmp_path / "run"), "--no-progress"])
     assert status == 0
+    summary = capsys.readouterr().out
+    assert f"{model} on {data}" in summary and "1 epoch," in summary, summary  # singular
+    if model in ("rnn", "lstm", "gru") and data == "xor":
+        assert "1 feature per step" in summary, summary
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1 and math.isfinite(json.loads(rows[0])["loss"])
 
@@ -81,6 +87,7 @@ def test_each_mismatched_pair_is_refused_naming_the_model_and_the_data(model, da
     assert repr(model) in stderr and repr(data) in stderr, stderr
 
 
+@pytest.mark.filterwarnings("ignore:.*near chance:RuntimeWarning")
 def test_the_installed_command_trains_a_gru_on_mnist1d(tmp_path):
     env = {**os.environ, "FBACKPROP_CACHE_DIR": ""}
     proc = subprocess.run([sys.executable, "-m", "fbackprop", "train", "--model", "gru",
