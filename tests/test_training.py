@@ -10,13 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import plain_loop, saved_epochs
 
 import fbackprop as fb
 from fbackprop import cli, training
-from fbackprop.training import loop, registry, rundir
 from fbackprop.data import Dataset
-
-from helpers import plain_loop
+from fbackprop.training import checkpoints, epoch, metrics, registry, rundir
 
 
 def _tiny(task, n_train=12, seed=0):
@@ -54,7 +53,7 @@ ROWS = [
 def test_trainer_follows_the_plain_loop_and_compiles_each_epoch_once(
         monkeypatch, mode, optimizer, grad, task, batch):
     chex.clear_trace_counter()
-    monkeypatch.setattr(loop, "_compile",
+    monkeypatch.setattr(epoch, "compile_epoch",
                         lambda fn: jax.jit(chex.assert_max_traces(fn, n=1)))
     ds = _tiny(task)
     result = fb.train("mlp", ds, mode=mode, optimizer=optimizer, lr=0.05, epochs=3,
@@ -136,7 +135,7 @@ def test_non_finite_loss_stops_and_the_last_checkpoint_loads(tmp_path):
     params = net.init(jax.random.PRNGKey(0))
     like = {"params": params, "opt_state": optax.sgd(1.0).init(params),
             "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}
-    restored = rundir.restore_latest(tmp_path / "run", like)
+    restored = checkpoints.restore_latest(tmp_path / "run", like)
     epoch, state = restored.epoch, restored.state
     assert epoch == stop.last_checkpoint and not restored.skipped
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state["params"]))
@@ -162,7 +161,7 @@ def test_default_run_reaches_95_percent_and_writes_the_run(tmp_path, capsys):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
     assert rows[-1]["test_accuracy"] == pytest.approx(accuracy / 100, abs=1e-4)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert rundir.saved_epochs(out)[-1] == config["epochs"]
+    assert saved_epochs(out)[-1] == config["epochs"]
 
 
 # --- bad input: clear errors, and nothing saved is touched -----------------------------------
@@ -236,7 +235,7 @@ def test_resume_without_a_checkpoint(tmp_path, finished_run):
     with pytest.warns(fb.training.CheckpointWarning, match="starts from scratch"):
         result = fb.train(out=tmp_path / "run", resume=True)
     assert result.restored.epoch is None and len(result.history) == 2
-    assert rundir.saved_epochs(tmp_path / "run") == [0, 1, 2]
+    assert saved_epochs(tmp_path / "run") == [0, 1, 2]
 
 
 def test_cli_reports_errors_with_status_2(tmp_path, capsys):
@@ -299,12 +298,12 @@ def test_registry_builds_the_models_and_shapes_the_data(monkeypatch):
 
 
 def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path):
-    manager = rundir.checkpoint_manager(tmp_path)
-    for epoch in (1, 2):
-        rundir.save(manager, epoch, {"w": jnp.full((3,), float(epoch)), "epoch": epoch})
-    manager.close()
+    saving = checkpoints.Checkpoints(tmp_path, asynchronous=False)
+    for n in (1, 2):
+        saving.save(n, {"w": jnp.full((3,), float(n)), "epoch": n})
+    saving.close()
     (tmp_path / "checkpoints" / "2" / "default" / "_METADATA").write_text("{")  # torn file
-    restored = rundir.restore_latest(tmp_path, {"w": jnp.zeros(3), "epoch": 0})
+    restored = checkpoints.restore_latest(tmp_path, {"w": jnp.zeros(3), "epoch": 0})
     assert restored.epoch == 1 and restored.state["w"].tolist() == [1.0, 1.0, 1.0]
     assert restored.skipped[0][0] == 2 and "orbax cannot read it" in restored.skipped[0][1]
 
@@ -317,7 +316,7 @@ def test_load_run_gives_the_network_the_last_parameters_and_the_config(finished_
     ds = fb.data.xor()
     x, y = np.asarray(ds.x_test, np.float32), training.targets(ds, ds.y_test)
     accuracy = float(np.mean((np.asarray(net.apply(params, x))[:, 0] > 0) == (y[:, 0] > 0)))
-    last = rundir.read_metrics(finished_run)[-1]
+    last = metrics.read_metrics(finished_run)[-1]
     assert accuracy == pytest.approx(last["test_accuracy"], abs=1e-6)
     with pytest.raises(ValueError, match="holds no run"):
         fb.load_run(finished_run.parent / "nothing here")
