@@ -242,7 +242,45 @@ def test_cli_reports_errors_with_status_2(tmp_path, capsys):
     assert cli.main(["train", "--data", "xor", "--lr", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "error: the learning rate must be" in capsys.readouterr().err
     assert cli.main(["train", "--resume"]) == 2
-    assert "--resume needs --out" in capsys.readouterr().err
+    assert "needs out (--out DIR)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--lr", "-1"], ["--data", "text:missing.txt"],
+                                  ["--data", "text:DIR"], ["--data", "text:"]],
+                         ids=["bad lr", "missing file", "directory", "empty path"])
+def test_cli_errors_come_first_on_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch,
+                                                             args):
+    # issue 17 rows 2 and 7: the error before "run directory" and "device", no traceback, exit
+    # 2, and no runs/<date> left behind when --out is not given
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DIR").mkdir()
+    assert cli.main(["train", "--data", "xor", *args, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    if args[0] == "--data":
+        assert repr(args[1][len("text:"):]) in captured.err  # names the path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR"]
+
+
+def test_resuming_a_finished_run_says_how_to_continue(finished_run, capsys):
+    # issue 17 row 5: a finished run is not re-reported as if it had trained
+    before = _snapshot(finished_run)
+    with pytest.raises(ValueError, match=r"already at epoch 2 of 2: pass --epochs M > 2"):
+        fb.train(out=finished_run, resume=True)
+    assert cli.main(["train", "--out", str(finished_run), "--resume", "--no-progress"]) == 2
+    assert "already at epoch 2 of 2: pass --epochs M > 2 (epochs=M) to continue" in \
+        capsys.readouterr().err
+    assert _snapshot(finished_run) == before
+
+
+def test_cli_prints_the_near_chance_warning_as_a_plain_line(tmp_path, capsys):
+    # issue 17 row 8: a message on the command line, not Python's warning with a source line
+    assert cli.main(["train", "--data", "xor", "--epochs", "1", "--optimizer", "sgd", "--lr",
+                     "1e-9", "--seed", "1", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "fbackprop train: warning: mlp on xor ended at test accuracy 46.0%, near chance" in err
+    assert "Warning:" not in err and "warnings.warn" not in err
 
 
 # --- the model registry: cnn/rnn/lstm are issue 3's constructors, looked up at call time -----
@@ -357,7 +395,7 @@ def test_ctrl_c_prints_the_resume_command_and_logs_are_quiet(tmp_path, capsys, m
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "train", interrupted)
+    monkeypatch.setattr(training, "train_prepared", interrupted)
     logging.getLogger("absl").setLevel(logging.INFO)
     out = tmp_path / "run"
     assert cli.main(["train", "--out", str(out), "--no-progress"]) == 130

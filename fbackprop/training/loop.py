@@ -319,10 +319,11 @@ def settle(model, data, options: dict) -> Settings:
         raise ValueError("devices: a multi-process run splits each batch across every device of "
                          "every process; received an explicit device list. Leave devices out.")
     if resume and out is None:
-        raise ValueError("resume=True needs out: the directory of the run to continue.")
+        raise ValueError("resume=True (--resume) needs out (--out DIR): the directory of the run "
+                         "to continue.")
     if resume and force:
-        raise ValueError("resume=True and force=True contradict each other: resume continues the "
-                         "run in out, force replaces it. Pass one of them.")
+        raise ValueError("resume=True (--resume) and force=True (--force) contradict each other: "
+                         "resume continues the run in out, force replaces it. Pass one of them.")
     out = rundir.check_out(out) if out is not None else None
     saved = rundir.read_config(out) if resume else None
     vocab = rundir.read_vocab(out) if resume else None

@@ -178,7 +178,7 @@ MAY_CHANGE = ("lr", "epochs", "checkpoint_every")
 def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
                     may_change=MAY_CHANGE) -> pathlib.Path:
     """Check that the run ``saved`` in ``out`` has the same ``config`` (keys in ``may_change``
-    excepted), and record the new config, with a ``"history"``
+    excepted) and has epochs left to train, and record the new config, with a ``"history"``
     entry for the changed keys.
 
     The caller holds the directory's :func:`lock`. A run without any checkpoint (killed before
@@ -195,8 +195,8 @@ def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
       The absolute path of the run directory.
 
     Raises:
-      ValueError: the settings differ, or ``start`` lies past ``config["epochs"]``; nothing is
-        written then.
+      ValueError: the settings differ, or the run is already at (or past) ``config["epochs"]``;
+        nothing is written then.
     """
     out = pathlib.Path(out).absolute()
     new = json.loads(json.dumps(config))
@@ -207,6 +207,10 @@ def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
                          f"\nA resume may change only {', '.join(may_change)}. Resume with the "
                          f"saved settings (leave them out on the command line), or start a new "
                          f"run in another directory. Nothing was changed.")
+    if start == config["epochs"]:
+        raise ValueError(f"--resume: the run in {out} is already at epoch {start} of {start}: "
+                         f"pass --epochs M > {start} (epochs=M) to continue. Nothing was "
+                         f"changed.")
     if start > config["epochs"]:
         raise ValueError(f"--resume: the last checkpoint is at epoch {start}, past epochs="
                          f"{config['epochs']}; pass --epochs {start} or more.")
