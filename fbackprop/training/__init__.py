@@ -32,8 +32,16 @@ The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays th
 from . import distributed, epoch, registry, rundir, sampling
 from .config import GRADS, MODES, Settings, TrainConfig
 from .load import load_run
-from .loop import (CheckpointWarning, NearChanceWarning, TrainingStopped, TrainResult,
-                   device_info, prepare, train, train_prepared)
+from .loop import (
+    CheckpointWarning,
+    NearChanceWarning,
+    TrainingStopped,
+    TrainResult,
+    device_info,
+    prepare,
+    train,
+    train_prepared,
+)
 from .optim import OPTIMIZERS, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 from .sampling import sample_text, sample_tokens

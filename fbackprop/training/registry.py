@@ -13,7 +13,8 @@ softmax cross-entropy over the vocabulary at every scored position (the transfor
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -139,8 +140,9 @@ FAMILIES = {
     "transformer": Family(_transformer,
                           "decoder-only transformer over token sequences (modadd, text:PATH): "
                           "one entry of hidden per pre-layer-norm block, all equal to d_model "
-                          "(default: the data set's, 128 for modadd, 128,128 for text), 4 heads (1 when d_model "
-                          "is not a multiple of 4), logits over the vocabulary at every position"),
+                          "(default: the data set's, 128 for modadd, 128,128 for text), 4 heads "
+                          "(1 when d_model is not a multiple of 4), logits over the vocabulary "
+                          "at every position"),
 }
 MODELS = tuple(FAMILIES)
 
