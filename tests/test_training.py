@@ -75,6 +75,20 @@ def test_trainer_follows_the_plain_loop_and_compiles_each_epoch_once(
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
 
 
+def test_the_caches_are_hit_by_equal_settings_and_emptied_by_clear_caches(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(epoch, "compile_epoch", lambda fn: compiled.append(fn) or jax.jit(fn))
+    ds = _tiny("classification")
+    first = fb.train("mlp", ds, epochs=1, batch_size=4, hidden=(5,))
+    again = fb.train("mlp", ds, epochs=1, batch_size=4, hidden=(5,), lr=3e-3)  # equal settings
+    assert again.net is first.net and len(compiled) == 1
+    training.clear_caches()
+    after = fb.train("mlp", ds, epochs=1, batch_size=4, hidden=(5,))
+    assert after.net is not first.net and len(compiled) == 2
+    np.testing.assert_array_equal(jax.tree.leaves(after.params)[0],
+                                  jax.tree.leaves(first.params)[0])
+
+
 def test_retracing_is_caught():
     # the guard the test above relies on does fire when an epoch's inputs change type
     chex.clear_trace_counter()
