@@ -71,7 +71,7 @@ def per_step_loop(setup, arrays):
     @jax.jit
     def step(params, opt_state, idx):
         x, y = arrays["x_train"][idx], arrays["y_train"][idx]
-        loss, grads = value_and_grad(params, x, y)
+        loss, grads = value_and_grad(params, x, y, jnp.ones(idx.shape, jnp.float32))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
