@@ -160,7 +160,9 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None,
         (default 1).
 
     Returns:
-      The :class:`~fbackprop.Network`, producing logits (no output activation).
+      The :class:`~fbackprop.Network`, producing logits (no output activation). It is built
+      once per recipe: the same arguments give the same object, which the compiled-epoch cache
+      finds again (:func:`clear_cache` forgets the built networks).
 
     Raises:
       ValueError: unknown ``name``, examples of a shape the family cannot take, or several
