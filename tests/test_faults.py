@@ -155,6 +155,19 @@ def test_resume_after_damage_moves_the_step_aside_and_ends_bit_identical(run, fi
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
 
 
+def test_a_resume_from_the_checkpoint_of_epoch_0_ends_bit_identical(tmp_path):
+    # a run killed after epoch 0's checkpoint was verified and before epoch 1's: the resume
+    # starts from the saved epoch 0 (it must not try to save epoch 0 again)
+    out = tmp_path / "run"
+    whole = fb.train("mlp", out=out, data="xor", epochs=2, checkpoint_every=1)
+    for epoch in ("1", "2"):
+        shutil.rmtree(out / "checkpoints" / epoch)
+    (out / rundir.METRICS).write_text("")
+    resumed = fb.train(out=out, resume=True)
+    assert resumed.restored.epoch == 0 and not resumed.restored.skipped
+    assert _equal(resumed.params, whole.params)
+
+
 def test_resume_may_change_lr_and_epochs_and_records_them(run):
     result = fb.train(out=run, resume=True, lr=0.01, epochs=EPOCHS + 1)
     assert result.restored.epoch == EPOCHS and len(result.history) == EPOCHS + 1

@@ -286,7 +286,7 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                                   stacklevel=3)
                 checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS)
                 try:
-                    if opened.start == 0:
+                    if restored is None or restored.epoch is None:  # epoch 0 not saved yet
                         checkpoints.save(0, opened.state)
                     params, history = run_epochs(s, b, opened, checkpoints)
                 finally:
