@@ -168,8 +168,14 @@ def test_a_resume_from_the_checkpoint_of_epoch_0_ends_bit_identical(tmp_path):
     assert _equal(resumed.params, whole.params)
 
 
-def test_resume_may_change_lr_and_epochs_and_records_them(run):
+def test_resume_may_change_lr_and_epochs_and_records_them(run, monkeypatch):
+    read = []
+    real = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: read.append(self.name) or real(self, *a, **k))
     result = fb.train(out=run, resume=True, lr=0.01, epochs=EPOCHS + 1)
+    assert read.count(rundir.CONFIG) == 1  # a resume reads its config once
+    monkeypatch.undo()
     assert result.restored.epoch == EPOCHS and len(result.history) == EPOCHS + 1
     config = rundir.read_config(run)
     assert config["lr"] == 0.01 and config["epochs"] == EPOCHS + 1
