@@ -6,6 +6,7 @@ built the program, so the table's claim (hand-written ≤ jax.grad in temporary 
 import importlib.util
 import pathlib
 
+import jax
 import pytest
 
 SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
@@ -35,3 +36,16 @@ def test_bench_memory_smoke_covers_every_family_and_hand_written_needs_no_more_s
     assert all(r["grad_temp_ratio"] < 0.8 for r in rows if r["model"] in ("rnn", "lstm", "gru"))
     table = capsys.readouterr().out
     assert table.count("\n| ") == len(rows) + 2 and "ratio" in table
+
+
+@pytest.mark.float32
+def test_gpt2_step_smoke_takes_a_bf16_step_whose_slice_equals_jax_grad(capsys):
+    script = load_script("gpt2_step")
+    row = script.main(["--smoke"])
+    net = script.build(script.SMOKE)
+    assert row["params"] == sum(v.size for v in jax.tree.leaves(net.init(jax.random.PRNGKey(0))))
+    assert row["manual"]["step_s"] > 0 and 0 < row["manual"]["mfu"]
+    check = row["check"]
+    assert check["float64_rel_error"] <= 1e-10, check  # the hand-written rules = jax.grad
+    assert check["bf16_error_ratio"] <= 2.0, check     # bf16: within autodiff's own error budget
+    assert "MFU" in capsys.readouterr().out
