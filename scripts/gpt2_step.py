@@ -122,7 +122,7 @@ def check_slice(shape: dict, context: int, seed: int = 0) -> dict:
 
 
 def run(shape: dict, seq_len: int, compare: bool, repeats: int, slice_len: int,
-        peak_tflops: float | None) -> dict:
+        peak_tflops: float | None, batch: int = 1) -> dict:
     """Build, initialise and step the model of ``shape``; see the module docstring."""
     t0 = time.perf_counter()
     net = build(shape, context=seq_len)
@@ -131,13 +131,13 @@ def run(shape: dict, seq_len: int, compare: bool, repeats: int, slice_len: int,
     init_s = time.perf_counter() - t0
     optimizer = optax.adam(3e-4)
     opt_state = optimizer.init(master)
-    x, y = tokens(shape["vocab"], 1, seq_len)
-    row = {"model": shape, "context": seq_len, "params": count_params(master)[0],
+    x, y = tokens(shape["vocab"], batch, seq_len)
+    row = {"model": shape, "context": seq_len, "batch": batch, "params": count_params(master)[0],
            "build_init_s": init_s, "device": str(jax.devices()[0])}
     sides = [("manual", fb.manual_grad(net, COST))]
     if compare:
         sides.append(("autodiff", jax.grad(fb.loss_fn(net, COST))))
-    flops = model_flops(master, {**shape, "context": seq_len}, seq_len, seq_len)
+    flops = model_flops(master, shape, batch * seq_len, seq_len)
     peak = peak_tflops * 1e12 if peak_tflops else bf16_matmul_rate()
     row["peak_tflops"], row["peak_source"] = peak / 1e12, ("given" if peak_tflops else "measured")
     for name, grad_fn in sides:

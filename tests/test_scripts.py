@@ -4,6 +4,7 @@ Speed is never timed here. Memory is XLA's compiled memory analysis, exact for t
 built the program, so the table's claim (hand-written ≤ jax.grad in temporary bytes) is checked.
 """
 import importlib.util
+import json
 import pathlib
 
 import jax
@@ -49,3 +50,23 @@ def test_gpt2_step_smoke_takes_a_bf16_step_whose_slice_equals_jax_grad(capsys):
     assert check["float64_rel_error"] <= 1e-10, check  # the hand-written rules = jax.grad
     assert check["bf16_error_ratio"] <= 2.0, check     # bf16: within autodiff's own error budget
     assert "MFU" in capsys.readouterr().out
+
+
+@pytest.mark.float32
+def test_gpu_report_smoke_writes_every_row_with_a_verdict(tmp_path, capsys):
+    # every section but gpt2, whose script test_gpt2_step_smoke runs
+    report = load_script("gpu_report")
+    sections = [s for s in report.SECTIONS if s != "gpt2"]
+    rep = report.main(["--smoke", "--out", str(tmp_path), "--only", ",".join(sections)])
+    saved = json.loads((tmp_path / "gpu_report.json").read_text())
+    assert saved["rows"] == rep["rows"] and saved["platform"] == jax.devices()[0].platform
+    names = " ".join(r["row"] for r in rep["rows"])
+    for part in ("ceiling", "mlp", "lstm", "rnn", "gru", "digits epoch", "fbackprop check"):
+        assert part in names, names
+    for r in rep["rows"]:
+        assert not r["note"].startswith("failed"), r      # no section crashed
+        assert r["value"] is not None or r["note"].startswith("not measured"), r
+    check = next(r for r in rep["rows"] if r["row"].startswith("fbackprop check"))
+    assert check["met"], check                            # the command passed
+    table = (tmp_path / "gpu_report.md").read_text()
+    assert table.count("\n| ") == len(rep["rows"]) + 2 and table in capsys.readouterr().out
