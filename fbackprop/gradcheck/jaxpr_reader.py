@@ -1,0 +1,292 @@
+"""Everything that reads JAX internals for :func:`~fbackprop.check_custom_rules`, in one place.
+
+A program is traced to a closed jaxpr (``jax.make_jaxpr``) and evaluated here, equation by
+equation, by an interpreter that recurses into the sub-jaxprs that can hold a custom rule — ``jit``
+(``pjit`` before 0.4.36), ``scan`` (``fori_loop`` with static bounds becomes one), ``while``
+(``fori_loop`` with traced bounds), ``cond`` (``switch``), ``checkpoint``/``remat`` and the
+primal of a ``custom_vjp``/``custom_jvp`` call (rules nested in rules). At each
+``custom_vjp_call``/``custom_jvp_call`` equation it hands the concrete operands to a callback
+before evaluating the call. Equations with no custom call inside are evaluated by ``bind``, the way
+``jax.core.eval_jaxpr`` does.
+
+What this module reads, and where JAX versions differ (checked against 0.10.2 here; the 0.11
+series is accepted with the same names, and an unknown series is refused with a clear error):
+
+* the primitive names above (``jit``/``pjit``/``closed_call``, ``checkpoint``/``remat2``,
+  ``custom_vjp_call``/``custom_vjp_call_jaxpr``, ``custom_jvp_call``);
+* the parameters ``call_jaxpr``, ``num_consts``, ``bwd``, ``jvp_jaxpr_fun``/``jvp_jaxpr_thunk``,
+  ``jaxpr``, ``branches``, ``cond_jaxpr``/``body_jaxpr`` and their ``*_nconsts``, ``num_carry``,
+  ``length``, ``reverse``;
+* ``Primitive.get_bind_params`` (re-binding a captured custom call re-runs the rule);
+* ``jaxpr.debug_info.func_src_info`` (``"name at file:line"``), ``eqn.source_info`` (traceback,
+  ``name_stack``) and ``source_info_util.user_frame``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["SUPPORTED_JAX", "require_known_jax", "trace", "CustomCall", "evaluate",
+           "primal_function", "rule_function", "custom_kind", "describe_call",
+           "call_site_of"]
+
+SUPPORTED_JAX = ((0, 10), (0, 11))
+
+CUSTOM_VJP = frozenset({"custom_vjp_call", "custom_vjp_call_jaxpr"})
+CUSTOM_JVP = frozenset({"custom_jvp_call"})
+CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "checkpoint", "remat", "remat2"})
+
+
+def _jax_series(version: str) -> tuple:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (-1, -1)
+
+
+def require_known_jax(version: str | None = None) -> None:
+    """Refuse a JAX series whose internals this module has not been checked against.
+
+    Args:
+      version: a version string; ``jax.__version__`` when omitted.
+
+    Raises:
+      RuntimeError: the series is not one of :data:`SUPPORTED_JAX`, naming what is supported
+        and what to do.
+    """
+    version = jax.__version__ if version is None else version
+    if _jax_series(version) not in SUPPORTED_JAX:
+        known = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED_JAX)
+        raise RuntimeError(
+            f"check_custom_rules reads JAX's jaxpr internals (primitive names and parameters of "
+            f"custom_vjp/custom_jvp calls, jit, scan, while, cond, checkpoint), checked against "
+            f"JAX {known}; received JAX {version}. Install a supported JAX, or check each rule "
+            f"on its own with fb.check_vjp(f, *args), which uses only public APIs.")
+    # the names this module depends on must exist in the series it accepts
+    from jax._src import core
+    for name in ("eval_jaxpr", "Literal", "ClosedJaxpr", "Jaxpr"):
+        if not hasattr(core, name):
+            raise RuntimeError(f"check_custom_rules: jax._src.core.{name} is missing in JAX "
+                               f"{version}; expected it in the JAX {known} series. Use "
+                               f"fb.check_vjp(f, *args) for each rule instead.")
+
+
+def trace(fn: Callable, args: tuple):
+    """``(closed_jaxpr, out_tree)`` of ``fn(*args)``; the non-array leaves of ``args`` stay static.
+
+    Returns:
+      the closed jaxpr, the output treedef, and the flat array leaves of ``args`` it takes.
+    """
+    leaves, treedef = jax.tree.flatten(args)
+    is_array = [_is_array(x) for x in leaves]
+    arrays = [x for x, a in zip(leaves, is_array) if a]
+
+    def flat_fn(*xs):
+        it = iter(xs)
+        full = [next(it) if a else x for x, a in zip(leaves, is_array)]
+        return fn(*jax.tree.unflatten(treedef, full))
+
+    closed, out_shape = jax.make_jaxpr(flat_fn, return_shape=True)(*arrays)
+    return closed, jax.tree.structure(out_shape), arrays
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (jax.Array, jnp.ndarray)) or hasattr(x, "__jax_array__") or (
+        hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+def custom_kind(eqn) -> str | None:
+    """``"custom_vjp"``, ``"custom_jvp"`` or ``None`` for an equation."""
+    name = eqn.primitive.name
+    return "custom_vjp" if name in CUSTOM_VJP else "custom_jvp" if name in CUSTOM_JVP else None
+
+
+def _sub_jaxprs(eqn):
+    """The (open jaxpr, consts) pairs among ``eqn``'s parameters."""
+    from jax._src import core
+    out = []
+    for value in eqn.params.values():
+        for v in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(v, core.ClosedJaxpr):
+                out.append(v.jaxpr)
+            elif isinstance(v, core.Jaxpr):
+                out.append(v)
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _contains_custom(jaxpr) -> bool:
+    return any(custom_kind(e) or any(_contains_custom(j) for j in _sub_jaxprs(e))
+               for e in jaxpr.eqns)
+
+
+def _closed(value):
+    """``(jaxpr, consts)`` of a ClosedJaxpr or an open Jaxpr (no consts)."""
+    from jax._src import core
+    if isinstance(value, core.ClosedJaxpr):
+        return value.jaxpr, value.consts
+    return value, ()
+
+
+@dataclasses.dataclass(frozen=True)
+class CustomCall:
+    """One custom-rule equation reached by the run.
+
+    kind: ``"custom_vjp"`` or ``"custom_jvp"``; site: a key unique to the call site (the path of
+    equation indices through the sub-jaxprs); eqn: the equation; num_consts: leading operands
+    that are the rule's closed-over constants (not differentiated); outer: the enclosing
+    equations (jit, scan, …), outermost first.
+    """
+
+    kind: str
+    site: tuple
+    eqn: object
+    num_consts: int
+    outer: tuple = ()
+
+
+def _bind(eqn, invals):
+    params = eqn.primitive.get_bind_params(eqn.params)
+    subfuns = ()
+    if isinstance(params, tuple):  # JAX before 0.7 returned (subfuns, params)
+        subfuns, params = params
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is None:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    else:
+        with ctx:
+            out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return out if eqn.primitive.multiple_results else [out]
+
+
+def evaluate(closed_jaxpr, args, visit: Callable, path: tuple = (), outer: tuple = ()):
+    """Evaluate ``closed_jaxpr`` at concrete ``args``, calling ``visit(call, operands)`` at each
+    custom-rule equation reached (inside jit, scan, while, cond, checkpoint and rule primals).
+
+    Returns:
+      the flat list of outputs.
+    """
+    jaxpr, consts = _closed(closed_jaxpr)
+    return _eval(jaxpr, consts, list(args), visit, path, outer)
+
+
+def _eval(jaxpr, consts, args, visit, path, outer):
+    from jax._src import core
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, core.Literal) else env[v]
+
+    for var, val in zip(jaxpr.constvars, consts):
+        env[var] = val
+    for var, val in zip(jaxpr.invars, args):
+        env[var] = val
+    for i, eqn in enumerate(jaxpr.eqns):
+        invals = [read(v) for v in eqn.invars]
+        outs = _eval_eqn(eqn, invals, visit, path + (i,), outer)
+        for var, val in zip(eqn.outvars, outs):
+            env[var] = val
+    return [read(v) for v in jaxpr.outvars]
+
+
+def _eval_eqn(eqn, invals, visit, path, outer):
+    kind = custom_kind(eqn)
+    inside = outer + (eqn,)
+    if kind is not None:
+        visit(CustomCall(kind, path, eqn, int(eqn.params.get("num_consts", 0)), outer), invals)
+        inner = eqn.params["call_jaxpr"]
+        if _contains_custom(_closed(inner)[0]):
+            return evaluate(inner, invals, visit, path + ("primal",), inside)
+        return _bind(eqn, invals)
+    if not any(_contains_custom(j) for j in _sub_jaxprs(eqn)):
+        return _bind(eqn, invals)
+    name = eqn.primitive.name
+    if name in CALLS:
+        return evaluate(eqn.params["jaxpr"] if "jaxpr" in eqn.params else
+                        eqn.params["call_jaxpr"], invals, visit, path, inside)
+    if name == "scan":
+        return _scan(eqn, invals, visit, path, inside)
+    if name == "while":
+        return _while(eqn, invals, visit, path, inside)
+    if name == "cond":
+        branches = eqn.params["branches"]
+        index = int(jnp.clip(invals[0], 0, len(branches) - 1))
+        return evaluate(branches[index], invals[1:], visit, path + (f"branch {index}",), inside)
+    visit(None, eqn)  # a primitive with rules inside that this interpreter does not enter
+    return _bind(eqn, invals)
+
+
+def _scan(eqn, invals, visit, path, outer):
+    p = eqn.params
+    nc, ncarry, length = p["num_consts"], p["num_carry"], p["length"]
+    consts, carry, xs = invals[:nc], invals[nc:nc + ncarry], invals[nc + ncarry:]
+    steps = range(length - 1, -1, -1) if p["reverse"] else range(length)
+    ys = [None] * length
+    for t in steps:
+        out = evaluate(p["jaxpr"], [*consts, *carry, *(x[t] for x in xs)], visit, path, outer)
+        carry, ys[t] = out[:ncarry], out[ncarry:]
+    y_avals = [v.aval for v in _closed(p["jaxpr"])[0].outvars[ncarry:]]
+    stacked = [jnp.stack([y[k] for y in ys]) if length else jnp.zeros((0, *a.shape), a.dtype)
+               for k, a in enumerate(y_avals)]
+    return [*carry, *stacked]
+
+
+def _while(eqn, invals, visit, path, outer):
+    p = eqn.params
+    cn, bn = p["cond_nconsts"], p["body_nconsts"]
+    cconsts, bconsts, carry = invals[:cn], invals[cn:cn + bn], invals[cn + bn:]
+    while bool(evaluate(p["cond_jaxpr"], [*cconsts, *carry], visit, path + ("cond",), outer)[0]):
+        carry = evaluate(p["body_jaxpr"], [*bconsts, *carry], visit, path, outer)
+    return carry
+
+
+def primal_function(call: CustomCall) -> Callable:
+    """The rule's primal as a function of the flat operands: autodiff of it ignores the rule."""
+    from jax._src import core
+    jaxpr, consts = _closed(call.eqn.params["call_jaxpr"])
+    return lambda *ops: core.eval_jaxpr(jaxpr, consts, *ops)
+
+
+def rule_function(call: CustomCall) -> Callable:
+    """The captured call re-bound: the same primal, differentiated by the custom rule."""
+    return lambda *ops: _bind(call.eqn, ops)
+
+
+def _src(debug_info) -> tuple:
+    """``(name, "file:line")`` from a debug info's ``func_src_info`` ("name at file:line")."""
+    text = getattr(debug_info, "func_src_info", None) or ""
+    name, _, where = text.partition(" at ")
+    return name or "?", where or "?"
+
+
+def describe_call(call: CustomCall) -> dict:
+    """Names and places of a captured call.
+
+    Returns:
+      a dict: ``name`` and ``defined_at`` of the primal, ``rule`` and ``rule_at`` (the bwd or jvp
+      function), ``called_at`` (the innermost user frame of the call or, when its traceback ends
+      inside JAX, of the enclosing equations) and ``name_stack`` (outer scopes first).
+    """
+    p = call.eqn.params
+    name, defined = _src(getattr(_closed(p["call_jaxpr"])[0], "debug_info", None))
+    rule = p.get("bwd") if call.kind == "custom_vjp" else (
+        p.get("jvp_jaxpr_fun") or p.get("jvp_jaxpr_thunk"))
+    rule_name, rule_at = _src(getattr(rule, "debug_info", None))
+    called = next(filter(None, map(call_site_of, (*call.outer, call.eqn)[::-1])), "?")
+    stack = "/".join(filter(None, (str(e.source_info.name_stack)
+                                   for e in (*call.outer, call.eqn))))
+    return {"name": name, "defined_at": defined, "rule": rule_name, "rule_at": rule_at,
+            "called_at": called, "name_stack": stack}
+
+
+def call_site_of(eqn) -> str | None:
+    """``file:line`` of the user frame that issued ``eqn``, or ``None``."""
+    from jax._src import source_info_util
+    tb = eqn.source_info.traceback
+    frame = source_info_util.user_frame(tb) if tb is not None else None
+    return None if frame is None else f"{frame.file_name}:{frame.start_line}"
