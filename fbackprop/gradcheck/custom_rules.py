@@ -110,6 +110,8 @@ def _capture(fn, args, opts):
         if call is None:  # an equation with rules inside that the interpreter cannot enter
             unsearched.append(f"{operands.primitive.name} at {jr.call_site_of(operands) or '?'}")
             return
+        if jr.is_marker(call.eqn):  # equinox.nondifferentiable: refuses tangents by design
+            return
         entry = sites.setdefault(call.site, [call, 0, []])
         entry[1] += 1
         if keep is None or len(entry[2]) < keep:
@@ -196,9 +198,13 @@ def _check_one(call, info, count, k, operands, opts, seed) -> RuleCheck:
     base = dict(name=name, kind=call.kind, defined_at=info["defined_at"], rule=info["rule"],
                 rule_at=info["rule_at"], called_at=info["called_at"], scope=info["name_stack"],
                 calls=count, call=k, operands=tuple(_aval_str(x) for x in operands))
-    diff_idx = [i for i, x in enumerate(operands) if i >= call.num_consts and _is_float(x)]
+    diff_idx = [i for i, x in enumerate(operands)
+                if i >= call.num_consts and _is_float(x) and i not in call.held]
     notes = [f"operand {i} ({_aval_str(x)}) has no derivative: held fixed"
              for i, x in enumerate(operands) if i >= call.num_consts and not _is_float(x)]
+    if call.held:
+        notes.append(f"operand(s) {list(call.held)} marked non-differentiable by the library "
+                     f"(e.g. equinox's filter_custom_vjp *args): held fixed")
     if not diff_idx:
         return RuleCheck(**base, status=SKIPPED,
                          reason="; ".join(["no floating-point operand to differentiate"] + notes))

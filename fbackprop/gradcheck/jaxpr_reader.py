@@ -32,12 +32,15 @@ import jax.numpy as jnp
 
 __all__ = ["SUPPORTED_JAX", "require_known_jax", "trace", "CustomCall", "evaluate",
            "primal_function", "rule_function", "custom_kind", "describe_call",
-           "call_site_of"]
+           "call_site_of", "is_marker", "MARKERS"]
 
 SUPPORTED_JAX = ((0, 10), (0, 11))
 
 CUSTOM_VJP = frozenset({"custom_vjp_call", "custom_vjp_call_jaxpr"})
 CUSTOM_JVP = frozenset({"custom_jvp_call"})
+# custom_jvp rules that libraries define to refuse any tangent (equinox.nondifferentiable and
+# its backward twin): values they return are held fixed where a rule receives them
+MARKERS = frozenset({"_nondifferentiable", "_nondifferentiable_backward"})
 CALLS = frozenset({"jit", "pjit", "closed_call", "core_call", "checkpoint", "remat", "remat2"})
 
 
@@ -140,7 +143,8 @@ class CustomCall:
     kind: ``"custom_vjp"`` or ``"custom_jvp"``; site: a key unique to the call site (the path of
     equation indices through the sub-jaxprs); eqn: the equation; num_consts: leading operands
     that are the rule's closed-over constants (not differentiated); outer: the enclosing
-    equations (jit, scan, …), outermost first.
+    equations (jit, scan, …), outermost first; held: operand positions that a library marked
+    non-differentiable (:data:`MARKERS`), held fixed by the check.
     """
 
     kind: str
@@ -148,6 +152,7 @@ class CustomCall:
     eqn: object
     num_consts: int
     outer: tuple = ()
+    held: tuple = ()
 
 
 def _bind(eqn, invals):
@@ -186,19 +191,32 @@ def _eval(jaxpr, consts, args, visit, path, outer):
         env[var] = val
     for var, val in zip(jaxpr.invars, args):
         env[var] = val
+    marked = set()
     for i, eqn in enumerate(jaxpr.eqns):
         invals = [read(v) for v in eqn.invars]
-        outs = _eval_eqn(eqn, invals, visit, path + (i,), outer)
+        if is_marker(eqn):
+            marked.update(eqn.outvars)
+        held = tuple(k for k, v in enumerate(eqn.invars) if v in marked)
+        outs = _eval_eqn(eqn, invals, visit, path + (i,), outer, held)
         for var, val in zip(eqn.outvars, outs):
             env[var] = val
     return [read(v) for v in jaxpr.outvars]
 
 
-def _eval_eqn(eqn, invals, visit, path, outer):
+def is_marker(eqn) -> bool:
+    """Whether ``eqn`` is a library's non-differentiable marker (:data:`MARKERS`)."""
+    if custom_kind(eqn) != "custom_jvp":
+        return False
+    name, where = _src(getattr(_closed(eqn.params["call_jaxpr"])[0], "debug_info", None))
+    return name in MARKERS and _is_library(where)
+
+
+def _eval_eqn(eqn, invals, visit, path, outer, held=()):
     kind = custom_kind(eqn)
     inside = outer + (eqn,)
     if kind is not None:
-        visit(CustomCall(kind, path, eqn, int(eqn.params.get("num_consts", 0)), outer), invals)
+        visit(CustomCall(kind, path, eqn, int(eqn.params.get("num_consts", 0)), outer, held),
+              invals)
         inner = eqn.params["call_jaxpr"]
         if _contains_custom(_closed(inner)[0]):
             return evaluate(inner, invals, visit, path + ("primal",), inside)
@@ -264,19 +282,49 @@ def _src(debug_info) -> tuple:
     return name or "?", where or "?"
 
 
+def _is_library(path: str) -> bool:
+    return "site-packages" in path or "dist-packages" in path
+
+
+def _wrapped_user_function(wrapped, attr: str):
+    """The user's function behind a library wrapper's rule (Equinox's ``filter_custom_vjp`` keeps
+    it as ``fn``/``fn_bwd`` on the object its wrappers close over), or ``None``."""
+    f = getattr(wrapped, "f", None)
+    for cell in getattr(f, "__closure__", None) or ():
+        try:
+            obj = cell.cell_contents
+        except ValueError:
+            continue
+        user = getattr(obj, attr, None)
+        if callable(user) and hasattr(user, "__code__"):
+            return user
+    return None
+
+
+def _function_src(fn) -> tuple:
+    code = fn.__code__
+    return fn.__name__, f"{code.co_filename}:{code.co_firstlineno}"
+
+
 def describe_call(call: CustomCall) -> dict:
     """Names and places of a captured call.
 
     Returns:
       a dict: ``name`` and ``defined_at`` of the primal, ``rule`` and ``rule_at`` (the bwd or jvp
-      function), ``called_at`` (the innermost user frame of the call or, when its traceback ends
-      inside JAX, of the enclosing equations) and ``name_stack`` (outer scopes first).
+      function), ``called_at`` (the innermost frame of the call outside JAX and installed
+      libraries or, when there is none, of the enclosing equations) and ``name_stack`` (outer
+      scopes first). Rules wrapped by a library (Equinox) are named by the user's functions.
     """
     p = call.eqn.params
     name, defined = _src(getattr(_closed(p["call_jaxpr"])[0], "debug_info", None))
     rule = p.get("bwd") if call.kind == "custom_vjp" else (
         p.get("jvp_jaxpr_fun") or p.get("jvp_jaxpr_thunk"))
     rule_name, rule_at = _src(getattr(rule, "debug_info", None))
+    if _is_library(defined) and _wrapped_user_function(rule, "fn") is not None:
+        name, defined = _function_src(_wrapped_user_function(rule, "fn"))
+        bwd = _wrapped_user_function(rule, "fn_bwd")
+        if bwd is not None:
+            rule_name, rule_at = _function_src(bwd)
     called = next(filter(None, map(call_site_of, (*call.outer, call.eqn)[::-1])), "?")
     stack = "/".join(filter(None, (str(e.source_info.name_stack)
                                    for e in (*call.outer, call.eqn))))
@@ -285,8 +333,13 @@ def describe_call(call: CustomCall) -> dict:
 
 
 def call_site_of(eqn) -> str | None:
-    """``file:line`` of the user frame that issued ``eqn``, or ``None``."""
+    """``file:line`` of the innermost frame that issued ``eqn`` outside JAX and installed
+    libraries (else outside JAX), or ``None``."""
     from jax._src import source_info_util
     tb = eqn.source_info.traceback
-    frame = source_info_util.user_frame(tb) if tb is not None else None
+    if tb is None:
+        return None
+    frames = list(source_info_util.user_frames(tb))
+    frame = next((f for f in frames if not _is_library(f.file_name)),
+                 frames[0] if frames else None)
     return None if frame is None else f"{frame.file_name}:{frame.start_line}"
