@@ -136,7 +136,8 @@ def _render(rep: CustomRulesReport) -> str:
              for c in rep.checks]
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
               for i, h in enumerate(cols)]
-    lines = head + ["", "  ".join(h.ljust(w) for h, w in zip(cols, widths)).rstrip()]
+    lines = head + (["", "  ".join(h.ljust(w) for h, w in zip(cols, widths)).rstrip()]
+                    if table else [])
     for c, t in zip(rep.checks, table):
         lines.append("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
         if c.reason:

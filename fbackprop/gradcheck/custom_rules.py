@@ -289,7 +289,7 @@ def _verdict(subject, name, opts, seed):
     dtype = dtypes.pop()
     tol = opts.tolerance.get(name) if isinstance(opts.tolerance, dict) else opts.tolerance
     if dtype in ("bfloat16", "float16"):
-        return _low_precision(subject, dtype, tol, opts, seed)
+        return _low_precision(subject, dtype, tol, opts, seed, name)
     against = subject.ref if subject.reference is not None else subject.primal
     mode = _differentiable(against, subject.diff)
     if mode is None:
@@ -346,21 +346,25 @@ def forward_rows(rule, primal, diff, dtype, tolerance, seed, name, directions) -
     vs = [[_random(jnp.shape(x), rng, dtype) for _ in range(directions)] for x in diff]
     tol = TOLERANCE.get(dtype, 1e-4) if tolerance is None else tolerance
 
-    @jax.jit
-    def products(diff, u, vs):
-        jtu = jax.vjp(rule, *diff)[1](u)
-        dot = lambda a, b: sum(jnp.vdot(x, y) for x, y in zip(a, b))  # noqa: E731
-        norm = lambda a: jnp.sqrt(sum(jnp.vdot(x, x) for x in a))  # noqa: E731
-        res = []
-        for i, v_i in enumerate(vs):
-            for v in v_i:
-                tangent = [v if j == i else jnp.zeros_like(x) for j, x in enumerate(diff)]
-                jv = jax.jvp(primal, tuple(diff), tuple(tangent))[1]
-                res.append((dot(u, jv), jnp.vdot(jtu[i], v),
-                            jnp.maximum(norm(u) * norm(jv), norm([jtu[i]]) * norm([v]))))
-        return res
+    n, K = len(diff), directions
+    # one batch of tangents: row i·K + k perturbs operand i along its k-th direction only
+    tangents = tuple(jnp.concatenate([jnp.stack(vs[j]) if j == i else
+                                      jnp.zeros((K, *jnp.shape(x)), dtype) for i in range(n)])
+                     for j, x in enumerate(diff))
 
-    vals = np.asarray(jax.device_get(products(tuple(diff), u, vs)), np.float64)
+    @jax.jit
+    def products(diff, u, tangents):
+        jtu = jax.vjp(rule, *diff)[1](u)
+        jv = jax.vmap(lambda *t: jax.jvp(primal, tuple(diff), t)[1])(*tangents)
+        u_jv = sum(jnp.einsum("b...,...->b", a, b) for a, b in zip(jv, u))
+        norm_jv = jnp.sqrt(sum(jnp.einsum("b...,b...->b", a, a) for a in jv))
+        vjt = sum(jnp.einsum("b...,...->b", t, g) for t, g in zip(tangents, jtu))
+        norm_v = jnp.sqrt(sum(jnp.einsum("b...,b...->b", t, t) for t in tangents))
+        norm_jtu = jnp.stack([jnp.sqrt(jnp.vdot(g, g)) for g in jtu]).repeat(K)
+        norm_u = jnp.sqrt(sum(jnp.vdot(a, a) for a in u))
+        return jnp.stack([u_jv, vjt, jnp.maximum(norm_u * norm_jv, norm_jtu * norm_v)], axis=1)
+
+    vals = np.asarray(jax.device_get(products(tuple(diff), u, tangents)), np.float64)
     rows = []
     for i in range(len(diff)):
         block = vals[i * directions:(i + 1) * directions]
@@ -388,7 +392,7 @@ def _forward_value_row(subject, tol) -> Row:
                worst[0], worst[1], worst[2], tol, PASS if worst[1] <= tol else ROW_FAIL)
 
 
-def _low_precision(subject, dtype, tol, opts, seed):
+def _low_precision(subject, dtype, tol, opts, seed, name):
     """bfloat16/float16: against a float32 reference's budget (with a reference) or autodiff of
     the primal in the same precision at a fixed tolerance (without)."""
     rng = np.random.default_rng(seed)
@@ -403,9 +407,9 @@ def _low_precision(subject, dtype, tol, opts, seed):
         tol = LOW_PRECISION_TOLERANCE[dtype] if tol is None else tol
         g_auto = jax.vjp(subject.primal, *subject.diff)[1](u)
         rows = tuple(_leaf_row(i, a, b, tol) for i, (a, b) in enumerate(zip(g_rule, g_auto)))
-        report = GradientReport(subject="rule", cost=None, dtype=dtype, tolerance=tol, rows=rows)
+        report = GradientReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=rows)
         return _status_of(report), _reason_of(report), "reverse", report
-    return budget_check(subject, dtype, u, u32, g_rule, opts.budget, tol)
+    return budget_check(subject, dtype, u, u32, g_rule, opts.budget, tol, name)
 
 
 def _leaf_row(i, got, ref, tol) -> Row:
@@ -420,7 +424,7 @@ def _norm_rel(got, ref) -> float:
     return float(np.linalg.norm(got - ref) / (scale if scale > 0 else 1.0))
 
 
-def budget_check(subject, dtype, u, u32, g_rule, budget, floor=None):
+def budget_check(subject, dtype, u, u32, g_rule, budget, floor=None, name="rule"):
     """The error budget: per operand, e_rule = ‖g_rule − g₃₂‖/‖g₃₂‖ and e_auto the same for
     autodiff of the reference in ``dtype``, with g₃₂ autodiff of the reference in float32
     (matmul precision highest); pass when e_rule ≤ budget × e_auto + floor."""
@@ -439,6 +443,6 @@ def budget_check(subject, dtype, u, u32, g_rule, budget, floor=None):
                         e_rule, e_rule, (), bound, PASS if ok else ROW_FAIL,
                         f"autodiff in {dtype}: {e_auto:.2e}; ratio "
                         f"{e_rule / e_auto if e_auto > 0 else float('inf'):.2f}"))
-    report = GradientReport(subject="rule", cost=None, dtype=dtype, tolerance=floor,
+    report = GradientReport(subject=name, cost=None, dtype=dtype, tolerance=floor,
                             rows=tuple(rows))
     return _status_of(report), _reason_of(report), "budget", report

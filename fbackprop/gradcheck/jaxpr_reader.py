@@ -196,7 +196,8 @@ def _eval(jaxpr, consts, args, visit, path, outer):
         invals = [read(v) for v in eqn.invars]
         if is_marker(eqn):
             marked.update(eqn.outvars)
-        held = tuple(k for k, v in enumerate(eqn.invars) if v in marked)
+        held = tuple(k for k, v in enumerate(eqn.invars)
+                     if not isinstance(v, core.Literal) and v in marked)
         outs = _eval_eqn(eqn, invals, visit, path + (i,), outer, held)
         for var, val in zip(eqn.outvars, outs):
             env[var] = val
@@ -264,10 +265,31 @@ def _while(eqn, invals, visit, path, outer):
 
 
 def primal_function(call: CustomCall) -> Callable:
-    """The rule's primal as a function of the flat operands: autodiff of it ignores the rule."""
-    from jax._src import core
+    """The rule's primal as a function of the flat operands: autodiff of it ignores the rule and
+    the rules nested in it (their primals are inlined, through jit and checkpoint; a nested rule
+    inside scan, while or cond keeps its rule)."""
     jaxpr, consts = _closed(call.eqn.params["call_jaxpr"])
-    return lambda *ops: core.eval_jaxpr(jaxpr, consts, *ops)
+    return lambda *ops: _eval_inlined(jaxpr, consts, ops)
+
+
+def _eval_inlined(jaxpr, consts, args):
+    from jax._src import core
+    if not _contains_custom(jaxpr):
+        return core.eval_jaxpr(jaxpr, consts, *args)
+    env = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+
+    def read(v):
+        return v.val if isinstance(v, core.Literal) else env[v]
+
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        inner = (eqn.params["call_jaxpr"] if custom_kind(eqn) else
+                 eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
+                 if eqn.primitive.name in CALLS else None)
+        outs = _bind(eqn, invals) if inner is None else _eval_inlined(*_closed(inner), invals)
+        env.update(zip(eqn.outvars, outs))
+    return [read(v) for v in jaxpr.outvars]
 
 
 def rule_function(call: CustomCall) -> Callable:
