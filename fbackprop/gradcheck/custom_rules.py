@@ -50,6 +50,7 @@ class _Options:
     directions: int
     budget: float
     seed: int
+    jit: bool = False
 
 
 def _name_of(key) -> str:
@@ -64,7 +65,7 @@ def _name_of(key) -> str:
                     f"prints in its 'rule' column.")
 
 
-def _options(calls, tolerance, expect_mismatch, references, directions, budget, seed):
+def _options(calls, tolerance, expect_mismatch, references, directions, budget, seed, jit):
     if not (calls in ("first", "all") or (isinstance(calls, int) and not isinstance(calls, bool)
                                           and calls >= 1)):
         raise ValueError(f"check_custom_rules: calls must be 'first', 'all' or a number ≥ 1 (the "
@@ -85,7 +86,7 @@ def _options(calls, tolerance, expect_mismatch, references, directions, budget, 
         raise ValueError(f"check_custom_rules: directions must be an int ≥ 1, received "
                          f"{directions!r}.")
     return _Options(calls, tolerance, frozenset(_name_of(k) for k in expect_mismatch or ()),
-                    refs, directions, _nonneg(budget, "budget"), int(seed))
+                    refs, directions, _nonneg(budget, "budget"), int(seed), bool(jit))
 
 
 def _nonneg(v, what):
@@ -128,7 +129,8 @@ def _capture(fn, args, opts):
 
 def check_custom_rules(fn: Callable, *args, calls="first", tolerance=None, expect_mismatch=(),
                        references=None, directions: int = 4, budget: float = BUDGET,
-                       seed: int = 0, raise_on_failure: bool = False) -> CustomRulesReport:
+                       seed: int = 0, jit: bool = False,
+                       raise_on_failure: bool = False) -> CustomRulesReport:
     """Find every ``jax.custom_vjp``/``jax.custom_jvp`` rule that ``fn(*args)`` reaches and check
     each at the operands it received in that run.
 
@@ -152,6 +154,8 @@ def check_custom_rules(fn: Callable, *args, calls="first", tolerance=None, expec
       directions: random directions per operand in forward mode.
       budget: low precision passes when the rule's error ≤ budget × autodiff's error + 1e-4.
       seed: seeds every random cotangent and direction.
+      jit: compile each check as one program; the default runs it op by op, whose compiled
+        primitives are shared by every check (faster for the small operands of most rules).
       raise_on_failure: raise :class:`~fbackprop.GradientCheckError` (with the table) instead of
         returning a failing report.
 
@@ -167,7 +171,8 @@ def check_custom_rules(fn: Callable, *args, calls="first", tolerance=None, expec
         raise TypeError(f"check_custom_rules: fn must be a callable JAX function, received "
                         f"{type(fn).__name__}. Pass the function and its arguments: "
                         f"fb.check_custom_rules(loss, params, x).")
-    opts = _options(calls, tolerance, expect_mismatch, references, directions, budget, seed)
+    opts = _options(calls, tolerance, expect_mismatch, references, directions, budget, seed,
+                    jit)
     sites, unsearched = _capture(fn, args, opts)
     checks = []
     for n, (call, count, recorded) in enumerate(sites.values()):
@@ -297,7 +302,8 @@ def _verdict(subject, name, opts, seed):
                          "(references={rule: g})", "", None)
     with precision_for(dtype):
         if mode == "reverse":
-            report = vjp_rows(subject.rule, against, subject.diff, dtype, tol, seed, name)
+            report = vjp_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
+                              opts.jit)
         else:
             report = forward_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
                                   opts.directions)
@@ -323,13 +329,13 @@ def _reason_of(report) -> str:
             f"{r.tolerance:.0e} at index {r.index}" + (f" — {r.note}" if r.note else ""))
 
 
-def vjp_rows(rule, primal, diff, dtype, tolerance, seed, name) -> GradientReport:
+def vjp_rows(rule, primal, diff, dtype, tolerance, seed, name, jit=False) -> GradientReport:
     """The rows of :func:`~fbackprop.check_vjp` for ``rule`` (differentiated by its custom rule)
     against autodiff of ``primal``; the one place the sweep calls ``check_vjp``."""
     f = jax.custom_vjp(primal)
     f.defvjp(lambda *a: (rule(*a), a), lambda a, u: tuple(jax.vjp(rule, *a)[1](u)))
     f.__name__ = name
-    return check_vjp(f, *diff, dtype=dtype, tolerance=tolerance, seed=seed)
+    return check_vjp(f, *diff, dtype=dtype, tolerance=tolerance, seed=seed, jit=jit)
 
 
 def _random(shape, rng, dtype):

@@ -6,15 +6,15 @@ For logits z (rows, classes) and target distributions y of the same shape, row r
 
 and, for an incoming cotangent g (rows,), the backward kernel writes
 
-    ∂/∂z_r = g_r · (softmax(z_r) · Σ y_r − y_r),     ∂/∂y_r = −g_r · log softmax(z_r) … shifted:
-    ∂/∂y_r = g_r · (logsumexp(z_r) − z_r).
+    ∂/∂z_r = g_r · (softmax(z_r) · Σ y_r − y_r),     ∂/∂y_r = g_r · (logsumexp(z_r) − z_r).
 
-Both kernels compute in float32 and write the input dtype, so a bfloat16 call rounds once per
-output, not once per operation. On CPU the kernels run in Pallas' interpreter
-(``interpret=True``); on GPU/TPU they are compiled. :func:`softmax_xent_reference` is the same
-loss in plain ``jax.numpy``: autodiff of it is what :func:`fbackprop.check_custom_rules` compares
-the backward kernel with (``references={softmax_xent: softmax_xent_reference}``), since autodiff
-cannot differentiate a ``pallas_call``.
+Both kernels compute in float32 (float64 for float64 inputs) and write the input dtype, so a
+bfloat16 call rounds once per output, not once per operation. On CPU the kernels run in Pallas'
+interpreter (``interpret=True``); on GPU/TPU they are compiled. :func:`softmax_xent_reference`
+is the same loss in plain ``jax.numpy``: autodiff of it is what
+:func:`fbackprop.check_custom_rules` compares the backward kernel with
+(``references={softmax_xent: softmax_xent_reference}``), since autodiff cannot differentiate a
+``pallas_call``.
 """
 from __future__ import annotations
 
@@ -37,9 +37,15 @@ def _row_spec(rows, width):
     return pl.BlockSpec((rows, width), lambda i: (i, 0))
 
 
+def _wide(dtype):
+    """The dtype the kernels compute in: float32 for float32 and narrower, else ``dtype``."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _forward_kernel(z_ref, y_ref, loss_ref):
-    z = z_ref[...].astype(jnp.float32)
-    y = y_ref[...].astype(jnp.float32)
+    wide = _wide(z_ref.dtype)
+    z = z_ref[...].astype(wide)
+    y = y_ref[...].astype(wide)
     m = jnp.max(z, axis=1, keepdims=True)
     lse = m + jnp.log(jnp.sum(jnp.exp(z - m), axis=1, keepdims=True))
     loss_ref[...] = (lse * jnp.sum(y, axis=1, keepdims=True)
@@ -47,9 +53,10 @@ def _forward_kernel(z_ref, y_ref, loss_ref):
 
 
 def _backward_kernel(z_ref, y_ref, g_ref, dz_ref, dy_ref, *, planted: float):
-    z = z_ref[...].astype(jnp.float32)
-    y = y_ref[...].astype(jnp.float32)
-    g = g_ref[...].astype(jnp.float32)
+    wide = _wide(z_ref.dtype)
+    z = z_ref[...].astype(wide)
+    y = y_ref[...].astype(wide)
+    g = g_ref[...].astype(wide)
     m = jnp.max(z, axis=1, keepdims=True)
     e = jnp.exp(z - m)
     s = jnp.sum(e, axis=1, keepdims=True)
@@ -63,6 +70,7 @@ def _block(rows: int) -> int:
     return BLOCK_ROWS if rows % BLOCK_ROWS == 0 else rows
 
 
+@jax.jit  # one program per shape: the interpreted kernel is not re-dispatched op by op
 def _forward(z, y):
     rows, classes = z.shape
     b = _block(rows)
@@ -73,6 +81,7 @@ def _forward(z, y):
     return loss[:, 0]
 
 
+@functools.partial(jax.jit, static_argnames="planted")
 def _backward(z, y, g, planted=0.0):
     rows, classes = z.shape
     b = _block(rows)
@@ -145,5 +154,5 @@ def softmax_xent_reference(z, y):
     Returns:
       the (rows,) losses.
     """
-    lse = jax.nn.logsumexp(z.astype(jnp.float32) if z.dtype == jnp.float32 else z, axis=1)
+    lse = jax.nn.logsumexp(z, axis=1)
     return (lse * jnp.sum(y, axis=1) - jnp.sum(y * z, axis=1)).astype(z.dtype)
