@@ -35,6 +35,8 @@ _RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
 
 
 def __getattr__(name):
+    if name == "kernels":  # Pallas kernels: imported on first use (Pallas is slow to import)
+        return importlib.import_module("fbackprop.kernels")
     if name in _RENAMED:
         warnings.warn(f"fbackprop.{name} is deprecated; use {_RENAMED[name]}.", DeprecationWarning,
                       stacklevel=2)

@@ -213,3 +213,10 @@ def test_cli_custom_rules_exit_status_and_json(capsys, monkeypatch):
         "soft_clip": "ok", "stable_lse": "FAIL"}
     assert cli.main(["check", "--custom-rules"]) == 2
     assert "--target" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("example", ["flax", "equinox"])
+def test_checking_md_examples_run(example):
+    text = (Path(__file__).parent.parent / "docs" / "CHECKING.md").read_text()
+    block = text.split(f"<!-- executed: {example} -->\n```python\n")[1].split("```")[0]
+    exec(compile(block, f"CHECKING.md:{example}", "exec"), {"__name__": f"doc_{example}"})

@@ -13,8 +13,9 @@ bfloat16 call rounds once per output, not once per operation. On CPU the kernels
 interpreter (``interpret=True``); on GPU/TPU they are compiled. :func:`softmax_xent_reference`
 is the same loss in plain ``jax.numpy``: autodiff of it is what
 :func:`fbackprop.check_custom_rules` compares the backward kernel with
-(``references={softmax_xent: softmax_xent_reference}``), since autodiff cannot differentiate a
-``pallas_call``.
+(``references={softmax_xent: softmax_xent_reference}``), since autodiff cannot
+reverse-differentiate a ``pallas_call`` (without a reference the sweep falls back to forward mode
+where Pallas gives a JVP, as the interpreter does for this kernel, else skips the rule).
 """
 from __future__ import annotations
 
