@@ -13,7 +13,12 @@ What this module reads, and where JAX versions differ (checked against 0.10.2 he
 series is accepted with the same names, and an unknown series is refused with a clear error):
 
 * the primitive names above (``jit``/``pjit``/``closed_call``, ``checkpoint``/``remat2``,
-  ``custom_vjp_call``/``custom_vjp_call_jaxpr``, ``custom_jvp_call``);
+  ``custom_vjp_call``/``custom_vjp_call_jaxpr``, ``custom_jvp_call``), the same in 0.10 and
+  0.11 (read from JAX's source at the 0.11.0 tag);
+* closed jaxprs: 0.10 wraps a ``Jaxpr`` in a ``ClosedJaxpr``; in 0.11 ``ClosedJaxpr`` is an
+  alias of ``Jaxpr``, which holds its consts (``.jaxpr`` returns itself) — both read as
+  ``(value.jaxpr, value.consts)``;
+* a scan's operand groups: ``num_consts``/``num_carry`` in 0.10, ``ft_in`` in 0.11;
 * the parameters ``call_jaxpr``, ``num_consts``, ``bwd``, ``jvp_jaxpr_fun``/``jvp_jaxpr_thunk``,
   ``jaxpr``, ``branches``, ``cond_jaxpr``/``body_jaxpr`` and their ``*_nconsts``, ``num_carry``,
   ``length``, ``reverse``;
@@ -240,10 +245,25 @@ def _eval_eqn(eqn, invals, visit, path, outer, held=()):
     return _bind(eqn, invals)
 
 
+def _scan_groups(params, invals):
+    """``(consts, carry, xs)`` of a scan's operands: JAX 0.10 gives ``num_consts`` and
+    ``num_carry``, JAX 0.11 a grouping ``ft_in`` (``ft_in.update(args).unpack()``)."""
+    if "num_consts" in params:
+        nc, ncarry = params["num_consts"], params["num_carry"]
+        return invals[:nc], invals[nc:nc + ncarry], invals[nc + ncarry:]
+    if "ft_in" in params:
+        return tuple(list(g) for g in params["ft_in"].update(list(invals)).unpack())
+    raise RuntimeError(f"check_custom_rules: a scan equation with parameters "
+                       f"{sorted(params)} in JAX {jax.__version__}; expected num_consts/num_carry "
+                       f"(JAX 0.10) or ft_in (0.11). Check the rules inside this scan with "
+                       f"fb.check_vjp instead.")
+
+
 def _scan(eqn, invals, visit, path, outer):
     p = eqn.params
-    nc, ncarry, length = p["num_consts"], p["num_carry"], p["length"]
-    consts, carry, xs = invals[:nc], invals[nc:nc + ncarry], invals[nc + ncarry:]
+    length = p["length"]
+    consts, carry, xs = _scan_groups(p, invals)
+    ncarry = len(carry)
     steps = range(length - 1, -1, -1) if p["reverse"] else range(length)
     ys = [None] * length
     for t in steps:
