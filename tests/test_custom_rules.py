@@ -56,10 +56,10 @@ def test_odeint_adjoint_is_reached_and_checked_in_forward_mode():
         return jnp.sum(ys ** 2)
 
     report = fb.check_custom_rules(loss, jnp.array([1.0, 2.0]), jnp.asarray(0.7),
-                                   directions=2, tolerance=1e-3)
+                                   directions=2, tolerance={"_odeint": 1e-3})
     (c,) = report.checks
     assert c.name == "_odeint" and c.mode == "forward" and c.status == "ok", str(report)
-    assert all(r.pair == "hand–JVP" for r in c.report.rows)
+    assert all(r.pair == "hand–JVP" and r.tolerance == 1e-3 for r in c.report.rows)
 
 
 def test_bf16_kernel_passes_its_error_budget_and_a_planted_1_percent_error_fails():
@@ -111,9 +111,18 @@ def _noisy(x, key):
 _noisy.defvjp(lambda x, k: (_noisy(x, k), None), lambda r, g: (g, None))
 
 
+@jax.custom_vjp
+def _host_square(x):
+    return jax.pure_callback(lambda v: v ** 2, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+
+_host_square.defvjp(lambda x: (_host_square(x), x), lambda x, g: (2 * x * g,))
+
+
 def _bad_input_program(x, w, opts):
     return (jnp.sum(_wrong_shape(x, w)) + jnp.sum(_raises(x)) * opts["scale"]
-            + jnp.sum(_times_int(x, jnp.arange(3))) + jnp.sum(_noisy(x, jax.random.key(1))))
+            + jnp.sum(_times_int(x, jnp.arange(3))) + jnp.sum(_noisy(x, jax.random.key(1)))
+            + jnp.sum(_host_square(x)))
 
 
 def test_bad_rules_fail_by_name_and_the_other_rules_are_still_checked():
@@ -124,10 +133,15 @@ def test_bad_rules_fail_by_name_and_the_other_rules_are_still_checked():
     assert got["_raises"].status == "FAIL" and "boom in bwd" in got["_raises"].reason
     assert got["_times_int"].status == "ok" and "no derivative" in got["_times_int"].reason
     assert got["_noisy"].status == "ok" and "key" in got["_noisy"].reason
+    assert got["_host_square"].status == "skipped"
+    assert "primal not differentiable — pass a reference" in got["_host_square"].reason
     data = json.loads(report.to_json())
     assert data["ok"] is False and set(data["failing"]) == {"_wrong_shape", "_raises"}
     with pytest.raises(fb.GradientCheckError, match="_wrong_shape"):
         report.raise_if_failed()
+    with pytest.raises(fb.GradientCheckError, match="_raises"):
+        fb.check_custom_rules(_bad_input_program, jnp.ones(3), jnp.full(3, 2.0), {"scale": 2.0},
+                              raise_on_failure=True)
     with pytest.raises(AssertionError, match="_raises"):
         fb.testing.assert_custom_rules(_bad_input_program, jnp.ones(3), jnp.full(3, 2.0),
                                        {"scale": 2.0})
@@ -200,6 +214,23 @@ def test_nested_rules_loops_branches_and_the_calls_option():
     assert all(c.status == "ok" for c in report.checks if c.name == "_outer")
     two = fb.check_custom_rules(prog, x, jnp.asarray(2), calls=2)
     assert len(two.checks) == 2 + 2 + 1 + 2
+
+
+def test_flax_nnx_module_rule_is_found():
+    from flax import nnx
+
+    rule = zoo._gated(bad=True)
+
+    class Gate(nnx.Module):
+        def __init__(self):
+            self.v = nnx.Param(jnp.array([0.5, -1.0, 2.0]))
+
+        def __call__(self, x):
+            return jnp.sum(rule(x, self.v[...]))
+
+    report = fb.check_custom_rules(lambda m, x: m(x), Gate(), jnp.array([1.0, 2.0, 3.0]))
+    (c,) = report.checks
+    assert c.name == "gated" and c.status == "FAIL" and "[1]" in c.reason
 
 
 def test_cli_custom_rules_exit_status_and_json(capsys, monkeypatch):
