@@ -302,10 +302,10 @@ def _verdict(subject, name, opts, seed):
                          "(references={rule: g})", "", None)
     with precision_for(dtype):
         if mode == "reverse":
-            report = vjp_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
+            report = _vjp_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
                               opts.jit)
         else:
-            report = forward_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
+            report = _forward_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
                                   opts.directions)
         if subject.reference is not None:
             report = dataclasses.replace(report, rows=report.rows + (
@@ -329,7 +329,7 @@ def _reason_of(report) -> str:
             f"{r.tolerance:.0e} at index {r.index}" + (f" — {r.note}" if r.note else ""))
 
 
-def vjp_rows(rule, primal, diff, dtype, tolerance, seed, name, jit=False) -> GradientReport:
+def _vjp_rows(rule, primal, diff, dtype, tolerance, seed, name, jit=False) -> GradientReport:
     """The rows of :func:`~fbackprop.check_vjp` for ``rule`` (differentiated by its custom rule)
     against autodiff of ``primal``; the one place the sweep calls ``check_vjp``."""
     f = jax.custom_vjp(primal)
@@ -342,7 +342,7 @@ def _random(shape, rng, dtype):
     return jnp.asarray(rng.standard_normal(tuple(shape)), dtype)
 
 
-def forward_rows(rule, primal, diff, dtype, tolerance, seed, name, directions) -> GradientReport:
+def _forward_rows(rule, primal, diff, dtype, tolerance, seed, name, directions) -> GradientReport:
     """Forward mode: for ``directions`` random v per operand, ⟨u, J v⟩ with J from ``jax.jvp`` of
     ``primal`` against ⟨Jᵀu, v⟩ with Jᵀu from the custom ``rule``; one row per operand (the worst
     direction), relative to max(‖u‖‖J v‖, ‖Jᵀu‖‖v‖)."""
@@ -415,7 +415,7 @@ def _low_precision(subject, dtype, tol, opts, seed, name):
         rows = tuple(_leaf_row(i, a, b, tol) for i, (a, b) in enumerate(zip(g_rule, g_auto)))
         report = GradientReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=rows)
         return _status_of(report), _reason_of(report), "reverse", report
-    return budget_check(subject, dtype, u, u32, g_rule, opts.budget, tol, name)
+    return _budget_check(subject, u32, g_rule, opts.budget, tol, name)
 
 
 def _leaf_row(i, got, ref, tol) -> Row:
@@ -430,11 +430,13 @@ def _norm_rel(got, ref) -> float:
     return float(np.linalg.norm(got - ref) / (scale if scale > 0 else 1.0))
 
 
-def budget_check(subject, dtype, u, u32, g_rule, budget, floor=None, name="rule"):
+def _budget_check(subject, u32, g_rule, budget, floor=None, name="rule"):
     """The error budget: per operand, e_rule = ‖g_rule − g₃₂‖/‖g₃₂‖ and e_auto the same for
     autodiff of the reference in ``dtype``, with g₃₂ autodiff of the reference in float32
     (matmul precision highest); pass when e_rule ≤ budget × e_auto + floor."""
     floor = BUDGET_FLOOR if floor is None else floor
+    dtype = jnp.result_type(subject.diff[0]).name
+    u = [x.astype(g.dtype) for x, g in zip(u32, jax.eval_shape(subject.rule, *subject.diff))]
     diff32 = [x.astype(jnp.float32) for x in subject.diff]
     g_auto = jax.vjp(subject.ref, *subject.diff)[1](u)
     with jax.default_matmul_precision("highest"):
