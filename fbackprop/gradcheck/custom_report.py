@@ -9,9 +9,25 @@ import os
 
 from .report import GradientCheckError, GradientReport
 
-__all__ = ["RuleCheck", "CustomRulesReport", "OK", "FAIL", "KINK", "SKIPPED", "EXPECTED"]
+__all__ = ["RuleCheck", "CustomRulesReport", "ModeReport", "OK", "FAIL", "KINK", "SKIPPED",
+           "EXPECTED"]
 
 OK, FAIL, KINK, SKIPPED, EXPECTED = "ok", "FAIL", "kink", "skipped", "expected mismatch"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModeReport(GradientReport):
+    """A :class:`~fbackprop.GradientReport` whose rows were compared another way than the
+    hand–autodiff rows of ``check_vjp`` (forward mode, a low-precision budget): ``criterion``
+    replaces the header line that states the pass criterion."""
+
+    criterion: str = ""
+
+    def __str__(self) -> str:
+        lines = super().__str__().split("\n")
+        if self.criterion and len(lines) > 1:
+            lines[1] = self.criterion
+        return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,16 @@ import numpy as np
 
 from . import jaxpr_reader as jr
 from .custom import check_vjp
-from .custom_report import EXPECTED, FAIL, KINK, OK, SKIPPED, CustomRulesReport, RuleCheck
+from .custom_report import (
+    EXPECTED,
+    FAIL,
+    KINK,
+    OK,
+    SKIPPED,
+    CustomRulesReport,
+    ModeReport,
+    RuleCheck,
+)
 from .numerics import TOLERANCE, error_stats, precision_for
 from .report import FAIL as ROW_FAIL
 from .report import HAND_AUTO, HAND_JVP, PASS, GradientReport, Row
@@ -382,8 +391,11 @@ def _forward_rows(rule, primal, diff, dtype, tolerance, seed, name, directions) 
                         f"[{i}]", HAND_JVP, float(err[w]), float(rel[w]), (w,), tol,
                         PASS if ok else ROW_FAIL,
                         "" if ok else "the rule's Jᵀ is not the transpose of jax.jvp's J"))
-    return GradientReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=tuple(rows),
-                          layer_names=(name,))
+    return ModeReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=tuple(rows),
+                      criterion=f"forward mode: pass when |⟨u, J v⟩ − ⟨Jᵀu, v⟩| ≤ {tol:.0e} × "
+                                f"max(‖u‖‖J v‖, ‖Jᵀu‖‖v‖), J by jax.jvp of the primal, Jᵀu by "
+                                f"the rule",
+                      layer_names=(name,))
 
 
 def _forward_value_row(subject, tol) -> Row:
@@ -413,7 +425,9 @@ def _low_precision(subject, dtype, tol, opts, seed, name):
         tol = LOW_PRECISION_TOLERANCE[dtype] if tol is None else tol
         g_auto = jax.vjp(subject.primal, *subject.diff)[1](u)
         rows = tuple(_leaf_row(i, a, b, tol) for i, (a, b) in enumerate(zip(g_rule, g_auto)))
-        report = GradientReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=rows)
+        report = ModeReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=rows,
+                            criterion=f"{dtype}, no reference: pass when max rel ≤ {tol:.0e} "
+                                      f"against autodiff of the primal in {dtype}")
         return _status_of(report), _reason_of(report), "reverse", report
     return _budget_check(subject, u32, g_rule, opts.budget, tol, name)
 
@@ -451,6 +465,8 @@ def _budget_check(subject, u32, g_rule, budget, floor=None, name="rule"):
                         e_rule, e_rule, (), bound, PASS if ok else ROW_FAIL,
                         f"autodiff in {dtype}: {e_auto:.2e}; ratio "
                         f"{e_rule / e_auto if e_auto > 0 else float('inf'):.2f}"))
-    report = GradientReport(subject=name, cost=None, dtype=dtype, tolerance=floor,
-                            rows=tuple(rows))
+    report = ModeReport(subject=name, cost=None, dtype=dtype, tolerance=floor, criterion=(
+        f"{dtype} error budget: per operand, pass when ‖g − g₃₂‖/‖g₃₂‖ of the rule ≤ "
+        f"{budget:g} × that of autodiff of the reference in {dtype} + {floor:.0e}; g₃₂: "
+        f"autodiff of the reference in float32, matmul precision highest"), rows=tuple(rows))
     return _status_of(report), _reason_of(report), "budget", report
