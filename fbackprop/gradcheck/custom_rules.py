@@ -307,8 +307,9 @@ def _verdict(subject, name, opts, seed):
     against = subject.ref if subject.reference is not None else subject.primal
     mode = _differentiable(against, subject.diff)
     if mode is None:
-        return (SKIPPED, "primal not differentiable — pass a reference "
-                         "(references={rule: g})", "", None)
+        return (SKIPPED, "primal not differentiable — pass a reference (references={rule: g})"
+                if subject.reference is None else "the reference is not differentiable either",
+                "", None)
     with precision_for(dtype):
         if mode == "reverse":
             report = _vjp_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,

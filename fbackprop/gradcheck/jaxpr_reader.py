@@ -35,6 +35,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+try:  # internal modules: a JAX without them must still import fbackprop (the sweep then refuses)
+    from jax._src import core, source_info_util
+except ImportError:  # pragma: no cover - depends on the installed JAX
+    core = source_info_util = None
+
 __all__ = ["SUPPORTED_JAX", "require_known_jax", "trace", "CustomCall", "evaluate",
            "primal_function", "rule_function", "custom_kind", "describe_call",
            "call_site_of", "is_marker", "MARKERS"]
@@ -68,15 +73,18 @@ def require_known_jax(version: str | None = None) -> None:
         and what to do.
     """
     version = jax.__version__ if version is None else version
+    known = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED_JAX)
     if _jax_series(version) not in SUPPORTED_JAX:
-        known = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED_JAX)
         raise RuntimeError(
             f"check_custom_rules reads JAX's jaxpr internals (primitive names and parameters of "
             f"custom_vjp/custom_jvp calls, jit, scan, while, cond, checkpoint), checked against "
             f"JAX {known}; received JAX {version}. Install a supported JAX, or check each rule "
             f"on its own with fb.check_vjp(f, *args), which uses only public APIs.")
     # the names this module depends on must exist in the series it accepts
-    from jax._src import core
+    if core is None or source_info_util is None:
+        raise RuntimeError(f"check_custom_rules: jax._src.core or jax._src.source_info_util "
+                           f"does not import in JAX {version}; expected them in the JAX {known} "
+                           f"series. Use fb.check_vjp(f, *args) for each rule instead.")
     for name in ("eval_jaxpr", "Literal", "ClosedJaxpr", "Jaxpr"):
         if not hasattr(core, name):
             raise RuntimeError(f"check_custom_rules: jax._src.core.{name} is missing in JAX "
@@ -116,7 +124,6 @@ def custom_kind(eqn) -> str | None:
 
 def _sub_jaxprs(eqn):
     """The (open jaxpr, consts) pairs among ``eqn``'s parameters."""
-    from jax._src import core
     out = []
     for value in eqn.params.values():
         for v in (value if isinstance(value, (tuple, list)) else (value,)):
@@ -135,7 +142,6 @@ def _contains_custom(jaxpr) -> bool:
 
 def _closed(value):
     """``(jaxpr, consts)`` of a ClosedJaxpr or an open Jaxpr (no consts)."""
-    from jax._src import core
     if isinstance(value, core.ClosedJaxpr):
         return value.jaxpr, value.consts
     return value, ()
@@ -186,7 +192,6 @@ def evaluate(closed_jaxpr, args, visit: Callable, path: tuple = (), outer: tuple
 
 
 def _eval(jaxpr, consts, args, visit, path, outer):
-    from jax._src import core
     env = {}
 
     def read(v):
@@ -293,7 +298,6 @@ def primal_function(call: CustomCall) -> Callable:
 
 
 def _eval_inlined(jaxpr, consts, args):
-    from jax._src import core
     if not _contains_custom(jaxpr):
         return core.eval_jaxpr(jaxpr, consts, *args)
     env = dict(zip(jaxpr.constvars, consts))
@@ -377,7 +381,6 @@ def describe_call(call: CustomCall) -> dict:
 def call_site_of(eqn) -> str | None:
     """``file:line`` of the innermost frame that issued ``eqn`` outside JAX and installed
     libraries (else outside JAX), or ``None``."""
-    from jax._src import source_info_util
     tb = eqn.source_info.traceback
     if tb is None:
         return None
