@@ -125,7 +125,10 @@ def _capture(fn, args, opts):
         entry = sites.setdefault(call.site, [call, 0, []])
         entry[1] += 1
         if keep is None or len(entry[2]) < keep:
-            entry[2].append(list(operands))
+            # a jaxpr's consts may be NumPy arrays, which a rule run op by op could not index
+            # with a tracer (odeint's adjoint does): hold every operand as a JAX array
+            entry[2].append([jnp.asarray(o) if isinstance(o, np.ndarray) else o
+                             for o in operands])
 
     try:
         jr.evaluate(closed, arrays, visit)
