@@ -93,7 +93,11 @@ def require_known_jax(version: str | None = None) -> None:
 
 
 def trace(fn: Callable, args: tuple):
-    """``(closed_jaxpr, out_tree)`` of ``fn(*args)``; the non-array leaves of ``args`` stay static.
+    """Trace ``fn(*args)`` to a closed jaxpr; the non-array leaves of ``args`` stay static.
+
+    Args:
+      fn: any JAX function.
+      args: its positional arguments (pytrees).
 
     Returns:
       the closed jaxpr, the output treedef, and the flat array leaves of ``args`` it takes.
@@ -117,7 +121,14 @@ def _is_array(x) -> bool:
 
 
 def custom_kind(eqn) -> str | None:
-    """``"custom_vjp"``, ``"custom_jvp"`` or ``None`` for an equation."""
+    """Which custom rule an equation calls.
+
+    Args:
+      eqn: a jaxpr equation.
+
+    Returns:
+      ``"custom_vjp"``, ``"custom_jvp"`` or ``None``.
+    """
     name = eqn.primitive.name
     return "custom_vjp" if name in CUSTOM_VJP else "custom_jvp" if name in CUSTOM_JVP else None
 
@@ -184,6 +195,13 @@ def evaluate(closed_jaxpr, args, visit: Callable, path: tuple = (), outer: tuple
     """Evaluate ``closed_jaxpr`` at concrete ``args``, calling ``visit(call, operands)`` at each
     custom-rule equation reached (inside jit, scan, while, cond, checkpoint and rule primals).
 
+    Args:
+      closed_jaxpr: the program (a ClosedJaxpr, or a Jaxpr without consts).
+      args: its flat concrete inputs.
+      visit: called with a :class:`CustomCall` and its operands before each custom call is
+        evaluated, and with ``(None, eqn)`` for an equation holding rules it cannot enter.
+      path, outer: where ``closed_jaxpr`` sits (used when recursing).
+
     Returns:
       the flat list of outputs.
     """
@@ -215,7 +233,14 @@ def _eval(jaxpr, consts, args, visit, path, outer):
 
 
 def is_marker(eqn) -> bool:
-    """Whether ``eqn`` is a library's non-differentiable marker (:data:`MARKERS`)."""
+    """Whether an equation is a library's non-differentiable marker (:data:`MARKERS`).
+
+    Args:
+      eqn: a jaxpr equation.
+
+    Returns:
+      ``True`` for a marker defined in an installed library.
+    """
     if custom_kind(eqn) != "custom_jvp":
         return False
     name, where = _src(getattr(_closed(eqn.params["call_jaxpr"])[0], "debug_info", None))
@@ -292,7 +317,14 @@ def _while(eqn, invals, visit, path, outer):
 def primal_function(call: CustomCall) -> Callable:
     """The rule's primal as a function of the flat operands: autodiff of it ignores the rule and
     the rules nested in it (their primals are inlined, through jit and checkpoint; a nested rule
-    inside scan, while or cond keeps its rule)."""
+    inside scan, while or cond keeps its rule).
+
+    Args:
+      call: a captured call.
+
+    Returns:
+      ``f(*operands) -> list of outputs``.
+    """
     jaxpr, consts = _closed(call.eqn.params["call_jaxpr"])
     return lambda *ops: _eval_inlined(jaxpr, consts, ops)
 
@@ -317,7 +349,14 @@ def _eval_inlined(jaxpr, consts, args):
 
 
 def rule_function(call: CustomCall) -> Callable:
-    """The captured call re-bound: the same primal, differentiated by the custom rule."""
+    """The captured call re-bound: the same primal, differentiated by the custom rule.
+
+    Args:
+      call: a captured call.
+
+    Returns:
+      ``f(*operands) -> list of outputs``; ``jax.vjp``/``jax.jvp`` of it run the user's rule.
+    """
     return lambda *ops: _bind(call.eqn, ops)
 
 
@@ -355,6 +394,9 @@ def _function_src(fn) -> tuple:
 def describe_call(call: CustomCall) -> dict:
     """Names and places of a captured call.
 
+    Args:
+      call: a captured call.
+
     Returns:
       a dict: ``name`` and ``defined_at`` of the primal, ``rule`` and ``rule_at`` (the bwd or jvp
       function), ``called_at`` (the innermost frame of the call outside JAX and installed
@@ -379,8 +421,15 @@ def describe_call(call: CustomCall) -> dict:
 
 
 def call_site_of(eqn) -> str | None:
-    """``file:line`` of the innermost frame that issued ``eqn`` outside JAX and installed
-    libraries (else outside JAX), or ``None``."""
+    """Where the user's code issued an equation.
+
+    Args:
+      eqn: a jaxpr equation.
+
+    Returns:
+      ``file:line`` of the innermost frame outside JAX and installed libraries (else outside
+      JAX), or ``None`` when the traceback has none.
+    """
     tb = eqn.source_info.traceback
     if tb is None:
         return None
