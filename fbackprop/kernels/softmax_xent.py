@@ -30,8 +30,12 @@ __all__ = ["softmax_xent", "softmax_xent_reference", "BLOCK_ROWS"]
 BLOCK_ROWS = 8  # rows per kernel instance
 
 
-def _interpret() -> bool:
-    return jax.default_backend() == "cpu"
+def _interpret(block_rows: int, classes: int) -> bool:
+    """Interpret on CPU, and on GPU/TPU when a block is not a power of two in each dimension
+    (Triton's requirement); compile otherwise."""
+    def pow2(n):
+        return n > 0 and n & (n - 1) == 0
+    return jax.default_backend() == "cpu" or not (pow2(block_rows) and pow2(classes))
 
 
 def _row_spec(rows, width):
@@ -78,7 +82,7 @@ def _forward(z, y):
     loss = pl.pallas_call(
         _forward_kernel, grid=(rows // b,),
         in_specs=[_row_spec(b, classes), _row_spec(b, classes)], out_specs=_row_spec(b, 1),
-        out_shape=jax.ShapeDtypeStruct((rows, 1), z.dtype), interpret=_interpret())(z, y)
+        out_shape=jax.ShapeDtypeStruct((rows, 1), z.dtype), interpret=_interpret(b, classes))(z, y)
     return loss[:, 0]
 
 
@@ -91,7 +95,7 @@ def _backward(z, y, g, planted=0.0):
         in_specs=[_row_spec(b, classes), _row_spec(b, classes), _row_spec(b, 1)],
         out_specs=[_row_spec(b, classes), _row_spec(b, classes)],
         out_shape=[jax.ShapeDtypeStruct(z.shape, z.dtype), jax.ShapeDtypeStruct(y.shape, y.dtype)],
-        interpret=_interpret())(z, y, g[:, None].astype(z.dtype))
+        interpret=_interpret(b, classes))(z, y, g[:, None].astype(z.dtype))
 
 
 def _require(z, y):
