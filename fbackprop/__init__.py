@@ -18,7 +18,8 @@ _HOME = {
     **dict.fromkeys(("Activation", "get_activation"), "activations"),
     **dict.fromkeys(("Cost", "get_cost"), "costs"),
     **dict.fromkeys(("GradientCheckError", "GradientReport", "check", "check_grad",
-                     "check_layer", "check_vjp"), "gradcheck"),
+                     "check_layer", "check_vjp", "check_custom_rules", "CustomRulesReport"),
+                    "gradcheck"),
     "as_custom_vjp": "interop",
     **dict.fromkeys(("Layer", "Probes", "dense", "conv", "flatten", "gate_params",
                      "gru_gate_params", "gru_layer", "lstm_layer", "max_pool", "mean_pool",
@@ -32,7 +33,7 @@ _HOME = {
     **dict.fromkeys(("TrainResult", "TrainingStopped", "load_run", "predict", "train"),
                     "training"),
 }
-_SUBMODULES = ("graph", "notation", "data")
+_SUBMODULES = ("graph", "notation", "data", "testing")  # and fb.kernels (Pallas), on use
 
 # Modules renamed when the checker became a package; the old names still import, with a warning.
 _RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
@@ -72,6 +73,7 @@ __all__ = [
     "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms",
     # checking
     "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
+    "check_custom_rules", "CustomRulesReport", "testing",
     # the JAX ecosystem
     "as_custom_vjp",
     # training and data
