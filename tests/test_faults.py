@@ -318,7 +318,7 @@ def test_reading_a_damaged_step_leaves_no_event_loop_errors_behind(finished, tmp
         run = tmp_path / f"run{i}"
         shutil.copytree(finished[0], run)
         _truncate(run)
-        assert rundir.restore_latest(run, _like()).epoch == EPOCHS - 1
+        assert checkpoints.restore_latest(run, _like()).epoch == EPOCHS - 1
     time.sleep(0.5)  # the reads left in flight finish
     gc.collect()
     assert not [str(u.exc_value) for u in seen], [str(u.exc_value) for u in seen]

@@ -32,6 +32,7 @@ print("CLAIMS " + json.dumps({
     "dag_ok": bool(fb.check(net, "mse", params, x, y).ok),
     "lm_failing": list(lm_report.failing_layers),
     "report_ok": bool(report.ok),
+    "rules_ok": bool(rules.ok),
     "logits_shape": list(logits.shape),
     "classes_agree": bool((classes == logits.argmax(-1)).all()),
 }))
@@ -46,6 +47,7 @@ def test_every_python_block_runs_as_pasted_in_one_process(tmp_path):
     claims = json.loads(proc.stdout.split("CLAIMS ")[-1])
     assert claims["first_example_error"] < 1e-15  # the comment: ~1e-17
     assert claims["dag_ok"] and claims["report_ok"] and claims["lm_failing"] == []
+    assert claims["rules_ok"]
     assert claims["logits_shape"] == [359, 10] and claims["classes_agree"]
 
 
