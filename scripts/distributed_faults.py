@@ -146,14 +146,15 @@ def _one(runs, fault, results):
                                                                       f"{err}")
 
 
-def run_faults(root, heartbeat: int, connect: int, env=None) -> dict:
-    """Inject every fault of :data:`FAULTS` at once; ``{name: {status, seconds, stderr}}``.
+def run_faults(root, heartbeat: int, connect: int, env=None, faults=None) -> dict:
+    """Inject the faults at once; ``{name: {status, seconds, stderr}}``.
 
     Args:
       root: a directory for the run directories.
       heartbeat: ``--heartbeat-timeout`` of every process.
       connect: ``--connect-timeout`` of every process.
       env: the processes' environment (default: this one, CPU, unbuffered).
+      faults: the :class:`Fault` s to inject (default :data:`FAULTS`, all of them).
 
     Returns:
       For each fault, the measured process's exit status, the seconds from the fault to its
@@ -161,7 +162,8 @@ def run_faults(root, heartbeat: int, connect: int, env=None) -> dict:
     """
     runs, results = Runs(root, heartbeat, connect, env), {}
     try:
-        threads = [threading.Thread(target=_one, args=(runs, f, results)) for f in FAULTS]
+        threads = [threading.Thread(target=_one, args=(runs, f, results))
+                   for f in (FAULTS if faults is None else faults)]
         for t in threads:
             t.start()
         for t in threads:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 WORKER = "FBACKPROP_DISTRIBUTED_WORKER"
 LOST = 3  # the exit status of a multi-process fault (the others are train's)
@@ -31,7 +32,10 @@ LOST = 3  # the exit status of a multi-process fault (the others are train's)
 _CPP_LOG = re.compile(rb"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [\w./-]+:\d+\]")
 # Lines of a C++ crash report that follow the log line: the stack, the terminate handler
 _CRASH = (b"*** Check failure", b"    @ ", b"terminate called", b"  what():")
-_OURS = (b"fbackprop", b"Traceback", b"  File ", b"\r")
+_TRACE = (b"Traceback (most recent call last)", b"Exception in thread")
+# A library's error logged through Python's logging (orbax's failed background save)
+_PY_LOG = re.compile(rb"^(ERROR|CRITICAL):(absl|orbax|jax)[\w.]*:")
+_OURS = (b"fbackprop", b"\r")
 
 
 def supervise(argv, spec, out, verbose: bool) -> int:
@@ -41,7 +45,7 @@ def supervise(argv, spec, out, verbose: bool) -> int:
       argv: the command line after ``fbackprop`` (``["train", ...]``).
       spec: the run's checked ``Distributed`` (for the message), or ``"auto"``.
       out: the run directory, named in the message as where to resume from.
-      verbose: pass JAX's C++ log lines through instead of holding them back.
+      verbose: pass JAX's C++ log lines and every traceback through as they come.
 
     Returns:
       The child's exit status when it exited, else :data:`LOST` after printing why it was
@@ -53,52 +57,73 @@ def supervise(argv, spec, out, verbose: bool) -> int:
     # Ctrl-C reaches the child too (same process group): it reports and exits 130 itself.
     signal.signal(signal.SIGINT, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
-    held, said = _relay(child.stderr, sys.stderr.buffer, verbose)
+    relayed = _relay(child.stderr, sys.stderr.buffer, verbose)
     status = child.wait()
+    if not relayed.said and (status >= 0 or -status not in (signal.SIGABRT, signal.SIGSEGV)):
+        sys.stderr.buffer.write(relayed.trace)  # neither its line nor JAX's abort: this says why
+        sys.stderr.flush()
     if status >= 0:
         return status
-    if said:  # the child reported the fault itself (DistributedError) and was ended after
+    if relayed.said:  # the child reported the fault itself (DistributedError), then ended
         return LOST
     if -status not in (signal.SIGABRT, signal.SIGSEGV):
         print(f"fbackprop train: error: the training process was ended by "
               f"{signal.Signals(-status).name}.", file=sys.stderr, flush=True)
         return 128 - status
-    print(f"fbackprop train: error: {_cause(held, spec, out)}",
+    print(f"fbackprop train: error: {_cause(relayed.log, spec, out)}",
           file=sys.stderr, flush=True)
     return LOST
 
 
-def _relay(source, sink, verbose: bool):
+class Relayed(NamedTuple):
+    """What :func:`_relay` held back of the child's standard error."""
+
+    log: bytes  # JAX's C++ log lines and crash report
+    trace: bytes  # Python tracebacks and libraries' error logs, shown at the end unless JAX
+    # then aborted the child
+    said: bool  # whether the child printed its own error line
+
+
+def _relay(source, sink, verbose: bool) -> Relayed:
     """Copy the child's standard error to ``sink`` as it comes, holding back JAX's C++ log
-    lines and crash report; ``(held bytes, whether the child printed an error line)``."""
-    held, said, pending, in_log = bytearray(), False, b"", False
+    lines and Python tracebacks (a background thread's, e.g. orbax's barrier that failed when
+    a peer died, printed just before JAX's abort); with ``verbose``, everything passes."""
+    held = {"log": bytearray(), "trace": bytearray()}
+    said, pending, kind = False, b"", "show"
     fd = source.fileno()
     while chunk := os.read(fd, 65536):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
-            in_log = _is_log(line, in_log)
+            kind = _kind(line, kind)
             said |= line.startswith(b"fbackprop train: error:")
-            if in_log:
-                held += line + b"\n"
-            if verbose or not in_log:
+            if kind != "show" and not verbose:
+                held[kind] += line + b"\n"
+            else:
                 sink.write(line + b"\n")
-        if b"\r" in pending and not in_log:  # a progress bar: show it before its line ends
+        if b"\r" in pending and kind == "show":  # a progress bar: show it before its line ends
             shown, _, pending = pending.rpartition(b"\r")
             sink.write(shown + b"\r")
         sink.flush()
     if pending:
         sink.write(pending)
         sink.flush()
-    return bytes(held), said
+    return Relayed(bytes(held["log"]), bytes(held["trace"]), said)
 
 
-def _is_log(line: bytes, in_log: bool) -> bool:
-    """Whether ``line`` belongs to a C++ log message: its first line, or a line after one
-    (gRPC details, task lists, the crash report) that is not one of fbackprop's or Python's."""
+def _kind(line: bytes, previous: str) -> str:
+    """``"log"`` for a line of a C++ log message (its first line, or a line after one: gRPC
+    details, task lists, the crash report), ``"trace"`` for a Python traceback or a
+    library's logged error (absl, orbax, jax), ``"show"`` for
+    the rest: the lines after a log or a traceback belong to it until one of fbackprop's own
+    lines, a progress bar or a warning."""
     if _CPP_LOG.match(line) or line.startswith(_CRASH):
-        return True
-    return in_log and not line.startswith(_OURS) and b"Warning:" not in line
+        return "log"
+    if line.startswith(_TRACE) or _PY_LOG.match(line):
+        return "trace"
+    if previous != "show" and not line.startswith(_OURS) and b"Warning:" not in line:
+        return previous
+    return "show"
 
 
 def _cause(held: bytes, spec, out) -> str:
