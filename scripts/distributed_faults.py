@@ -139,8 +139,8 @@ def _one(runs, fault, results):
         proc, since = fault.make(runs, run)
         proc.wait(timeout=runs.heartbeat + runs.connect + 120)
         seconds = time.monotonic() - since()
-        results[fault.name] = dict(status=proc.returncode, seconds=seconds,
-                                   stderr=proc.stderr.read())
+        stderr = proc.stderr.read().replace(str(runs.root), "runs")  # a temporary directory
+        results[fault.name] = dict(status=proc.returncode, seconds=seconds, stderr=stderr)
     except Exception as err:  # reported in the table, failed by the tests
         results[fault.name] = dict(status=None, seconds=None, stderr=f"{type(err).__name__}: "
                                                                       f"{err}")

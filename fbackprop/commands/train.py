@@ -187,8 +187,10 @@ def run(args) -> int:
       args: the parsed arguments of ``fbackprop train``.
 
     Returns:
-      The exit status: 0 trained, 1 training stopped, 2 bad input, 3 another process of a
-      multi-process run was lost, 130 interrupted.
+      The exit status: 0 trained, 1 training stopped, 2 bad input (in a multi-process run,
+      also settings that differ between the processes), 3 another process of a multi-process
+      run was lost or never joined (a multi-process run is supervised:
+      :mod:`.supervisor`), 130 interrupted.
     """
     import warnings
 
