@@ -341,3 +341,22 @@ def test_the_supervisor_holds_back_jax_logs_and_names_the_cause(verbose):
                                              b"RegisterTask DEADLINE_EXCEEDED")
     assert "could not join the others at 10.0.0.1:1234 within the 60 s of --connect-timeout" \
         in supervisor._cause(joining, spec, "runs/x")
+
+
+@pytest.mark.parametrize("raised, lost", [
+    (RuntimeError("UNAVAILABLE: Task 1 heartbeat timeout"), True),
+    (ValueError("UNKNOWN: Gloo AllGather failed: Connection reset by peer"), True),
+    (ValueError("the processes see different checkpoints in the run directory"), False),
+])
+def test_a_failed_collective_says_a_peer_was_lost_and_the_run_errors_pass(
+        monkeypatch, raised, lost):
+    monkeypatch.setattr(distributed.jax.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+    with pytest.raises(distributed.DistributedError if lost else type(raised)) as info:
+        with distributed.reporting_lost_peers("runs/x"):
+            raise raised
+    if lost:
+        assert "lost the other processes" in str(info.value)
+        assert "runs/x; restart all 2 processes with --resume" in str(info.value)
+    else:
+        assert info.value is raised
