@@ -46,8 +46,9 @@ from .base import Layer, Probes
 
 __all__ = ["rnn_layer", "rnn_forward", "rnn_reverse", "rnn_param_grads", "RNNReverse",
            "require_output", "require_sequence", "require_elementwise", "init_recurrent",
-           "project_inputs", "split_gates", "external_deltas", "sequence_input_delta",
-           "select_output", "time_major", "batch_major", "shift_right"]
+           "project_inputs", "split_gates", "named_gate_params", "stacked_weight_grads",
+           "external_deltas", "sequence_input_delta", "select_output", "time_major",
+           "batch_major", "shift_right"]
 
 
 # Shared by the RNN, LSTM and GRU layers: input checks, layout, and the products outside the scans.
@@ -92,6 +93,16 @@ def shift_right(t):
 def split_gates(t, n: int, axis: int = -1) -> list:
     """Split stacked blocks (gates, or states emitted side by side) into ``n`` equal parts."""
     return jnp.split(t, n, axis=axis)
+
+
+def named_gate_params(p, gates) -> dict:
+    """Stacked parameters ``{"W_x", "W_h", "b"}`` split into one block per gate, named
+    ``W_x<gate>``, ``W_h<gate>``, ``b_<gate>`` for each gate in ``gates`` (the stacking order)."""
+    out = {}
+    for stacked, prefix in (("W_x", "W_x"), ("W_h", "W_h"), ("b", "b_")):
+        for gate, block in zip(gates, split_gates(p[stacked], len(gates), axis=0)):
+            out[prefix + gate] = block
+    return out
 
 
 def init_recurrent(key, n_in: int, n_hidden: int, blocks: int, dtype, names=("W_x", "W_h", "b")):
