@@ -33,7 +33,8 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
-__all__ = ["Layer", "Probes", "Params", "Activation", "Delta", "no_params", "no_param_grad"]
+__all__ = ["Layer", "Probes", "Params", "Activation", "Delta", "no_params", "no_param_grad",
+           "require_elementwise"]
 
 Params = Any       # a layer's parameter pytree p
 Activation = Any   # an array a with a leading batch axis (the layer's input or output)
@@ -59,6 +60,14 @@ class Probes(NamedTuple):
     kink_distance: Optional[Callable] = None
     time_deltas: Optional[Callable] = None
     offset_apply: Optional[Callable] = None
+
+
+def require_elementwise(g, who: str):
+    """``g`` must be an elementwise activation (one with a derivative ``Dg``); returns it."""
+    if g.Dg is None:
+        raise ValueError(f"{who}: activation must be elementwise ('sigmoid', 'tanh', 'relu' or "
+                         f"'identity'), received {g.name!r}.")
+    return g
 
 
 def no_params(key) -> dict:

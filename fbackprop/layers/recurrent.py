@@ -42,10 +42,10 @@ from jax import lax
 
 from ..activations import get_activation
 from ..inputs import require_choice, require_positive_int
-from .base import Layer, Probes
+from .base import Layer, Probes, require_elementwise
 
 __all__ = ["rnn_layer", "rnn_forward", "rnn_reverse", "rnn_param_grads", "RNNReverse",
-           "require_output", "require_sequence", "require_elementwise", "init_recurrent",
+           "require_output", "require_sequence", "init_recurrent",
            "project_inputs", "split_gates", "named_gate_params", "stacked_weight_grads",
            "external_deltas", "sequence_input_delta", "select_output", "time_major",
            "batch_major", "shift_right"]
@@ -67,14 +67,6 @@ def require_sequence(x, n_in: int, who: str):
                          f"received shape {tuple(x.shape)}.")
     if x.shape[1] == 0:
         raise ValueError(f"{who}: the sequence needs at least one time step, received T = 0.")
-
-
-def require_elementwise(g, who: str):
-    """``g`` must be an elementwise activation (one with a derivative ``Dg``); returns it."""
-    if g.Dg is None:
-        raise ValueError(f"{who}: activation must be elementwise ('sigmoid', 'tanh', 'relu' or "
-                         f"'identity'), received {g.name!r}.")
-    return g
 
 
 def time_major(t):
