@@ -21,7 +21,6 @@ graph with one reader per activation, and :func:`serial` networks run through th
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 from .inputs import as_network_input, require_params, require_tree_like
 from .layers.base import Layer
 
-__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward"]
+__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "per_node"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +58,11 @@ class Network:
     """
 
     layers: tuple
-    input_shape: Optional[tuple] = None
+    input_shape: tuple | None = None
     name: str = "serial"
-    nodes: Optional[tuple] = None
-    inputs: Optional[tuple] = None
-    input_vocab: Optional[int] = None
+    nodes: tuple | None = None
+    inputs: tuple | None = None
+    input_vocab: int | None = None
 
     @property
     def keys(self) -> tuple:
@@ -260,9 +259,9 @@ def forward(net: Network, params, x, *, offsets=None) -> tuple:
             raise ValueError(
                 f"{_node_label(net, i)} ({layer.name}) cannot take the output of "
                 f"{' and '.join('x' if k == 0 else _node_label(net, k - 1) for k in sources)}, "
-                f"of shape {jax.tree.map(jnp.shape, inputs)}: {str(err).rstrip('.')}. The layers' widths "
-                f"must chain: each layer's input size must equal the output size of the layer "
-                f"that feeds it.") from err
+                f"of shape {jax.tree.map(jnp.shape, inputs)}: {str(err).rstrip('.')}. The layers' "
+                f"widths must chain: each layer's input size must equal the output size of the "
+                f"layer that feeds it.") from err
         activations.append(a if offsets is None else a + offsets[i])
     return tuple(activations)
 
@@ -306,8 +305,16 @@ def sweep(net: Network, activations, d_L, node_backward, *, input_grad: bool):
     return grads, deltas
 
 
-def _keyed(net: Network, values):
-    """Per-node values as the network holds its params: a tuple (chain) or a dict (DAG)."""
+def per_node(net: Network, values):
+    """Per-node values arranged as the network holds its params.
+
+    Args:
+      net: the network.
+      values: one value per node, in the order of ``net.layers``.
+
+    Returns:
+      A tuple for a chain, a dict keyed by node name for a DAG.
+    """
     return tuple(values) if net.nodes is None else dict(zip(net.nodes, values))
 
 
@@ -354,4 +361,4 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
     grads, deltas = sweep(net, activations, d_L, node_backward, input_grad=input_grad)
     if net.nodes is None:
         return tuple(grads), tuple(deltas)
-    return _keyed(net, grads), {"x": deltas[0], **_keyed(net, deltas[1:])}
+    return per_node(net, grads), {"x": deltas[0], **per_node(net, deltas[1:])}
