@@ -150,6 +150,51 @@ def _topological_order(names, inputs):
     return order
 
 
+def _require_nodes(nodes):
+    """``dag``'s nodes as three lists (names, layers, input names), each node checked."""
+    nodes = tuple(nodes)
+    if not nodes:
+        raise ValueError("dag needs at least one node (name, layer, inputs); received none.")
+    names, layers, inputs = [], [], []
+    for i, node in enumerate(nodes):
+        if not (isinstance(node, (tuple, list)) and len(node) == 3 and isinstance(node[0], str)):
+            raise TypeError(f"dag: node {i} must be a triple (name: str, layer, inputs), received "
+                            f"{node!r}.")
+        n, layer, ins = node
+        _require_layer(layer, f"node {n!r}", "dag")
+        ins = (ins,) if isinstance(ins, str) else tuple(ins)
+        if n == "x" or n in names:
+            raise ValueError(f"dag: node names must be unique and not 'x' (the network input), "
+                             f"received {n!r} twice or as 'x'. Fix: rename the node.")
+        if not ins:
+            raise ValueError(f"dag: node {n!r} has no inputs; expected a tuple of node names or "
+                             f"'x'.")
+        names.append(n), layers.append(layer), inputs.append(ins)
+    return names, layers, inputs
+
+
+def _require_connected(names, inputs, output):
+    """Every input names a node or 'x', ``output`` is a node, and every node leads to it."""
+    known = set(names) | {"x"}
+    for n, ins in zip(names, inputs):
+        unknown = [s for s in ins if s not in known]
+        if unknown:
+            raise ValueError(f"dag: node {n!r} reads {unknown}, which is not a node; expected "
+                             f"one of {sorted(known)}. Fix: add the node or correct the name.")
+    if output not in names:
+        raise ValueError(f"dag: output must be a node name, one of {names}; received {output!r}.")
+    used, stack = set(), [output]  # every node must lead to the output
+    while stack:
+        n = stack.pop()
+        if n not in used and n != "x":
+            used.add(n)
+            stack += list(inputs[names.index(n)])
+    unused = [n for n in names if n not in used]
+    if unused:
+        raise ValueError(f"dag: nodes {unused} do not lead to the output {output!r}; every node "
+                         f"must. Fix: remove them or read their output.")
+
+
 def dag(nodes, output: str, *, input_shape=None, name: str = "dag") -> Network:
     """A network whose layers form a directed acyclic graph (Kamper §3, Bradbury §2).
 
@@ -177,42 +222,8 @@ def dag(nodes, output: str, *, input_shape=None, name: str = "dag") -> Network:
         node that does not lead to ``output``.
       TypeError: a node that is not a ``(name, Layer, inputs)`` triple.
     """
-    nodes = tuple(nodes)
-    if not nodes:
-        raise ValueError("dag needs at least one node (name, layer, inputs); received none.")
-    names, layers, inputs = [], [], []
-    for i, node in enumerate(nodes):
-        if not (isinstance(node, (tuple, list)) and len(node) == 3 and isinstance(node[0], str)):
-            raise TypeError(f"dag: node {i} must be a triple (name: str, layer, inputs), received "
-                            f"{node!r}.")
-        n, layer, ins = node
-        _require_layer(layer, f"node {n!r}", "dag")
-        ins = (ins,) if isinstance(ins, str) else tuple(ins)
-        if n == "x" or n in names:
-            raise ValueError(f"dag: node names must be unique and not 'x' (the network input), "
-                             f"received {n!r} twice or as 'x'. Fix: rename the node.")
-        if not ins:
-            raise ValueError(f"dag: node {n!r} has no inputs; expected a tuple of node names or "
-                             f"'x'.")
-        names.append(n), layers.append(layer), inputs.append(ins)
-    known = set(names) | {"x"}
-    for n, ins in zip(names, inputs):
-        unknown = [s for s in ins if s not in known]
-        if unknown:
-            raise ValueError(f"dag: node {n!r} reads {unknown}, which is not a node; expected "
-                             f"one of {sorted(known)}. Fix: add the node or correct the name.")
-    if output not in names:
-        raise ValueError(f"dag: output must be a node name, one of {names}; received {output!r}.")
-    used, stack = set(), [output]  # every node must lead to the output
-    while stack:
-        n = stack.pop()
-        if n not in used and n != "x":
-            used.add(n)
-            stack += list(inputs[names.index(n)])
-    unused = [n for n in names if n not in used]
-    if unused:
-        raise ValueError(f"dag: nodes {unused} do not lead to the output {output!r}; every node "
-                         f"must. Fix: remove them or read their output.")
+    names, layers, inputs = _require_nodes(nodes)
+    _require_connected(names, inputs, output)
     order = _topological_order(names, inputs)
     position = {names[i]: k + 1 for k, i in enumerate(order)}
     position["x"] = 0
