@@ -176,13 +176,14 @@ def causal_self_attention(d_model: int, n_heads: int, *, dtype=jnp.float32) -> L
                 "W_o": jax.random.normal(k2, (D, D), dtype) / math.sqrt(D),
                 "b_o": jnp.zeros((D,), dtype)}
 
-    def checked(rule):
+    def checked(rule):  # the rule on (p, a, …, n_heads), after the input check
         def run(p, a, *rest):
             require_attention_input(a, D, who)
             return rule(p, a, *rest, H)
         return run
 
-    return Layer(init, lambda p, a: checked(attention_forward)(p, a)[1],
+    forward = checked(attention_forward)
+    return Layer(init, lambda p, a: forward(p, a)[1],
                  checked(attention_input_delta), checked(attention_param_grads),
                  name=f"causal_self_attention({D}, {H} heads)",
                  backward=checked(attention_backward))
