@@ -59,6 +59,7 @@ def main(argv=None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(only=_command(argv)).parse_args(argv)
+    args.argv = argv  # a supervised run starts it again
     from .jax_cache import enable_compilation_cache  # after parsing, so --help stays fast
 
     enable_compilation_cache()  # before the first compilation of this process
