@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for", "error_stats", "relative_error",
+__all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for",
+           "error_stats", "relative_error",
            "tree_relative_error", "max_relative_error"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from .numerics import FD_NOISE
 
@@ -23,7 +23,7 @@ class GradientCheckError(ValueError):
     """Raised by ``check``/``check_grad`` with ``raise_on_failure=True``; ``.report`` holds the
     full :class:`GradientReport`."""
 
-    def __init__(self, message: str, report: "GradientReport"):
+    def __init__(self, message: str, report: GradientReport):
         super().__init__(message)
         self.report = report
 
@@ -48,7 +48,7 @@ class Row(NamedTuple):
     steps:     per-time-step relative errors (time rows only).
     """
 
-    layer: Optional[int | str]
+    layer: int | str | None
     where: str
     rule: str
     leaf: str
@@ -59,7 +59,7 @@ class Row(NamedTuple):
     tolerance: float
     status: str
     note: str = ""
-    steps: Optional[tuple] = None
+    steps: tuple | None = None
 
 
 def _json_float(v):
@@ -77,14 +77,14 @@ class GradientReport:
     """
 
     subject: str
-    cost: Optional[str]
+    cost: str | None
     dtype: str
     tolerance: float
     rows: tuple
     layer_names: tuple = ()
     node_names: tuple = ()
-    fd: Optional[dict] = None
-    kinks: Optional[dict] = None
+    fd: dict | None = None
+    kinks: dict | None = None
     loss: float = float("nan")
 
     @property
@@ -107,7 +107,7 @@ class GradientReport:
         """Layers that stayed within ``kink_tol`` of a kink after resampling."""
         return tuple(self.kinks["at_kink"]) if self.kinks else ()
 
-    def first_failure(self) -> Optional[Row]:
+    def first_failure(self) -> Row | None:
         """The first failing row of the lowest failing layer (else the first failing row)."""
         fails = self.failures
         if not fails:
@@ -131,7 +131,7 @@ class GradientReport:
                 f"({r.pair}), {value}"
                 + "".join(f"; {e}" for e in extra) + ".")
 
-    def raise_if_failed(self) -> "GradientReport":
+    def raise_if_failed(self) -> GradientReport:
         """Raise :class:`GradientCheckError` naming the first failure; return self when ok."""
         if not self.ok:
             raise GradientCheckError(self.failure_message(), self)
