@@ -33,17 +33,15 @@ from ..inputs import (
 from ..loss import astype
 from ..network import Network
 from .kinks import mark_kinks
-from .options import CheckOptions, options_from
+from .options import FIELDS, CheckOptions, options_from
 from .program import grad_core, network_core
 from .report import HAND_AUTO, GradientReport
 from .rows import Place, gradient_rows, layer_rows, leaf_rows
-from .skeleton import Prepared, finish, kink_record, measured, run_program
+from .skeleton import Prepared, finish, judged_rows, kink_record, measured, run_program
 
 __all__ = ["check", "check_grad"]
 
-CHECK_OPTIONS = frozenset({"dtype", "tolerance", "finite_differences", "eps", "directions",
-                           "fd_elements", "fd_tolerance", "kink_tol", "resample", "seed", "jit",
-                           "raise_on_failure"})
+CHECK_OPTIONS = FIELDS - {"jvp"}
 GRAD_OPTIONS = CHECK_OPTIONS - {"kink_tol", "resample"}
 
 
@@ -82,7 +80,10 @@ def check(net: Network, cost, params, x, y, *, options: CheckOptions | None = No
       options: a :class:`~fbackprop.CheckOptions` (default ``CheckOptions()``).
       **overrides: its fields as keywords (``dtype``, ``tolerance``, ``finite_differences``,
         ``eps``, ``directions``, ``fd_elements``, ``fd_tolerance``, ``kink_tol``, ``resample``,
-        ``seed``, ``jit``, ``raise_on_failure``), in place of those of ``options``.
+        ``seed``, ``jit``, ``raise_on_failure``, ``matmul_precision``, ``budget``,
+        ``budget_floor``), in place of those of ``options``. In bfloat16 and float16 (and
+        float32 under a lower ``matmul_precision``) rows are judged by the error budget
+        (:mod:`fbackprop.gradcheck.budget`).
 
     Returns:
       A :class:`GradientReport`.
@@ -105,20 +106,25 @@ def check(net: Network, cost, params, x, y, *, options: CheckOptions | None = No
         return Prepared(network_core, (net, cost), point, point[0], move=1)
 
     outcome = run_program(opts, prepare)
-    out, tol = outcome.out, outcome.tols.tol
-    rows = []
-    for l, e in enumerate(out["layers"]):
-        rows += layer_rows(net, l, e, outcome.notes, tol, out["sums"])
-    rows += leaf_rows(out["cost"]["hand"], out["cost"]["auto"], {},
-                      Place(None, f"cost {cost.name}", tol), "D(C y) a_L / batch", HAND_AUTO,
-                      "∂J/∂a_L")
-    rows += gradient_rows(out, outcome.notes["grad"], "∂J/∂p (whole recurrence)", outcome.tols,
-                          opts.fd, outcome.plan)
+    rows = judged_rows(opts, outcome, lambda out: _network_rows(net, cost, opts, outcome, out))
     at_kink, kinks = kink_record(opts, outcome.found, net.keys)
     return finish(opts, GradientReport(
         subject=net.name if net.name != "serial" else repr(net), cost=cost.name,
         rows=tuple(mark_kinks(rows, at_kink)), layer_names=tuple(l.name for l in net.layers),
         node_names=net.nodes or (), kinks=kinks, **measured(opts, outcome)))
+
+
+def _network_rows(net, cost, opts, outcome, out):
+    """The rows of :func:`check` from the program's outputs ``out``: per layer (node), the
+    cost, the whole gradient."""
+    tol, rows = outcome.tols.tol, []
+    for l, e in enumerate(out["layers"]):
+        rows += layer_rows(net, l, e, outcome.notes, tol, out["sums"])
+    rows += leaf_rows(out["cost"]["hand"], out["cost"]["auto"], {},
+                      Place(None, f"cost {cost.name}", tol), "D(C y) a_L / batch", HAND_AUTO,
+                      "∂J/∂a_L")
+    return rows + gradient_rows(out, outcome.notes["grad"], "∂J/∂p (whole recurrence)",
+                                outcome.tols, opts.fd, outcome.plan)
 
 
 def _require_gradient(loss, grad_fn, params, args):
@@ -170,8 +176,8 @@ def check_grad(loss: Callable, grad_fn: Callable, params, *args,
         return Prepared(grad_core, (loss, grad_fn), point, point[0])
 
     outcome = run_program(opts, prepare)
-    rows = gradient_rows(outcome.out, outcome.notes["grad"],
-                         f"∂J/∂p by {getattr(grad_fn, '__name__', 'grad_fn')}", outcome.tols,
-                         opts.fd, outcome.plan)
+    rows = judged_rows(opts, outcome, lambda out: gradient_rows(
+        out, outcome.notes["grad"], f"∂J/∂p by {getattr(grad_fn, '__name__', 'grad_fn')}",
+        outcome.tols, opts.fd, outcome.plan))
     return finish(opts, GradientReport(subject=getattr(loss, "__name__", "loss"), cost=None,
                                        rows=tuple(rows), **measured(opts, outcome)))

@@ -23,11 +23,12 @@ from ..layers.base import Layer
 from ..loss import astype
 from ..network import serial
 from .kinks import mark_kinks
+from .numerics import precision_for
 from .options import FIELDS, CheckOptions, options_from
 from .program import layer_core, vjp_core
-from .report import GradientReport
-from .rows import gradient_rows, jvp_row, layer_rows
-from .skeleton import Prepared, finish, kink_record, measured, run_program
+from .report import HAND_REFERENCE, GradientReport
+from .rows import Place, gradient_rows, jvp_row, layer_rows, leaf_rows
+from .skeleton import Prepared, finish, judged_rows, kink_record, measured, run_program
 
 __all__ = ["check_vjp", "check_layer"]
 
@@ -63,21 +64,66 @@ def _require_custom_vjp(f, args):
                         "Pass them after f: fb.check_vjp(f, params, x).")
 
 
-def check_vjp(f, *args, options: CheckOptions | None = None, **overrides) -> GradientReport:
-    """Check the backward rule of a ``jax.custom_vjp`` function against autodiff of its primal.
+def _undifferentiable(primal, point) -> str:
+    """Why reverse-mode autodiff cannot differentiate ``primal`` at ``point`` ('' if it can):
+    a Pallas kernel, ``pure_callback`` or FFI call fails when traced for ``jax.vjp``."""
+    def pullback(*args):
+        y, back = jax.vjp(primal, *args)
+        return back(y)
+
+    try:
+        jax.eval_shape(pullback, *point)
+    except Exception as err:  # whatever autodiff raises, the check reports it as the reason
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return f"{type(err).__name__}: {first}"
+    return ""
+
+
+def _require_reference(f, reference, point):
+    """``TypeError`` unless ``reference`` is a function returning what ``f`` returns."""
+    if not callable(reference):
+        raise TypeError(f"check_vjp: reference must be a function of f's arguments, received "
+                        f"{type(reference).__name__}. Pass the implementation autodiff can "
+                        f"differentiate, e.g. reference=lambda x: jnp.sum(x, axis=-1).")
+    want, got = jax.eval_shape(f, *point), jax.eval_shape(reference, *point)
+    if jax.tree.structure(want) != jax.tree.structure(got) or any(
+            (w.shape, w.dtype) != (g.shape, g.dtype)
+            for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got))):
+        raise TypeError(f"check_vjp: reference must return what f returns.\n  expected: "
+                        f"{want}\n  received: {got}\nMake the reference compute the same "
+                        f"outputs as f.")
+
+
+def _skipped(opts, name: str, why: str) -> GradientReport:
+    return finish(opts, GradientReport(
+        subject=name, cost=None, dtype=opts.dtype, tolerance=opts.tolerances(0.0).tol, rows=(),
+        layer_names=(name,), skipped=f"primal not differentiable — pass a reference "
+                                     f"(check_vjp(f, *args, reference=g); autodiff of {name}'s "
+                                     f"primal raised {why})"))
+
+
+def check_vjp(f, *args, reference=None, options: CheckOptions | None = None,
+              **overrides) -> GradientReport:
+    """Check the backward rule of a ``jax.custom_vjp`` function against autodiff of its primal,
+    or of a reference implementation.
 
     At a random output cotangent u (seeded), ``jax.vjp(f, *args)`` (the custom rule) is compared
-    with ``jax.vjp(f.fun, *args)`` (autodiff of the function ``f`` was defined from), one row per
-    argument leaf, with the measure and tolerances of :func:`fbackprop.check`. With ``jvp`` (the
-    default) the row ⟨u, J v⟩ = ⟨Jᵀu, v⟩ is added, J from ``jax.jvp(f.fun, …)`` and Jᵀu from the
-    custom rule, at random u and v. When ``f`` has a ``kink_distance(*args)`` attribute
-    (functions from :func:`fbackprop.as_custom_vjp` of layers with kinks do) and the point is
-    closer than ``kink_tol`` to a kink, mismatches are reported as ``"kink"``, not failures.
+    with ``jax.vjp(f.fun, *args)`` (autodiff of the function ``f`` was defined from) or, given
+    ``reference=g``, with ``jax.vjp(g, *args)`` plus a forward row f(args) against g(args) (pair
+    ``"kernel–reference"``): for a primal autodiff cannot differentiate (a Pallas kernel,
+    ``pure_callback``, an FFI call). Without a reference such a primal gives a report with
+    ``status == "skipped"`` saying so, not an error. One row per argument leaf, with the measure
+    and tolerances of :func:`fbackprop.check` (the error budget in low precision). With ``jvp``
+    (the default) the row ⟨u, J v⟩ = ⟨Jᵀu, v⟩ is added, J from ``jax.jvp`` of the primal (or
+    reference) and Jᵀu from the rule. When ``f`` has a ``kink_distance(*args)`` attribute (as
+    :func:`fbackprop.as_custom_vjp` gives) and the point is within ``kink_tol`` of a kink,
+    mismatches are reported as ``"kink"``, not failures.
 
     Args:
       f: a ``jax.custom_vjp`` function, e.g. from ``@jax.custom_vjp`` with ``f.defvjp(fwd, bwd)``
         or from :func:`fbackprop.as_custom_vjp`; no ``nondiff_argnums``.
       *args: its arguments, pytrees of floating-point arrays (cast to the check's dtype).
+      reference: ``g(*args)``, an implementation of f's forward that autodiff can differentiate.
       options: a :class:`~fbackprop.CheckOptions`; finite differences are of
         J = ⟨u, f(args)⟩, and ``seed`` seeds u, v and the FD directions.
       **overrides: its fields as keywords, as for :func:`fbackprop.check`, plus ``jvp``
@@ -87,33 +133,50 @@ def check_vjp(f, *args, options: CheckOptions | None = None, **overrides) -> Gra
       A :class:`~fbackprop.GradientReport`.
 
     Raises:
-      TypeError: ``f`` is not a ``jax.custom_vjp`` function, an argument is not floating, or an
-        option is unknown.
+      TypeError: ``f`` is not a ``jax.custom_vjp`` function, an argument is not floating, the
+        reference does not return what ``f`` returns, or an option is unknown.
       GradientCheckError: with ``raise_on_failure=True``, naming the first failing leaf.
     """
     _require_custom_vjp(f, args)
     opts = options_from(options, overrides, who="check_vjp", accepts=VJP_OPTIONS)
     name = getattr(f, "__name__", "f")
+    with precision_for(opts.dtype, opts.matmul_precision):
+        point = astype(tuple(args), jnp.dtype(opts.dtype))
+        _require_float_leaves(point, "check_vjp")
+        if reference is not None:
+            _require_reference(f, reference, point)
+        why = _undifferentiable(f.fun if reference is None else reference, point)
+    if why:
+        return _skipped(opts, name, why)
     kink_distance = getattr(f, "kink_distance", None)
 
     def prepare(rng):
-        point = astype(tuple(args), jnp.dtype(opts.dtype))
-        _require_float_leaves(point, "check_vjp")
         u = _random_like(jax.eval_shape(f.fun, *point), rng, opts.dtype)
         v = _random_like(point, rng, opts.dtype)
         distance = None if kink_distance is None else float(kink_distance(*point))
-        return Prepared(vjp_core, f, (point, u, v), point, kink_distance=distance)
+        return Prepared(vjp_core, (f, reference), (point, u, v), point, kink_distance=distance)
 
     outcome = run_program(opts, prepare, jvp=opts.jvp)
-    rows = gradient_rows(outcome.out, outcome.notes["grad"],
-                         f"∂⟨u, {name}⟩/∂args by the custom rule", outcome.tols, opts.fd,
-                         outcome.plan)
-    if opts.jvp:
-        rows.append(jvp_row(outcome.out["jvp"], tol=outcome.tols.tol))
+    rows = judged_rows(opts, outcome, lambda out: _vjp_rows(out, outcome, opts, name))
     at_kink, kinks = kink_record(opts, outcome.found, [0])
     return finish(opts, GradientReport(
         subject=name, cost=None, rows=tuple(mark_kinks(rows, at_kink)), layer_names=(name,),
         kinks=None if kink_distance is None else kinks, **measured(opts, outcome)))
+
+
+def _vjp_rows(out, outcome, opts, name):
+    """The rows of :func:`check_vjp` from the program's outputs ``out``."""
+    rows = []
+    if "forward" in out:
+        rows += leaf_rows(out["forward"]["hand"], out["forward"]["auto"],
+                          outcome.notes["forward"],
+                          Place(None, f"{name}(args) against the reference", outcome.tols.tol),
+                          "forward", HAND_REFERENCE)
+    rows += gradient_rows(out, outcome.notes["grad"], f"∂⟨u, {name}⟩/∂args by the custom rule",
+                          outcome.tols, opts.fd, outcome.plan)
+    if opts.jvp:
+        rows.append(jvp_row(out["jvp"], tol=outcome.tols.tol))
+    return rows
 
 
 def check_layer(layer: Layer, params, a, *, options: CheckOptions | None = None,
@@ -157,17 +220,24 @@ def check_layer(layer: Layer, params, a, *, options: CheckOptions | None = None,
         return Prepared(layer_core, layer, (p, x, u, v), (p, x), move=1)
 
     outcome = run_program(opts, prepare, jvp=opts.jvp)
-    out, tol = outcome.out, outcome.tols.tol
+    rows = judged_rows(opts, outcome, lambda out: _layer_rows_of(layer, opts, outcome, out))
+    at_kink, kinks = kink_record(opts, outcome.found, [0])
+    return finish(opts, GradientReport(
+        subject=layer.name, cost=None, rows=tuple(mark_kinks(rows, at_kink)),
+        layer_names=(layer.name,), kinks=kinks, **measured(opts, outcome)))
+
+
+def _layer_rows_of(layer, opts, outcome, out):
+    """The rows of :func:`check_layer` from the program's outputs ``out``."""
+    tol = outcome.tols.tol
     rows = layer_rows(serial(layer), 0, out["layers"][0], outcome.notes, tol, {},
                       in_network=False)
     if opts.fd is not None:
         rule = "backward" if layer.backward is not None else "D_param, D_input"
         rows += [r._replace(layer=0) for r in gradient_rows(
             out, outcome.notes.get((0, "backward"), {}),
-            f"layer 0: {layer.name}, ∂⟨u, f p a⟩ by {rule}", outcome.tols, opts.fd, outcome.plan)]
+            f"layer 0: {layer.name}, ∂⟨u, f p a⟩ by {rule}", outcome.tols, opts.fd,
+            outcome.plan)]
     if opts.jvp:
         rows.append(jvp_row(out["jvp"], tol=tol, layer=0))
-    at_kink, kinks = kink_record(opts, outcome.found, [0])
-    return finish(opts, GradientReport(
-        subject=layer.name, cost=None, rows=tuple(mark_kinks(rows, at_kink)),
-        layer_names=(layer.name,), kinks=kinks, **measured(opts, outcome)))
+    return rows

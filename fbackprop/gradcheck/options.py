@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
-from ..inputs import require_int, require_number
+from ..inputs import require_choice, require_int, require_number
 from .fd import FDPlan, fd_settings
 from .kinks import KINK_TOL
-from .numerics import FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, dtype_name
+from .numerics import FD_EPS, FD_NOISE, FD_TOLERANCE, LOW_PRECISION, TOLERANCE, dtype_name
 
 __all__ = ["CheckOptions", "Tolerances", "options_from", "FIELDS"]
 
@@ -41,6 +41,15 @@ class CheckOptions:
       jit: compile the check as one program (cached per shapes).
       raise_on_failure: raise :class:`~fbackprop.GradientCheckError` instead of returning a
         failing report.
+      matmul_precision: the matmul precision of the check (``jax.default_matmul_precision``):
+        ``"highest"`` (default) or ``"float32"``, or, for a float32 check, a lower one
+        (``"tensorfloat32"``, ``"bfloat16"``, ``"high"``, ``"default"``), which makes the check
+        judge by the error budget.
+      budget, budget_floor: the error budget of low-precision checks (``dtype`` bfloat16 or
+        float16, or float32 under a lower ``matmul_precision``; ``check``, ``check_vjp``,
+        ``check_layer``): the rule's error and autodiff's error, both in that precision and
+        both against autodiff in float64 at the same point, and a row passes when
+        rule error ≤ ``budget`` × autodiff error + ``budget_floor`` (default 2 and 1e-4).
     """
 
     dtype: str = "float64"
@@ -56,15 +65,30 @@ class CheckOptions:
     seed: int = 0
     jit: bool = True
     raise_on_failure: bool = False
+    matmul_precision: str = "highest"
+    budget: float = 2.0
+    budget_floor: float = 1e-4
 
     def __post_init__(self):
-        object.__setattr__(self, "dtype", dtype_name(self.dtype))
+        object.__setattr__(self, "dtype", dtype_name(self.dtype, low_precision=True))
+        require_choice(self.matmul_precision, MATMUL_PRECISIONS, "matmul_precision")
+        if self.dtype == "float64" and self.matmul_precision not in FULL_PRECISION:
+            raise ValueError(f"matmul_precision={self.matmul_precision!r} applies to float32 "
+                             f"checks, received it with dtype='float64'; drop it, or pass "
+                             f"dtype='float32' to check float32 under that precision.")
+        require_number(self.budget, "budget", positive=True)
+        require_number(self.budget_floor, "budget_floor", minimum=0)
         _ = self.fd  # checks the finite-difference settings
         object.__setattr__(self, "resample", require_int(self.resample, "resample", minimum=0))
         for name in ("tolerance", "fd_tolerance"):
             require_number(getattr(self, name), name, minimum=0, allow_none=True)
         require_number(self.kink_tol, "kink_tol", minimum=0)
         require_int(self.seed, "seed", minimum=0)
+
+    @property
+    def low_precision(self) -> bool:
+        """Whether the check is judged by the error budget instead of a fixed tolerance."""
+        return self.dtype in LOW_PRECISION or self.matmul_precision not in FULL_PRECISION
 
     @property
     def fd(self) -> FDPlan | None:
@@ -85,10 +109,14 @@ class CheckOptions:
         fd = self.fd
         fd_rtol = FD_TOLERANCE if self.fd_tolerance is None else self.fd_tolerance
         fd_tol = fd_rtol + (FD_NOISE * max(1.0, abs(float(loss))) / fd.eps if fd else 0.0)
+        if self.low_precision:
+            return Tolerances(self.budget_floor, fd_rtol, fd_tol)
         tol = TOLERANCE[self.dtype] if self.tolerance is None else self.tolerance
         return Tolerances(tol, fd_rtol, fd_tol)
 
 
+MATMUL_PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "bfloat16", "default")
+FULL_PRECISION = ("highest", "float32")
 FIELDS = frozenset(f.name for f in dataclasses.fields(CheckOptions))
 
 

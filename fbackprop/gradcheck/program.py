@@ -163,18 +163,23 @@ def jvp_block(fun, args, v, u, hand):
 
 def vjp_core(key, notes):
     """The program for :func:`fbackprop.check_vjp`: ``core(args, u, v, V, rand_idx)``: the
-    custom rule of ``f`` at cotangent u beside ``jax.vjp`` of its primal ``f.fun``."""
-    f, fd, plan, with_jvp = key
+    custom rule of ``f`` at cotangent u beside ``jax.vjp`` of its primal ``f.fun``, or of the
+    ``reference`` (then with f's forward beside the reference's)."""
+    (f, reference), fd, plan, with_jvp = key
+    primal = f.fun if reference is None else reference
 
     def core(args, u, v, V, rand_idx):
-        y, auto_vjp = jax.vjp(f.fun, *args)
+        y, auto_vjp = jax.vjp(primal, *args)
         auto = auto_vjp(u)
         hand, notes["grad"] = call_rule(lambda: jax.vjp(f, *args)[1](u), auto)
         out = {"loss": _inner(u, y), "grad": {"hand": hand, "auto": auto}}
+        if reference is not None:  # f's own forward (a kernel, say) against the reference
+            value, notes["forward"] = call_rule(f, y, *args)
+            out["forward"] = {"hand": value, "auto": y}
         if with_jvp:
-            out["jvp"] = jvp_block(f.fun, args, v, u, hand)
+            out["jvp"] = jvp_block(primal, args, v, u, hand)
         if fd is not None:
-            out["fd"] = fd_block(lambda q: _inner(u, f.fun(*q)), args,
+            out["fd"] = fd_block(lambda q: _inner(u, primal(*q)), args,
                                  (hand, auto, "*" not in notes["grad"]), (V, rand_idx), fd, plan)
         return out
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .budget import judge, views, widen
 from .fd import fd_inputs, fd_summary
 from .kinks import Resampled, resample_away_from_kinks
 from .numerics import precision_for
@@ -24,7 +25,8 @@ from .options import CheckOptions, Tolerances
 from .program import program, spec
 from .report import GradientReport
 
-__all__ = ["Prepared", "Outcome", "run_program", "kink_record", "measured", "finish"]
+__all__ = ["Prepared", "Outcome", "run_program", "judged_rows", "kink_record", "measured",
+           "finish"]
 
 
 class Prepared(NamedTuple):
@@ -49,13 +51,15 @@ class Prepared(NamedTuple):
 
 class Outcome(NamedTuple):
     """What :func:`run_program` returns: the program's outputs on the host, the notes its
-    tracing left, the FD element plan, the tolerances, and the kink search."""
+    tracing left, the FD element plan, the tolerances, the kink search, and (low precision)
+    the same program's outputs in float64 at the same point."""
 
     out: dict
     notes: dict
     plan: tuple | None
     tols: Tolerances
     found: Resampled
+    reference: dict | None = None
 
 
 def _run(fn, prep: Prepared, draws, opts: CheckOptions, rng) -> Resampled:
@@ -85,14 +89,47 @@ def run_program(opts: CheckOptions, prepare: Callable, *, jvp: bool = False) -> 
       The :class:`Outcome`.
     """
     rng = np.random.default_rng(opts.seed)
-    with precision_for(opts.dtype):
+    with precision_for(opts.dtype, opts.matmul_precision):
         prep = prepare(rng)
         plan, V, rand_idx = fd_inputs(opts.fd, prep.differentiated, rng)
         draws = (jnp.asarray(V, opts.dtype), jnp.asarray(rand_idx))
         fn, notes = program(prep.make_core, (prep.static, opts.fd, plan, bool(jvp)),
                             spec(prep.inputs + draws), opts.jit)
         found = _run(fn, prep, draws, opts, rng)
-    return Outcome(found.out, notes, plan, opts.tolerances(found.out["loss"]), found)
+    reference = _in_float64(prep, found, opts, jvp) if opts.low_precision else None
+    return Outcome(found.out, notes, plan, opts.tolerances(found.out["loss"]), found, reference)
+
+
+def _in_float64(prep: Prepared, found: Resampled, opts: CheckOptions, jvp: bool) -> dict:
+    """The same program in float64 at the point the low-precision run ended at (its values
+    widened exactly): the reference of the error budget (:mod:`.budget`)."""
+    inputs = prep.inputs
+    if prep.move is not None:
+        inputs = inputs[:prep.move] + (found.x,) + inputs[prep.move + 1:]
+    with precision_for("float64"):
+        inputs = widen(inputs)
+        draws = (jnp.zeros((0, 1), jnp.float64), jnp.zeros(0, jnp.int32))
+        fn, _ = program(prep.make_core, (prep.static, None, None, bool(jvp)),
+                        spec(inputs + draws), opts.jit)
+        return jax.device_get(fn(*inputs, *draws))
+
+
+def judged_rows(opts: CheckOptions, outcome: Outcome, rows_of: Callable) -> list:
+    """The rows of a check: ``rows_of(outputs)`` against the tolerances, or, in low precision,
+    built from both :func:`~.budget.views` and judged by the error budget.
+
+    Args:
+      opts: the check's options.
+      outcome: from :func:`run_program`.
+      rows_of: the entry point's rows as a function of the program's outputs.
+
+    Returns:
+      A list of :class:`~.report.Row`.
+    """
+    if outcome.reference is None:
+        return rows_of(outcome.out)
+    rule, auto = views(outcome.out, outcome.reference)
+    return judge(rows_of(rule), rows_of(auto), opts.budget, opts.budget_floor)
 
 
 def kink_record(opts: CheckOptions, found: Resampled, keys) -> tuple[list, dict]:
@@ -105,9 +142,14 @@ def kink_record(opts: CheckOptions, found: Resampled, keys) -> tuple[list, dict]
 
 
 def measured(opts: CheckOptions, outcome: Outcome) -> dict:
-    """The report fields every check shares: dtype, tolerance, finite differences and loss."""
+    """The report fields every check shares: dtype, tolerance, finite differences, loss and
+    (low precision) the error budget."""
+    budget = None if outcome.reference is None else {
+        "budget": opts.budget, "floor": opts.budget_floor,
+        "matmul_precision": opts.matmul_precision, "reference": "autodiff in float64"}
     return {"dtype": opts.dtype, "tolerance": outcome.tols.tol, "loss": float(outcome.out["loss"]),
-            "fd": fd_summary(opts.fd, (outcome.tols.fd_rtol, outcome.tols.fd_tol))}
+            "fd": fd_summary(opts.fd, (outcome.tols.fd_rtol, outcome.tols.fd_tol)),
+            "budget": budget}
 
 
 def finish(opts: CheckOptions, report: GradientReport) -> GradientReport:
