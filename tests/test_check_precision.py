@@ -123,3 +123,5 @@ def test_a_kernel_is_checked_against_its_reference_backward_and_forward():
         fb.check_vjp(softplus_kernel(), X, reference=lambda x: jnp.sum(x))
     with pytest.raises(TypeError, match="reference must be a function"):
         fb.check_vjp(softplus_kernel(), X, reference=3.0)
+    with pytest.raises(TypeError, match="autodiff cannot differentiate the reference"):
+        fb.check_vjp(softplus_kernel(), X, reference=softplus_kernel().fun)

@@ -14,9 +14,11 @@ loss and hand-written gradient), :func:`check_vjp` (any ``jax.custom_vjp`` funct
 * :mod:`.program` — the compiled programs, cached;
 * :mod:`.rows` — from program outputs to rows;
 * :mod:`.kinks` — resampling away from kinks;
+* :mod:`.budget` — low precision judged by its own error budget against float64 autodiff;
 * :mod:`.skeleton` — the steps every check shares: draw, compile, run, judge, report;
 * :mod:`.check` — ``check`` and ``check_grad``;
-* :mod:`.custom` — ``check_vjp`` (any ``jax.custom_vjp`` function) and ``check_layer``.
+* :mod:`.custom` — ``check_vjp`` (any ``jax.custom_vjp`` function, against autodiff of its
+  primal or of a reference implementation) and ``check_layer``.
 """
 from .check import check, check_grad
 from .custom import check_layer, check_vjp

@@ -66,11 +66,13 @@ def _require_custom_vjp(f, args):
 
 def _undifferentiable(primal, point) -> str:
     """Why reverse-mode autodiff cannot differentiate ``primal`` at ``point`` ('' if it can):
-    a Pallas kernel, ``pure_callback`` or FFI call fails when traced for ``jax.vjp``."""
+    a Pallas kernel, ``pure_callback`` or FFI call fails when traced for ``jax.vjp``. The forward
+    is traced first, outside the ``try``: an error there is the caller's, and propagates."""
     def pullback(*args):
         y, back = jax.vjp(primal, *args)
         return back(y)
 
+    jax.eval_shape(primal, *point)
     try:
         jax.eval_shape(pullback, *point)
     except Exception as err:  # whatever autodiff raises, the check reports it as the reason
@@ -92,6 +94,21 @@ def _require_reference(f, reference, point):
         raise TypeError(f"check_vjp: reference must return what f returns.\n  expected: "
                         f"{want}\n  received: {got}\nMake the reference compute the same "
                         f"outputs as f.")
+
+
+def _vjp_point(f, args, reference, opts):
+    """``(point, why)``: the arguments cast to the check's dtype and checked, and why autodiff
+    cannot differentiate f's primal ('' if it can); ``TypeError`` for a bad reference."""
+    with precision_for(opts.dtype, opts.matmul_precision):
+        point = astype(tuple(args), jnp.dtype(opts.dtype))
+        _require_float_leaves(point, "check_vjp")
+        if reference is not None:
+            _require_reference(f, reference, point)
+        why = _undifferentiable(f.fun if reference is None else reference, point)
+    if why and reference is not None:
+        raise TypeError(f"check_vjp: autodiff cannot differentiate the reference ({why}); "
+                        f"expected an implementation of f in differentiable JAX operations.")
+    return point, why
 
 
 def _skipped(opts, name: str, why: str) -> GradientReport:
@@ -134,18 +151,14 @@ def check_vjp(f, *args, reference=None, options: CheckOptions | None = None,
 
     Raises:
       TypeError: ``f`` is not a ``jax.custom_vjp`` function, an argument is not floating, the
-        reference does not return what ``f`` returns, or an option is unknown.
+        reference does not return what ``f`` returns or is not differentiable, or an option is
+        unknown.
       GradientCheckError: with ``raise_on_failure=True``, naming the first failing leaf.
     """
     _require_custom_vjp(f, args)
     opts = options_from(options, overrides, who="check_vjp", accepts=VJP_OPTIONS)
     name = getattr(f, "__name__", "f")
-    with precision_for(opts.dtype, opts.matmul_precision):
-        point = astype(tuple(args), jnp.dtype(opts.dtype))
-        _require_float_leaves(point, "check_vjp")
-        if reference is not None:
-            _require_reference(f, reference, point)
-        why = _undifferentiable(f.fun if reference is None else reference, point)
+    point, why = _vjp_point(f, args, reference, opts)
     if why:
         return _skipped(opts, name, why)
     kink_distance = getattr(f, "kink_distance", None)
