@@ -125,3 +125,18 @@ def test_a_kernel_is_checked_against_its_reference_backward_and_forward():
         fb.check_vjp(softplus_kernel(), X, reference=3.0)
     with pytest.raises(TypeError, match="autodiff cannot differentiate the reference"):
         fb.check_vjp(softplus_kernel(), X, reference=softplus_kernel().fun)
+
+
+def test_recurrent_time_rows_are_judged_step_by_step_against_the_budget():
+    layer = fb.rnn_layer(3, 4, "tanh")
+    params = layer.init(jax.random.PRNGKey(0))
+    a = np.random.default_rng(0).standard_normal((2, 5, 3))
+    (row,) = [r for r in fb.check_layer(layer, params, a, dtype="bfloat16").rows
+              if r.rule == "time_deltas"]
+    assert row.status == "pass" and "over budget" not in row.note and len(row.steps) == 5
+    doubled = layer._replace(probes=layer.probes._replace(
+        time_deltas=lambda p, a, d: {k: 2 * v for k, v in
+                                     layer.probes.time_deltas(p, a, d).items()}))
+    (row,) = [r for r in fb.check_layer(doubled, params, a, dtype="bfloat16").rows
+              if r.rule == "time_deltas"]
+    assert row.status == "fail" and "5 step(s) over budget" in row.note, row.note

@@ -96,9 +96,24 @@ def judge(rule_rows, auto_rows, budget: float, floor: float):
         record = {"rule_error": r.max_rel, "autodiff_error": a.max_rel, "ratio": ratio,
                   "budget": budget, "floor": floor}
         # a rule that raised or returned the wrong shape (no value: NaN) stays failed
-        status = PASS if math.isfinite(r.max_rel) and r.max_rel <= bound else FAIL
-        note = (f"rule error {r.max_rel:.1e}, autodiff error {a.max_rel:.1e} (both against "
-                f"float64 autodiff), ratio {ratio:.2f}")
-        rows.append(r._replace(tolerance=bound, status=status, budget=record,
-                               note="; ".join(filter(None, (r.note, note)))))
+        ok, note = math.isfinite(r.max_rel) and r.max_rel <= bound, r.note
+        if r.steps is not None:  # a time row: every step within its own budget
+            ok, note = _steps_within(r, a, budget, floor)
+        note = "; ".join(filter(None, (note, f"rule error {r.max_rel:.1e}, autodiff error "
+                                             f"{a.max_rel:.1e} (both against float64 "
+                                             f"autodiff), ratio {ratio:.2f}")))
+        rows.append(r._replace(tolerance=bound, status=PASS if ok else FAIL, budget=record,
+                               note=note))
     return rows
+
+
+def _steps_within(r, a, budget: float, floor: float):
+    """``(ok, note)`` of a time row: each step τ's rule error against budget × autodiff's error
+    at τ + floor."""
+    if not math.isfinite(r.max_rel):
+        return False, r.note
+    bad = [t for t, (e_h, e_r) in enumerate(zip(r.steps, a.steps))
+           if not e_h <= budget * e_r + floor]
+    note = f"worst τ = {r.index[1]} of {len(r.steps)}" + (
+        f"; {len(bad)} step(s) over budget: τ ∈ {bad}" if bad else "")
+    return not bad, note
