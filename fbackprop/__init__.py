@@ -5,50 +5,34 @@ its two Euler derivatives ``D(f p) a`` and ``D(λv. f v a) p`` written by hand b
 generic recurrence turns them into the backward pass, and every rule is checked against
 ``jax.grad``.
 """
-from . import data, graph, notation
+import importlib
+
+from . import graph, notation
 from .activations import Activation, get_activation
 from .costs import Cost, get_cost
-from .gradcheck import (
-                        CheckOptions,
-                        GradientCheckError,
-                        GradientReport,
-                        check,
-                        check_grad,
-                        check_layer,
-                        check_vjp,
-)
+from .gradcheck import (CheckOptions, GradientCheckError, GradientReport, check, check_grad,
+                        check_layer, check_vjp)
+from .gradcheck import CustomRulesReport, check_custom_rules
 from .interop import as_custom_vjp
-from .layers import (
-                        Layer,
-                        Probes,
-                        add,
-                        causal_self_attention,
-                        concat,
-                        conv,
-                        dense,
-                        dropout,
-                        elementwise,
-                        embedding,
-                        flatten,
-                        gate_params,
-                        gelu,
-                        gru_gate_params,
-                        gru_layer,
-                        layer_norm,
-                        lstm_layer,
-                        max_pool,
-                        mean_pool,
-                        positional,
-                        residual,
-                        rnn_layer,
-)
-from .loss import Backprop, astype, backprop, loss_fn, manual_grad
+from .layers import Layer, Probes, dense
+from .layers import (conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer,
+                     max_pool, mean_pool, rnn_layer)
+from .layers import (add, causal_self_attention, concat, dropout, elementwise, embedding, gelu,
+                     layer_norm, positional, residual)
 from .models import cnn, delta_norms, gru, lstm, mlp, rnn, transformer, with_dropout_key
+from .loss import Backprop, astype, backprop, loss_fn, manual_grad
 from .network import Network, backward, dag, forward, serial
 from .notation import D, compose, nabla, star
-from .training import TrainingStopped, TrainResult, load_run, train
+from . import data, testing
+from .training import TrainResult, TrainingStopped, load_run, train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name == "kernels":  # Pallas kernels: imported on first use (Pallas is slow to import)
+        return importlib.import_module("fbackprop.kernels")
+    raise AttributeError(f"module 'fbackprop' has no attribute {name!r}")
 
 __all__ = [
     # notation, activations, costs
@@ -64,7 +48,7 @@ __all__ = [
     "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms",
     # checking
     "check", "check_grad", "check_vjp", "check_layer", "CheckOptions", "GradientReport",
-    "GradientCheckError",
+    "GradientCheckError", "check_custom_rules", "CustomRulesReport", "testing",
     # the JAX ecosystem
     "as_custom_vjp",
     # training and data

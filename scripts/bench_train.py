@@ -43,19 +43,18 @@ def _setup(data, mode, batch, hidden):
     ds = fb.data.load(data)
     net = training.build_model("mlp", ds, hidden)
     cost = fb.get_cost(training.COST_FOR_TASK[ds.task])
-    opt = optax.adam(1e-3)
     arrays = {"x_train": training.shape_inputs(ds.x_train, net.input_shape),
               "y_train": training.targets(ds, ds.y_train),
               "x_test": training.shape_inputs(ds.x_test, net.input_shape),
               "y_test": training.targets(ds, ds.y_test)}
     arrays = {k: jax.device_put(np.asarray(v, np.float32)) for k, v in arrays.items()}
-    setup = training_epoch._Setup(net, cost, opt, len(ds.x_train), batch, "manual", 1, 1e-4,
-                                  ds.task)
+    setup = training_epoch.EpochSetup(net, cost, "adam", 1e-3, None, len(ds.x_train), batch,
+                                      "manual", 1, 1e-4, ds.task)
     return setup, arrays
 
 
 def compiled_epoch(setup, arrays):
-    epoch = jax.jit(training_epoch._epoch_function(setup))
+    epoch = jax.jit(training_epoch.epoch_function(setup))
 
     def run(params, opt_state, key, index):
         params, opt_state, metrics, _ = epoch(params, opt_state, key, index, arrays)
@@ -65,21 +64,22 @@ def compiled_epoch(setup, arrays):
 
 
 def per_step_loop(setup, arrays):
-    value_and_grad = training_epoch._gradient_source(setup.net, setup.cost, "manual")
+    value_and_grad = training_epoch.gradient_source(setup.net, setup.cost, "manual")
     evaluate = fb.loss_fn(setup.net, setup.cost)
+    optimizer = setup.make_optimizer()
 
     @jax.jit
     def step(params, opt_state, idx):
         x, y = arrays["x_train"][idx], arrays["y_train"][idx]
-        loss, grads = value_and_grad(params, x, y)
-        updates, opt_state = setup.optimizer.update(grads, opt_state, params)
+        loss, grads = value_and_grad(params, x, y, jnp.ones(idx.shape, jnp.float32))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
     @jax.jit
     def evaluation(params):
         metrics = {"test_loss": evaluate(params, arrays["x_test"], arrays["y_test"])}
         for split in ("train", "test"):
-            metrics[f"{split}_accuracy"] = training_epoch._accuracy(
+            metrics[f"{split}_accuracy"] = training_epoch.accuracy(
                 setup.task, setup.net.apply(params, arrays[f"x_{split}"]), arrays[f"y_{split}"])
         return metrics
 
@@ -104,7 +104,7 @@ def bench(epochs: int):
         setup, arrays = _setup(data, mode, batch, hidden)
         params = setup.net.init(jax.random.PRNGKey(0))
         sides = {"compiled": compiled_epoch(setup, arrays), "loop": per_step_loop(setup, arrays)}
-        state = {k: (params, setup.optimizer.init(params)) for k in sides}
+        state = {k: (params, setup.make_optimizer().init(params)) for k in sides}
         times = {k: [] for k in sides}
         key = jax.random.PRNGKey(1)
         for e in range(epochs + 1):  # epoch 0 compiles and warms up

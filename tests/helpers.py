@@ -47,3 +47,21 @@ def plain_loop(net, cost, x, y, opt, batch_size: int, epochs: int, seed: int):
             idx = perm[start:start + batch_size]
             params, state = step(params, state, x[idx], y[idx])
     return params
+
+
+def saved_epochs(out) -> list:
+    """The epochs with a complete (listed by orbax) checkpoint in the run directory ``out``,
+    oldest first, whether or not each one verifies. Read-only."""
+    import pathlib
+
+    import orbax.checkpoint as ocp
+
+    path = pathlib.Path(out).absolute() / "checkpoints"
+    if not path.is_dir():
+        return []
+    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True,
+                                                                                create=False))
+    try:
+        return sorted(manager.all_steps())
+    finally:
+        manager.close()

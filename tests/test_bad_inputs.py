@@ -183,4 +183,4 @@ def test_cli_refuses_resume_with_force(tmp_path, capsys):
     from fbackprop import cli
 
     assert cli.main(["train", "--out", str(tmp_path), "--resume", "--force"]) == 2
-    assert "pass one of them" in capsys.readouterr().err
+    assert "Pass one of them" in capsys.readouterr().err

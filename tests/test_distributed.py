@@ -17,10 +17,11 @@ import time
 import jax
 import numpy as np
 import pytest
+from helpers import saved_epochs
 
 import fbackprop as fb
 from fbackprop import cli
-from fbackprop.training import distributed, rundir
+from fbackprop.training import checkpoints, distributed, rundir
 
 pytestmark = pytest.mark.float32  # the in-process reference runs as the workers do: x64 off
 
@@ -28,7 +29,7 @@ EPOCHS, BATCH = 3, 24  # 400 training examples: 16 batches of 24 and a last one,
 WORKER = textwrap.dedent("""
     import sys, numpy as np, jax
     import fbackprop as fb
-    from fbackprop.training import distributed, shape_inputs, targets
+    from fbackprop.training import batches, distributed, shape_inputs, targets
     coordinator, n, i, out, grad = sys.argv[1:6]
     result = fb.train("mlp", "xor", epochs=%d, batch_size=%d, grad=grad,
                       distributed=dict(coordinator=coordinator, num_processes=int(n),
@@ -39,7 +40,7 @@ WORKER = textwrap.dedent("""
     host = {"x_train": shape_inputs(ds.x_train, result.net.input_shape),
             "y_train": targets(ds, ds.y_train),
             "x_test": ds.x_test, "y_test": targets(ds, ds.y_test)}
-    epoch = distributed.Feed(host, %d, put, rows)(jax.random.PRNGKey(1))
+    epoch = batches.Feed(host, %d, put, rows)(jax.random.PRNGKey(1))
     local = [s.data.shape for s in epoch["x_batches"].addressable_shards]
     print("devices", result.devices, "processes", jax.process_count(), "local", local,
           "keys", sorted(epoch), "checked", result.history[-1].get("check_max_rel_error"))
@@ -161,7 +162,7 @@ def test_a_killed_process_stops_the_other_and_the_resumed_run_equals_one_process
     assert procs[0].returncode != 0
     assert ("lost the other processes" in stderr  # a collective failed: fbackprop's error
             or "another task died" in stderr), stderr  # JAX's heartbeat monitor ended it
-    verified = [e for e in rundir.saved_epochs(out)
+    verified = [e for e in saved_epochs(out)
                 if (out / "checkpoints" / str(e) / rundir.CHECKSUM).exists()]
     assert len(verified) >= 2 and verified[-1] < epochs, verified
     _swap_arrays(out, verified[-1], verified[-2])  # the resume must fall back past it
@@ -184,7 +185,7 @@ def test_a_killed_process_stops_the_other_and_the_resumed_run_equals_one_process
     params = single.params
     like = {"params": params, "opt_state": fb.training.make_optimizer("adam", 3e-3).init(params),
             "key": jax.random.PRNGKey(0), "epoch": jax.numpy.zeros((), jax.numpy.int32)}
-    restored = rundir.restore_latest(out, like)
+    restored = checkpoints.restore_latest(out, like)
     assert restored.epoch == epochs and not restored.skipped
     diff = _max_difference(restored.state["params"], single.params)
     print(f"killed and resumed on 2 processes vs one process: max |Δparam| = {diff:.2e}")

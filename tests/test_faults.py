@@ -16,11 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import saved_epochs
 
 import fbackprop as fb
 from fbackprop import training
 from fbackprop.data import xor
-from fbackprop.training import rundir
+from fbackprop.training import checkpoints, metrics, rundir
 
 pytestmark = pytest.mark.float32  # the trainer's float32, as in the CLI processes compared
 
@@ -45,7 +46,7 @@ def finished(tmp_path_factory):
     """A finished xor run (checkpoints of epochs 2, 3, 4 kept) and its final state."""
     out = tmp_path_factory.mktemp("faults") / "run"
     fb.train("mlp", out=out, **SETTINGS)
-    restored = rundir.restore_latest(out, _like())
+    restored = checkpoints.restore_latest(out, _like())
     assert restored.epoch == EPOCHS and not restored.skipped
     return out, restored.state
 
@@ -111,7 +112,7 @@ CHECKPOINT_DAMAGE = [_truncate, _empty, _random_bytes, _bit_flip, _swapped_array
 @pytest.mark.parametrize("damage", CHECKPOINT_DAMAGE, ids=lambda f: f.__name__[1:])
 def test_a_damaged_step_is_skipped_with_its_reason(run, finished, damage):
     damage(run)
-    restored = rundir.restore_latest(run, _like())
+    restored = checkpoints.restore_latest(run, _like())
     assert restored.epoch == EPOCHS - 1
     assert [e for e, _ in restored.skipped] == [EPOCHS]
     assert f"skipped epoch {EPOCHS}: " in restored.message()
@@ -128,7 +129,7 @@ def test_random_damage_anywhere_in_a_step_is_never_silent(run, finished, seed):
     at = int(rng.integers(max(1, len(b))))
     b[at: at + 8] = rng.bytes(8)
     f.write_bytes(bytes(b))
-    restored = rundir.restore_latest(run, _like())
+    restored = checkpoints.restore_latest(run, _like())
     if restored.epoch == EPOCHS:
         assert _equal(restored.state, finished[1]), f"{f} damaged silently"
     else:
@@ -137,7 +138,7 @@ def test_random_damage_anywhere_in_a_step_is_never_silent(run, finished, seed):
 
 def test_a_deleted_step_falls_back_to_the_one_before(run):
     shutil.rmtree(run / "checkpoints" / str(EPOCHS))
-    restored = rundir.restore_latest(run, _like())
+    restored = checkpoints.restore_latest(run, _like())
     assert restored.epoch == EPOCHS - 1 and not restored.skipped
 
 
@@ -148,14 +149,33 @@ def test_resume_after_damage_moves_the_step_aside_and_ends_bit_identical(run, fi
         result = fb.train(out=run, resume=True)
     assert result.restored.epoch == EPOCHS - 1
     assert [p.name.split("-")[1] for p in (run / rundir.QUARANTINE).iterdir()] == [str(EPOCHS)]
-    again = rundir.restore_latest(run, _like())  # epoch 4 saved again, and verified
+    again = checkpoints.restore_latest(run, _like())  # epoch 4 saved again, and verified
     assert again.epoch == EPOCHS and not again.skipped and _equal(again.state, finished[1])
-    rows = rundir.read_metrics(run)
+    rows = metrics.read_metrics(run)
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
 
 
-def test_resume_may_change_lr_and_epochs_and_records_them(run):
+def test_a_resume_from_the_checkpoint_of_epoch_0_ends_bit_identical(tmp_path):
+    # a run killed after epoch 0's checkpoint was verified and before epoch 1's: the resume
+    # starts from the saved epoch 0 (it must not try to save epoch 0 again)
+    out = tmp_path / "run"
+    whole = fb.train("mlp", out=out, data="xor", epochs=2, checkpoint_every=1)
+    for epoch in ("1", "2"):
+        shutil.rmtree(out / "checkpoints" / epoch)
+    (out / rundir.METRICS).write_text("")
+    resumed = fb.train(out=out, resume=True)
+    assert resumed.restored.epoch == 0 and not resumed.restored.skipped
+    assert _equal(resumed.params, whole.params)
+
+
+def test_resume_may_change_lr_and_epochs_and_records_them(run, monkeypatch):
+    read = []
+    real = pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: read.append(self.name) or real(self, *a, **k))
     result = fb.train(out=run, resume=True, lr=0.01, epochs=EPOCHS + 1)
+    assert read.count(rundir.CONFIG) == 1  # a resume reads its config once
+    monkeypatch.undo()
     assert result.restored.epoch == EPOCHS and len(result.history) == EPOCHS + 1
     config = rundir.read_config(run)
     assert config["lr"] == 0.01 and config["epochs"] == EPOCHS + 1
@@ -171,7 +191,7 @@ def test_a_deleted_config_is_refused_then_replaced_with_force(run):
     with pytest.raises(ValueError, match=r"already holds a training run.*--force"):
         fb.train("mlp", "xor", epochs=1, out=run)
     result = fb.train("mlp", "xor", epochs=1, out=run, force=True)
-    assert rundir.saved_epochs(run) == [0, 1] and len(rundir.read_metrics(run)) == 1
+    assert saved_epochs(run) == [0, 1] and len(metrics.read_metrics(run)) == 1
     assert result.out == run
 
 
@@ -187,16 +207,16 @@ def test_metrics_are_read_strictly(run):
     lines = path.read_text().splitlines()
     path.write_text(lines[0] + "\n" + lines[1][:10] + "\n" + "\n".join(lines[2:]) + "\n")
     with pytest.raises(ValueError, match=r"metrics.jsonl, line 2: not a JSON line"):
-        rundir.read_metrics(run)
+        metrics.read_metrics(run)
     path.write_text("\n".join(lines) + "\n" + lines[0][:10])  # torn last line: a killed write
-    assert [r["epoch"] for r in rundir.read_metrics(run)] == list(range(1, EPOCHS + 1))
+    assert [r["epoch"] for r in metrics.read_metrics(run)] == list(range(1, EPOCHS + 1))
     path.unlink()
     with pytest.raises(ValueError, match=r"metrics.jsonl is missing.*epoch 4"):
         fb.train(out=run, resume=True)
 
 
 def test_non_finite_metrics_are_written_as_null(tmp_path):
-    rundir.append_metrics(tmp_path, {"epoch": 1, "loss": float("nan"), "test_loss": float("inf")})
+    metrics.append_metrics(tmp_path, {"epoch": 1, "loss": float("nan"), "test_loss": float("inf")})
     assert (tmp_path / rundir.METRICS).read_text() == \
         '{"epoch": 1, "loss": null, "test_loss": null}\n'
 
@@ -256,12 +276,12 @@ def test_kills_at_random_moments_resume_bit_identically(tmp_path, finished):
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout or "from scratch" in resumed.stdout
-    final = rundir.restore_latest(out, _like())
+    final = checkpoints.restore_latest(out, _like())
     assert final.epoch == EPOCHS and not final.skipped
     assert _equal(final.state, finished[1])  # bit-identical: params, optimizer state, key
     rows = [json.loads(line) for line in (out / rundir.METRICS).read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
-    assert [r["loss"] for r in rows] == [r["loss"] for r in rundir.read_metrics(finished[0])]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in metrics.read_metrics(finished[0])]
 
 
 def test_a_network_failing_at_trace_time_writes_nothing(tmp_path):

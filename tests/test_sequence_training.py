@@ -3,6 +3,7 @@ AdamW, the saved vocabulary, resume, and sampling; and the GRU with every gradie
 from __future__ import annotations
 
 import json
+import pathlib
 import shutil
 
 import jax
@@ -10,13 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import plain_loop
 
 import fbackprop as fb
 from fbackprop import cli, data
 from fbackprop.data import Dataset
 from fbackprop.training import make_optimizer, sample_text, sample_tokens
-
-from helpers import plain_loop
 
 pytestmark = [pytest.mark.float32,  # a model trained for a step or two is near chance
               pytest.mark.filterwarnings("ignore:.*near chance:RuntimeWarning")]
@@ -78,12 +78,18 @@ def test_a_character_run_saves_its_vocabulary_and_learns(char_run):
     assert last["test_loss_per_token"] == pytest.approx(last["test_loss"] / 16, rel=1e-5)
 
 
-def test_resume_continues_a_character_run_to_the_same_parameters(char_run, tmp_path):
+def test_resume_continues_a_character_run_to_the_same_parameters(char_run, tmp_path,
+                                                                 monkeypatch):
     r, corpus, _ = char_run
     out = tmp_path / "resumed"
     fb.train("transformer", data.text(corpus, seq_len=16), hidden=(16,), epochs=1,
              batch_size=16, out=out, seed=1)
+    read, real = [], pathlib.Path.read_text
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, *a, **k: read.append(self.name) or real(self, *a, **k))
     resumed = fb.train(out=out, resume=True, epochs=2)  # data and window length from the run
+    monkeypatch.undo()
+    assert read.count("config.json") == read.count("vocab.json") == 1  # each read once
     assert resumed.config.data == r.config.data and resumed.config.model == "transformer"
     for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(r.params)):
         np.testing.assert_array_equal(a, b)  # bit-identical on CPU

@@ -10,13 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import plain_loop, saved_epochs
 
 import fbackprop as fb
 from fbackprop import cli, training
-from fbackprop.training import loop, registry, rundir
 from fbackprop.data import Dataset
-
-from helpers import plain_loop
+from fbackprop.training import checkpoints, epoch, metrics, registry, rundir
 
 
 def _tiny(task, n_train=12, seed=0):
@@ -54,7 +53,7 @@ ROWS = [
 def test_trainer_follows_the_plain_loop_and_compiles_each_epoch_once(
         monkeypatch, mode, optimizer, grad, task, batch):
     chex.clear_trace_counter()
-    monkeypatch.setattr(loop, "_compile",
+    monkeypatch.setattr(epoch, "compile_epoch",
                         lambda fn: jax.jit(chex.assert_max_traces(fn, n=1)))
     ds = _tiny(task)
     result = fb.train("mlp", ds, mode=mode, optimizer=optimizer, lr=0.05, epochs=3,
@@ -74,6 +73,20 @@ def test_trainer_follows_the_plain_loop_and_compiles_each_epoch_once(
     else:
         assert acc is None
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
+
+
+def test_the_caches_are_hit_by_equal_settings_and_emptied_by_clear_caches(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(epoch, "compile_epoch", lambda fn: compiled.append(fn) or jax.jit(fn))
+    ds = _tiny("classification")
+    first = fb.train("mlp", ds, epochs=1, batch_size=4, hidden=(5,))
+    again = fb.train("mlp", ds, epochs=1, batch_size=4, hidden=(5,), lr=3e-3)  # equal settings
+    assert again.net is first.net and len(compiled) == 1
+    training.clear_caches()
+    after = fb.train("mlp", ds, epochs=1, batch_size=4, hidden=(5,))
+    assert after.net is not first.net and len(compiled) == 2
+    np.testing.assert_array_equal(jax.tree.leaves(after.params)[0],
+                                  jax.tree.leaves(first.params)[0])
 
 
 def test_retracing_is_caught():
@@ -136,7 +149,7 @@ def test_non_finite_loss_stops_and_the_last_checkpoint_loads(tmp_path):
     params = net.init(jax.random.PRNGKey(0))
     like = {"params": params, "opt_state": optax.sgd(1.0).init(params),
             "key": jax.random.PRNGKey(0), "epoch": jnp.zeros((), jnp.int32)}
-    restored = rundir.restore_latest(tmp_path / "run", like)
+    restored = checkpoints.restore_latest(tmp_path / "run", like)
     epoch, state = restored.epoch, restored.state
     assert epoch == stop.last_checkpoint and not restored.skipped
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state["params"]))
@@ -162,7 +175,7 @@ def test_default_run_reaches_95_percent_and_writes_the_run(tmp_path, capsys):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
     assert rows[-1]["test_accuracy"] == pytest.approx(accuracy / 100, abs=1e-4)
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert rundir.saved_epochs(out)[-1] == config["epochs"]
+    assert saved_epochs(out)[-1] == config["epochs"]
 
 
 # --- bad input: clear errors, and nothing saved is touched -----------------------------------
@@ -236,14 +249,52 @@ def test_resume_without_a_checkpoint(tmp_path, finished_run):
     with pytest.warns(fb.training.CheckpointWarning, match="starts from scratch"):
         result = fb.train(out=tmp_path / "run", resume=True)
     assert result.restored.epoch is None and len(result.history) == 2
-    assert rundir.saved_epochs(tmp_path / "run") == [0, 1, 2]
+    assert saved_epochs(tmp_path / "run") == [0, 1, 2]
 
 
 def test_cli_reports_errors_with_status_2(tmp_path, capsys):
     assert cli.main(["train", "--data", "xor", "--lr", "-1", "--out", str(tmp_path / "r")]) == 2
     assert "error: the learning rate must be" in capsys.readouterr().err
     assert cli.main(["train", "--resume"]) == 2
-    assert "--resume needs --out" in capsys.readouterr().err
+    assert "needs out (--out DIR)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--lr", "-1"], ["--data", "text:missing.txt"],
+                                  ["--data", "text:DIR"], ["--data", "text:"]],
+                         ids=["bad lr", "missing file", "directory", "empty path"])
+def test_cli_errors_come_first_on_one_line_and_leave_nothing(tmp_path, capsys, monkeypatch,
+                                                             args):
+    # issue 17 rows 2 and 7: the error before "run directory" and "device", no traceback, exit
+    # 2, and no runs/<date> left behind when --out is not given
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DIR").mkdir()
+    assert cli.main(["train", "--data", "xor", *args, "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    if args[0] == "--data":
+        assert repr(args[1][len("text:"):]) in captured.err  # names the path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["DIR"]
+
+
+def test_resuming_a_finished_run_says_how_to_continue(finished_run, capsys):
+    # issue 17 row 5: a finished run is not re-reported as if it had trained
+    before = _snapshot(finished_run)
+    with pytest.raises(ValueError, match=r"already at epoch 2 of 2: pass --epochs M > 2"):
+        fb.train(out=finished_run, resume=True)
+    assert cli.main(["train", "--out", str(finished_run), "--resume", "--no-progress"]) == 2
+    assert "already at epoch 2 of 2: pass --epochs M > 2 (epochs=M) to continue" in \
+        capsys.readouterr().err
+    assert _snapshot(finished_run) == before
+
+
+def test_cli_prints_the_near_chance_warning_as_a_plain_line(tmp_path, capsys):
+    # issue 17 row 8: a message on the command line, not Python's warning with a source line
+    assert cli.main(["train", "--data", "xor", "--epochs", "1", "--optimizer", "sgd", "--lr",
+                     "1e-9", "--seed", "1", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "fbackprop train: warning: mlp on xor ended at test accuracy 46.0%, near chance" in err
+    assert "Warning:" not in err and "warnings.warn" not in err
 
 
 # --- the model registry: cnn/rnn/lstm are issue 3's constructors, looked up at call time -----
@@ -299,12 +350,12 @@ def test_registry_builds_the_models_and_shapes_the_data(monkeypatch):
 
 
 def test_an_unreadable_checkpoint_falls_back_to_the_one_before(tmp_path):
-    manager = rundir.checkpoint_manager(tmp_path)
-    for epoch in (1, 2):
-        rundir.save(manager, epoch, {"w": jnp.full((3,), float(epoch)), "epoch": epoch})
-    manager.close()
+    saving = checkpoints.Checkpoints(tmp_path, asynchronous=False)
+    for n in (1, 2):
+        saving.save(n, {"w": jnp.full((3,), float(n)), "epoch": n})
+    saving.close()
     (tmp_path / "checkpoints" / "2" / "default" / "_METADATA").write_text("{")  # torn file
-    restored = rundir.restore_latest(tmp_path, {"w": jnp.zeros(3), "epoch": 0})
+    restored = checkpoints.restore_latest(tmp_path, {"w": jnp.zeros(3), "epoch": 0})
     assert restored.epoch == 1 and restored.state["w"].tolist() == [1.0, 1.0, 1.0]
     assert restored.skipped[0][0] == 2 and "orbax cannot read it" in restored.skipped[0][1]
 
@@ -317,7 +368,7 @@ def test_load_run_gives_the_network_the_last_parameters_and_the_config(finished_
     ds = fb.data.xor()
     x, y = np.asarray(ds.x_test, np.float32), training.targets(ds, ds.y_test)
     accuracy = float(np.mean((np.asarray(net.apply(params, x))[:, 0] > 0) == (y[:, 0] > 0)))
-    last = rundir.read_metrics(finished_run)[-1]
+    last = metrics.read_metrics(finished_run)[-1]
     assert accuracy == pytest.approx(last["test_accuracy"], abs=1e-6)
     with pytest.raises(ValueError, match="holds no run"):
         fb.load_run(finished_run.parent / "nothing here")
@@ -370,7 +421,7 @@ def test_ctrl_c_prints_the_resume_command_and_logs_are_quiet(tmp_path, capsys, m
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "train", interrupted)
+    monkeypatch.setattr(training, "train_prepared", interrupted)
     logging.getLogger("absl").setLevel(logging.INFO)
     out = tmp_path / "run"
     assert cli.main(["train", "--out", str(out), "--no-progress"]) == 130

@@ -12,10 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from helpers import saved_epochs
 
 from fbackprop import training
-from fbackprop.training import rundir
 from fbackprop.data import xor
+from fbackprop.training import checkpoints
 
 EPOCHS = 12
 RUN = [sys.executable, "-m", "fbackprop", "train", "--data", "xor", "--epochs", str(EPOCHS),
@@ -38,11 +39,11 @@ def _like():
 
 def _restore(out, epoch=None):
     if epoch is None:
-        restored = rundir.restore_latest(out, _like())
+        restored = checkpoints.restore_latest(out, _like())
         return restored.epoch, restored.state
-    manager = rundir.checkpoint_manager(out)
+    manager = checkpoints.checkpoint_manager(out)
     try:
-        return epoch, rundir.restore(manager, epoch, _like())
+        return epoch, checkpoints.restore(manager, epoch, _like())
     finally:
         manager.close()
 
@@ -57,12 +58,12 @@ def test_killed_run_resumes_bit_identically(tmp_path):
     victim = subprocess.Popen(RUN + ["--out", str(killed)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while len(rundir.saved_epochs(killed)) < 2:  # epoch 0 and a first trained epoch
+    while len(saved_epochs(killed)) < 2:  # epoch 0 and a first trained epoch
         assert victim.poll() is None and time.monotonic() < deadline, "run ended too early"
         time.sleep(0.01)
     victim.send_signal(signal.SIGKILL)
     assert victim.wait() == -signal.SIGKILL
-    saved = rundir.saved_epochs(killed)
+    saved = saved_epochs(killed)
     assert saved[-1] < EPOCHS, "the run finished before it was killed"
     for epoch in saved:  # every checkpoint the killed process left behind loads
         assert int(_restore(killed, epoch)[1]["epoch"]) == epoch

@@ -30,17 +30,9 @@ _DATA_NAMES = (*DATASETS, *SEQUENCE_DATASETS)
 
 
 def _data(text: str) -> str:
-    """A data set name (any case) or ``text:PATH``."""
-    if text.startswith("text:"):
-        return text
-    name = any_case(_DATA_NAMES)(text)
-    if name not in _DATA_NAMES:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"expected one of {', '.join(_DATA_NAMES)} or text:PATH "
-                                         f"(a UTF-8 file, for --model transformer), received "
-                                         f"{text!r}")
-    return name
+    """A data set name in any case, or ``text:PATH`` as given; ``fbackprop.train`` refuses an
+    unknown name (with the list of names) or a missing file."""
+    return text if text.startswith("text:") else any_case(_DATA_NAMES)(text)
 
 
 def add_parser(subparsers):
@@ -169,68 +161,55 @@ def _default_out() -> pathlib.Path:
             out = pathlib.Path("runs") / f"{stamp}-{i}"
 
 
+def _options(args, distributed) -> dict:
+    """The keyword arguments of ``fbackprop.train`` that the command line gives."""
+    names = ("mode", "optimizer", "lr", "epochs", "batch_size", "grad", "seed", "hidden",
+             "check_every", "checkpoint_every", "features_per_step", "weight_decay", "out",
+             "resume", "force")
+    return {**{n: getattr(args, n) for n in names}, "distributed": distributed,
+            "progress": not args.no_progress}
+
+
+def _fail(err) -> int:
+    """Print a user error on one line; the exit status 2."""
+    print(f"fbackprop train: error: {err}", file=sys.stderr, flush=True)
+    return 2
+
+
 def run(args) -> int:
+    """Train from the command line: check everything, report the run, train, report the result.
+
+    Args:
+      args: the parsed arguments of ``fbackprop train``.
+
+    Returns:
+      The exit status: 0 trained, 1 training stopped, 2 bad input, 3 another process of a
+      multi-process run was lost, 130 interrupted.
+    """
     import warnings
 
-    from ..training import CheckpointWarning, TrainingStopped, train
+    from ..training import TrainingStopped, prepare, train_prepared
+    from ..training.distributed import DistributedError, is_primary
 
-    if args.resume and args.out is None:
-        print("fbackprop train: error: --resume needs --out DIR, the directory of the run to "
-              "continue.", file=sys.stderr)
-        return 2
-    if args.resume and args.force:
-        print("fbackprop train: error: --resume continues the run in --out and --force replaces "
-              "it; pass one of them.", file=sys.stderr)
-        return 2
-    from ..training.distributed import DistributedError, initialize, is_primary
-
-    try:
-        distributed = _distributed(args)
-    except ValueError as err:
-        print(f"fbackprop train: error: {err}", file=sys.stderr)
-        return 2
-    if distributed is not None and args.out is None:
-        print("fbackprop train: error: a multi-process run needs --out DIR, the same directory "
-              "for every process on a file system they share.", file=sys.stderr)
-        return 2
     if not args.verbose:
         _quiet_third_party_logs()
-    try:  # join the other processes before JAX starts its devices
-        initialize(distributed)
-    except (ValueError, TypeError) as err:
-        print(f"fbackprop train: error: {err}", file=sys.stderr)
-        return 2
+    try:  # every check first: nothing is created or printed before they pass
+        distributed = _distributed(args)
+        if distributed is not None and args.out is None:
+            raise ValueError("a multi-process run needs --out DIR, the same directory for "
+                             "every process on a file system they share.")
+        prepared = prepare(args.model, args.data, _options(args, distributed))
+        if args.out is None:
+            prepared = prepared.writing_to(_default_out())
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        return _fail(err)
+    out = prepared.settings.out
+    _print_start(out, args.resume)
     try:
-        out = args.out if args.out is not None else _default_out()
-    except OSError as err:
-        print(f"fbackprop train: error: cannot create the run directory under runs/ ({err}); pass "
-              f"--out DIR.", file=sys.stderr)
-        return 2
-    print(f"fbackprop train: run directory {out}{' (resuming)' if args.resume else ''}",
-          flush=True)
-    import jax
-
-    from ..training import device_info
-
-    devices = jax.local_devices()
-    d = device_info(devices, len(devices))
-    print(f"device: {d['platform']} ({d['name']}) × {d['count']}"
-          + (f", process {jax.process_index()} of {jax.process_count()} "
-             f"({jax.device_count()} devices in all)" if jax.process_count() > 1 else ""),
-          flush=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CheckpointWarning)  # printed below, from the result
-            result = train(args.model, args.data, mode=args.mode, optimizer=args.optimizer,
-                           lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-                           grad=args.grad, seed=args.seed, hidden=args.hidden,
-                           check_every=args.check_every,
-                           checkpoint_every=args.checkpoint_every,
-                           features_per_step=args.features_per_step,
-                           weight_decay=args.weight_decay, out=out,
-                           resume=args.resume, force=args.force, progress=not args.no_progress)
+        with warnings.catch_warnings(record=True) as caught:
+            result = train_prepared(prepared)
     except DistributedError as err:
-        print(f"fbackprop train: error: {err}", file=sys.stderr, flush=True)
+        _fail(err)
         sys.stdout.flush()
         # JAX's exit handler would wait for the dead process at its shutdown barrier and then
         # abort; the error is reported, so leave now.
@@ -243,12 +222,36 @@ def run(args) -> int:
         print(f"fbackprop train: {err}", file=sys.stderr)
         return 1
     except (ValueError, TypeError) as err:
-        print(f"fbackprop train: error: {err}", file=sys.stderr)
-        if args.out is None and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # the default directory claimed above, still empty
-        return 2
-    if not is_primary():
-        return 0  # process 0 reports the run
+        return _fail(err)
+    if is_primary():  # process 0 reports the run
+        _report(result, caught)
+    return 0
+
+
+def _print_start(out, resume: bool):
+    """The first lines: the run directory and the devices."""
+    import jax
+
+    from ..training import device_info
+
+    print(f"fbackprop train: run directory {out}{' (resuming)' if resume else ''}", flush=True)
+    devices = jax.local_devices()
+    d = device_info(devices, len(devices))
+    print(f"device: {d['platform']} ({d['name']}) × {d['count']}"
+          + (f", process {jax.process_index()} of {jax.process_count()} "
+             f"({jax.device_count()} devices in all)" if jax.process_count() > 1 else ""),
+          flush=True)
+
+
+def _report(result, caught):
+    """The result: the resume's account, the settings, the final metrics, the run's files, and
+    the warnings of the run as plain lines (the near-chance one with no source line)."""
+    import warnings
+
+    import jax
+
+    from ..training import CheckpointWarning, NearChanceWarning
+
     if result.restored is not None:
         print(f"fbackprop train: {result.restored.message()}", flush=True)
     c, last = result.config, result.history[-1] if result.history else None
@@ -273,4 +276,8 @@ def run(args) -> int:
     print(f"saved in {result.out}: config.json{vocab}, metrics.jsonl, plot.png, checkpoints/")
     if vocab and c.data.startswith("text:"):
         print(f"sample from it: fbackprop sample --out {result.out}")
-    return 0
+    for w in caught:
+        if issubclass(w.category, NearChanceWarning):
+            print(f"fbackprop train: warning: {w.message}", file=sys.stderr)
+        elif not issubclass(w.category, CheckpointWarning):  # told above, from the result
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -12,11 +12,10 @@ import time
 import jax
 import numpy as np
 
-from .files import (CHECKPOINTS, CHECKSUM, QUARANTINE, fsync_dir as _fsync_dir,
-                    write_json as _write_json)
+from .rundir import CHECKPOINTS, CHECKSUM, QUARANTINE, fsync_dir, write_json
 
-__all__ = ["Restored", "Checkpoints", "checkpoint_manager", "save", "restore", "restore_latest",
-           "saved_epochs", "checksum", "verify", "move_aside"]
+__all__ = ["Restored", "Checkpoints", "checkpoint_manager", "restore", "restore_latest",
+           "checksum", "verify", "move_aside"]
 
 
 def checksum(state) -> dict:
@@ -83,33 +82,10 @@ def checkpoint_manager(out, *, max_to_keep: int = 3, asynchronous: bool = False)
     return ocp.CheckpointManager(pathlib.Path(out).absolute() / CHECKPOINTS, options=options)
 
 
-def saved_epochs(out) -> list:
-    """The epochs with a complete (listed by orbax) checkpoint in ``out``, oldest first; whether
-    each one verifies is checked by :func:`restore_latest`. Read-only.
-
-    Args:
-      out: the run directory.
-
-    Returns:
-      A sorted list of ints.
-    """
-    path = pathlib.Path(out).absolute() / CHECKPOINTS
-    if not path.is_dir():
-        return []
-    import orbax.checkpoint as ocp
-
-    manager = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True,
-                                                                                create=False))
-    try:
-        return sorted(manager.all_steps())
-    finally:
-        manager.close()
-
-
 def _write_checksum(out, epoch: int, digest: dict):
     step = _step_dir(out, epoch)
     if step.is_dir():  # orbax may already have removed an old step (max_to_keep)
-        _write_json(step / CHECKSUM, digest)
+        write_json(step / CHECKSUM, digest)
 
 
 class Checkpoints:
@@ -167,22 +143,6 @@ class Checkpoints:
             self.manager.close()
 
 
-def save(manager, epoch: int, state: dict):
-    """Save ``state`` as the verified checkpoint of ``epoch``; returns when it is complete.
-
-    Args:
-      manager: a manager from :func:`checkpoint_manager`.
-      epoch: the step number.
-      state: a pytree of arrays.
-    """
-    import orbax.checkpoint as ocp
-
-    digest = checksum(state)
-    manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
-    manager.wait_until_finished()
-    _write_checksum(pathlib.Path(manager.directory).parent, epoch, digest)
-
-
 def restore(manager, epoch: int, like: dict) -> dict:
     """The checkpoint of ``epoch``, unverified, restored with the structure, shapes, dtypes and
     shardings of ``like``.
@@ -209,7 +169,7 @@ class Restored:
       epoch: the epoch restored, or ``None`` when no step could be used.
       state: the restored state (``None`` with ``epoch``).
       skipped: ``(epoch, reason)`` of each step not used, newest first.
-      quarantined: where the skipped steps were moved (empty without ``quarantine``).
+      quarantined: where the skipped steps were moved (filled in by the caller that moved them).
     """
 
     epoch: object
@@ -278,22 +238,22 @@ def move_aside(out, epochs) -> list:
             target = place / f"epoch-{epoch}-{stamp}-{i}"
         os.replace(_step_dir(out, epoch), target)
         moved.append(target)
-    _fsync_dir(out / CHECKPOINTS)
-    _fsync_dir(place)
+    fsync_dir(out / CHECKPOINTS)
+    fsync_dir(place)
     return moved
 
 
-def restore_latest(out, like: dict, *, quarantine: bool = False, agree=None) -> Restored:
+def restore_latest(out, like: dict, *, agree=None) -> Restored:
     """Restore the newest verified checkpoint of the run in ``out``.
 
     Steps are tried newest first; a step is skipped when its checksum file is missing or
     unreadable, orbax fails to read it (any exception), or its arrays do not hash to the saved
-    checksum.
+    checksum. Nothing is moved or written: the caller moves the skipped steps aside
+    (:func:`move_aside`) once it holds the directory's lock.
 
     Args:
-      out: the run directory (or, for compatibility, an orbax manager on its checkpoints).
+      out: the run directory.
       like: a pytree of arrays shaped like the saved state.
-      quarantine: move the skipped steps aside at once (see :func:`move_aside`).
       agree: ``agree(epoch, reason) -> reason``, called after each step is tried (``reason``
         ``None``: verified) and with ``(None, None)`` when none could be used; it returns the
         verdict every process shares (:func:`fbackprop.training.distributed.agree`), so that
@@ -305,8 +265,6 @@ def restore_latest(out, like: dict, *, quarantine: bool = False, agree=None) -> 
     """
     import orbax.checkpoint as ocp
 
-    if not isinstance(out, (str, os.PathLike)):
-        out = pathlib.Path(out.directory).parent
     out = pathlib.Path(out).absolute()
     skipped, found = [], (None, None)
     if (out / CHECKPOINTS).is_dir():
@@ -325,5 +283,4 @@ def restore_latest(out, like: dict, *, quarantine: bool = False, agree=None) -> 
             manager.close()
     if found[0] is None and agree is not None:
         agree(None, None)  # every process ran out of steps at the same time
-    moved = move_aside(out, [e for e, _ in skipped]) if quarantine else []
-    return Restored(found[0], found[1], skipped, moved)
+    return Restored(found[0], found[1], skipped, [])

@@ -1,4 +1,5 @@
-"""The settings of a training run: defaults, per-data-set defaults, and their resolution.
+"""The settings of a training run: defaults, per-data-set defaults, their resolution into a
+:class:`TrainConfig`, and the :class:`Settings` every later step of a run reads.
 
 An explicit argument always wins; on resume the saved run's value comes next; then the data
 set's default (:data:`DATA_DEFAULTS`), then the global one (:data:`DEFAULTS`). Gordon's learning
@@ -8,12 +9,13 @@ training set, ``"minibatch"`` the ``batch_size`` given.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+import pathlib
 
 from ..inputs import require_choice, require_int, require_positive_int
 from .optim import LR_DEFAULTS, OPTIMIZERS, check_lr, check_weight_decay
 
-__all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "resolve"]
+__all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "Settings",
+           "resolve", "data_defaults"]
 
 MODES = ("online", "offline", "minibatch")
 GRADS = ("manual", "autodiff", "checked")
@@ -84,11 +86,11 @@ class TrainConfig:
     batch_size: int
     grad: str
     seed: int
-    hidden: Optional[tuple]
+    hidden: tuple | None
     check_every: int
     checkpoint_every: int
-    features_per_step: Optional[int] = None
-    weight_decay: Optional[float] = None
+    features_per_step: int | None = None
+    weight_decay: float | None = None
 
     def as_dict(self) -> dict:
         """The settings as JSON-ready values (what ``config.json`` holds).
@@ -101,7 +103,35 @@ class TrainConfig:
         return d
 
 
-def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a run needs, settled and checked before anything is created: the one argument
+    of the steps of :mod:`.loop`.
+
+    Attributes:
+      config: the resolved :class:`TrainConfig`.
+      data: the :class:`~fbackprop.data.Dataset` trained on.
+      net: the :class:`~fbackprop.Network` trained.
+      out: the absolute run directory, or ``None`` (nothing is written).
+      resume: continue the run saved in ``out``.
+      force: replace the run saved in ``out``.
+      saved: on resume, the ``config.json`` of the run (read once), else ``None``.
+      devices: the local devices to split batches across (``None``: all of them).
+      progress: show a progress bar.
+    """
+
+    config: TrainConfig
+    data: object
+    net: object
+    out: pathlib.Path | None = None
+    resume: bool = False
+    force: bool = False
+    saved: dict | None = None
+    devices: tuple | None = None
+    progress: bool = False
+
+def resolve(given: dict, saved: dict | None, ds, net_name: str,
             model_is_network: bool) -> TrainConfig:
     """Resolve and check the settings of a run.
 
@@ -135,20 +165,7 @@ def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
     if cfg.get("lr") is None or isinstance(cfg["lr"], dict):
         cfg["lr"] = (cfg.get("lr") or {}).get(cfg["optimizer"], LR_DEFAULTS[cfg["optimizer"]])
     features = _features_per_step(cfg, given, ds, net_name)
-    n = len(ds.x_train)
-    forced = {"online": 1, "offline": n}.get(cfg["mode"])
-    if forced is not None:
-        if given.get("batch_size") not in (None, forced):
-            raise ValueError(f"mode {cfg['mode']!r} uses a batch of {forced} (Gordon: "
-                             f"{'one example' if forced == 1 else 'the whole training set'} per "
-                             f"update); received batch_size {given['batch_size']!r}. Drop "
-                             f"--batch-size or use --mode minibatch.")
-        cfg["batch_size"] = forced
-    bs = require_positive_int(cfg["batch_size"], "batch_size",
-                              fix=f"Use a batch size between 1 and the {n} training examples.")
-    if bs > n:
-        raise ValueError(f"batch_size {bs} is larger than the training set ({n} examples of "
-                         f"{ds.name!r}); use a batch size between 1 and {n}.")
+    bs = _batch_size(cfg, given, ds)
     hidden = cfg.get("hidden")
     if hidden is not None:
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
@@ -171,7 +188,7 @@ def resolve(given: dict, saved: Optional[dict], ds, net_name: str,
         weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]))
 
 
-def _features_per_step(cfg: dict, given: dict, ds, net_name: str) -> Optional[int]:
+def _features_per_step(cfg: dict, given: dict, ds, net_name: str) -> int | None:
     """The features per time step of a recurrent family on 1-D signals (``None`` otherwise);
     ``ValueError`` when one is given where it does not apply or does not divide the signal."""
     example = tuple(ds.x_train.shape[1:])
@@ -190,3 +207,23 @@ def _features_per_step(cfg: dict, given: dict, ds, net_name: str) -> Optional[in
                          f"{ds.name!r}, received {k}; e.g. --features-per-step "
                          f"{next(d for d in (8, 4, 2, 1) if example[0] % d == 0)}.")
     return k
+
+
+def _batch_size(cfg: dict, given: dict, ds) -> int:
+    """The batch size Gordon's learning mode fixes (1 online, the training set offline) or the
+    one given (minibatch), checked against the training set's size."""
+    n = len(ds.x_train)
+    forced = {"online": 1, "offline": n}.get(cfg["mode"])
+    if forced is not None:
+        if given.get("batch_size") not in (None, forced):
+            raise ValueError(f"mode {cfg['mode']!r} uses a batch of {forced} (Gordon: "
+                             f"{'one example' if forced == 1 else 'the whole training set'} per "
+                             f"update); received batch_size {given['batch_size']!r}. Drop "
+                             f"--batch-size or use --mode minibatch.")
+        return forced
+    bs = require_positive_int(cfg["batch_size"], "batch_size",
+                              fix=f"Use a batch size between 1 and the {n} training examples.")
+    if bs > n:
+        raise ValueError(f"batch_size {bs} is larger than the training set ({n} examples of "
+                         f"{ds.name!r}); use a batch size between 1 and {n}.")
+    return bs

@@ -7,7 +7,7 @@ that every process sees the same global device list, and :func:`placement` build
 
 * each global batch is split along its rows across all devices of all processes (the batch
   sharding), so each device computes the hand-written gradient of its rows only;
-* each process brings only its rows of each batch (:class:`Feed`, built with
+* each process brings only its rows of each batch (:class:`.batches.Feed`, built with
   ``jax.make_array_from_process_local_data``); the test set, parameters and optimizer state are
   replicated;
 * the step's new parameters are constrained to be replicated, so XLA inserts the all-reduce
@@ -27,11 +27,10 @@ collective.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import re
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -40,11 +39,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..inputs import require_positive_int
 from . import rundir
-from .epoch import _batches
-from .stops import TrainingStopped
 
 __all__ = ["Distributed", "AUTO", "DistributedError", "initialize", "is_primary", "placement",
-           "require_same", "Feed", "on_primary", "lock", "agree", "reports_lost_peers"]
+           "require_same", "on_primary", "lock", "agree", "reporting_lost_peers"]
 
 AUTO = "auto"
 
@@ -73,7 +70,7 @@ class DistributedError(RuntimeError):
     """The processes of a multi-process run lost each other (one died or became unreachable)."""
 
 
-def _spec(distributed) -> Optional[Distributed]:
+def _spec(distributed) -> Distributed | None:
     """``distributed`` as a checked :class:`Distributed`, :data:`AUTO`, or ``None``.
 
     Raises:
@@ -220,75 +217,6 @@ def require_same(settings: dict):
                          f"--process-id differs.")
 
 
-class Feed:
-    """The data of each epoch, where the compiled epoch reads it: ``feed(epoch_key)`` → dict.
-
-    One process: the whole data set is placed once and is the same every epoch (the compiled
-    epoch draws its batches from it by index). Several processes: the test set is placed once,
-    replicated; of the training set, each process brings, each epoch, only its own rows of every
-    batch: the epoch's batches are drawn from ``epoch_key`` exactly as the compiled epoch draws
-    them (:func:`.epoch._batches`), each process takes its columns of the ``(steps, batch)``
-    index table and ``jax.make_array_from_process_local_data`` assembles the global
-    ``(steps, batch, ...)`` arrays, split along the batch axis. So each global batch holds the
-    same examples in the same order as on one device, and a device holds only its rows.
-
-    Args:
-      host: ``x_train``, ``y_train``, ``x_test``, ``y_test`` as host (NumPy) arrays.
-      batch_size: the global batch size.
-      put: places a host array as the epoch expects it (replicated).
-      batch_sharding: the sharding that splits rows (``None`` with one device).
-
-    Attributes:
-      host: the host arrays (read when a stopped run locates the batch that failed).
-    """
-
-    def __init__(self, host: dict, batch_size: int, put, batch_sharding):
-        self.host, self.batch_size = host, batch_size
-        if jax.process_count() == 1:
-            self._placed = {k: put(v) for k, v in host.items()}
-            return
-        self._placed = {k: put(host[k]) for k in ("x_test", "y_test")}
-        n = len(host["x_train"])
-        self._shape = (-(-n // batch_size), batch_size)  # (steps, batch)
-        self._sharding = NamedSharding(batch_sharding.mesh, PartitionSpec(None, "batch"))
-        self._columns = _local_columns(self._sharding, self._shape)
-        # The mask is replicated, so that each step counts its examples without a collective.
-        mask = (np.arange(self._shape[0] * batch_size) < n).reshape(self._shape)
-        self._placed["mask"] = put(mask.astype(np.float32))
-
-    def _global(self, table):
-        """The global array whose process-local columns are ``table[:, self._columns]``."""
-        return jax.make_array_from_process_local_data(
-            self._sharding, np.ascontiguousarray(table[:, self._columns]), table.shape)
-
-    def __call__(self, epoch_key) -> dict:
-        """The arrays the compiled epoch reads in the epoch shuffled with ``epoch_key``."""
-        if jax.process_count() == 1:
-            return self._placed
-        # The key is replicated; computed here, on this process's host, the batches are the
-        # compiled epoch's (the same threefry bits, whatever the device).
-        idx = np.asarray(_batch_table(np.asarray(epoch_key), len(self.host["x_train"]),
-                                      self.batch_size)[0])
-        return {**self._placed, "x_batches": self._global(self.host["x_train"][idx]),
-                "y_batches": self._global(self.host["y_train"][idx])}
-
-
-# The epoch's batches, computed as one compiled program rather than op by op.
-_batch_table = jax.jit(_batches, static_argnums=(1, 2))
-
-
-def _local_columns(sharding, shape) -> slice:
-    """The batch columns of a ``(steps, batch)`` table that this process's devices hold."""
-    spans = {(index[1].start or 0, shape[1] if index[1].stop is None else index[1].stop)
-             for index in sharding.addressable_devices_indices_map(shape).values()}
-    start, stop = min(s for s, _ in spans), max(e for _, e in spans)
-    if sum(e - s for s, e in spans) != stop - start:
-        raise ValueError(f"the devices of process {jax.process_index()} must hold adjacent "
-                         f"columns of each batch; received the column ranges {sorted(spans)}. "
-                         f"Order the mesh's devices by process (jax.devices() does).")
-    return slice(start, stop)
-
-
 def on_primary(fn, what: str):
     """Run ``fn()`` on process 0 only and tell every process whether it succeeded.
 
@@ -381,32 +309,29 @@ def agree(epoch, reason):
     return reason
 
 
-def reports_lost_peers(train):
-    """Wrap ``train`` so that, in a multi-process run, a collective or barrier that fails
-    because another process is gone raises a :class:`DistributedError` that says so (JAX's own
-    error names a socket or a barrier, not the dead process).
-
-    The wrapper is one more frame between the caller and ``train``: a warning ``train`` raises
-    for its caller counts it in its ``stacklevel``.
+@contextlib.contextmanager
+def reporting_lost_peers(out, keep=()):
+    """Within this block, in a multi-process run, a collective or barrier that fails because
+    another process is gone raises a :class:`DistributedError` that says so (JAX's own error
+    names a socket or a barrier, not the dead process).
 
     Args:
-      train: the training function; its ``out`` keyword names the run directory.
+      out: the run directory (named in the message as where to resume from), or ``None``.
+      keep: exception types that pass through unchanged (the run's own errors).
 
-    Returns:
-      The wrapped function.
+    Yields:
+      Nothing.
+
+    Raises:
+      DistributedError: a collective failed in a run of several processes.
     """
-    @functools.wraps(train)
-    def wrapped(*args, **kwargs):
-        try:
-            return train(*args, **kwargs)
-        except (TrainingStopped, DistributedError):
+    try:
+        yield
+    except (RuntimeError, TimeoutError) as err:  # JaxRuntimeError is a RuntimeError
+        if (isinstance(err, (DistributedError, *keep)) or not jax.distributed.is_initialized()
+                or jax.process_count() == 1):
             raise
-        except (RuntimeError, TimeoutError) as err:  # JaxRuntimeError is a RuntimeError
-            if not jax.distributed.is_initialized() or jax.process_count() == 1:
-                raise
-            raise _peer_lost(err, kwargs.get("out")) from err
-
-    return wrapped
+        raise _peer_lost(err, out) from err
 
 
 def _peer_lost(err: BaseException, out) -> DistributedError:

@@ -1,50 +1,86 @@
-"""One epoch of training as one compiled function.
+"""One epoch of training as one compiled function, and the cache of compiled epochs.
 
-The function shuffles with the key it is given, runs a ``lax.scan`` over the minibatches (Gordon:
-subsets drawn without replacement; the last subset is whatever remains unused, padded to a whole
-batch with masked examples so that every step runs the one step body), then evaluates on the training and test sets — on data placed on the device once. Its
-inputs keep their shapes and dtypes from epoch to epoch, so it is traced once per run.
+The function shuffles with the key it is given (:func:`.batches.batch_order`), runs a
+``lax.scan`` over the minibatches (Gordon: subsets drawn without replacement; the last subset is
+whatever remains unused, padded to a whole batch with masked examples so that every step runs the
+one step body), then evaluates on the training and test sets, on data placed on the device once.
+Its inputs keep their shapes and dtypes from epoch to epoch, so it is traced once per run.
 
 Gradient sources: ``"manual"`` (the hand-written rules, :func:`fbackprop.backprop`),
 ``"autodiff"`` (``jax.grad`` of :func:`fbackprop.loss_fn`) and ``"checked"`` (manual, compared
 with ``jax.grad`` every ``check_every`` steps by :func:`fbackprop.gradcheck.max_relative_error`).
 Every gradient is of the batch mean of the per-example cost. A non-finite value or a divergence
 freezes the parameters from that step on and is reported in the epoch's status.
+
+The cache (:func:`compiled_epoch`): one jitted epoch per :class:`EpochSetup` and shardings, so a
+second ``fb.train`` with the same settings skips tracing and compiling. Its key holds values
+(names, sizes, the optimizer's name and rate) and the network object itself: a network is equal
+to another only when it is the same object, because its layers are functions compared by
+identity. A registry model is built once per recipe (:func:`.registry.build_model`), so it hits
+the cache; a network the user builds twice (``fb.mlp(...)`` called twice) is two sets of new
+functions and compiles twice, as ``jax.jit`` would. :func:`clear_cache` empties it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from ..gradcheck import max_relative_error
 from ..costs import get_cost
+from ..gradcheck import max_relative_error
 from ..loss import backprop, batch_mean_cost, loss_fn
 from ..network import Network
+from .batches import batch_order
+from .optim import make_optimizer
 
-__all__ = []  # internal to fbackprop.training
+__all__ = ["EpochSetup", "epoch_function", "compile_epoch", "compiled_epoch", "clear_cache",
+           "gradient_source", "leaf_names", "encode_targets", "accuracy"]
 
 
-class _Setup(NamedTuple):
-    """The static settings an epoch is compiled for (the tolerance bounds the checked
-    gradient's relative error)."""
+class EpochSetup(NamedTuple):
+    """The static settings an epoch is compiled for: the key of the compiled-epoch cache.
+
+    Attributes:
+      net: the :class:`~fbackprop.Network` trained.
+      cost: the :class:`~fbackprop.Cost` (or its name).
+      optimizer: the optimizer's name (see :func:`.optim.make_optimizer`).
+      lr: its learning rate η.
+      weight_decay: ``"adamw"``'s λ, else ``None``.
+      n_train: the number of training examples.
+      batch_size: examples per step.
+      grad: the gradient source, ``"manual" | "autodiff" | "checked"``.
+      check_every: steps between comparisons with ``jax.grad`` (``"checked"``).
+      tolerance: the largest relative error a checked gradient may have.
+      task: the data set's task.
+      n_classes: the vocabulary size of a ``"sequence"`` task (its targets are token ids).
+    """
 
     net: Network
     cost: Any
-    optimizer: Any
+    optimizer: str
+    lr: float
+    weight_decay: Any
     n_train: int
     batch_size: int
     grad: str
     check_every: int
     tolerance: float
     task: str
-    n_classes: int = 0  # the vocabulary size of a "sequence" task (its targets are token ids)
+    n_classes: int = 0
+
+    def make_optimizer(self):
+        """The optax optimizer these settings name (a new, equal object each call).
+
+        Returns:
+          An ``optax.GradientTransformation``.
+        """
+        return make_optimizer(self.optimizer, self.lr, self.weight_decay)
 
 
-def _encode_targets(s: _Setup, y):
+def encode_targets(s: EpochSetup, y):
     """The targets the cost reads: for a ``"sequence"`` task the token ids (batch, T) one-hot
     encoded, an unscored position (id −1) as a zero row; other tasks' targets as they are."""
     if s.task != "sequence":
@@ -52,7 +88,7 @@ def _encode_targets(s: _Setup, y):
     return jax.nn.one_hot(y, s.n_classes, dtype=jnp.float32)  # id −1 → a row of zeros
 
 
-def _gradient_source(net, cost, grad):
+def gradient_source(net, cost, grad):
     """(params, x, y, mask) → (loss, ∂J/∂params) from the chosen source; J is the mean over the
     unmasked examples of the batch."""
     if grad == "autodiff":
@@ -66,7 +102,7 @@ def _gradient_source(net, cost, grad):
     return manual
 
 
-def _leaf_names(params) -> list:
+def leaf_names(params) -> list:
     """Names of the entries of the epoch status's ``finite`` vector, in order: the loss, each
     gradient leaf, each updated parameter leaf."""
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
@@ -79,18 +115,15 @@ def _all_finite(tree):
     return jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(tree)])
 
 
-def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
+def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
     """The (un-jitted) epoch: ``epoch(params, opt_state, key, epoch_index, data)`` →
     ``(params, opt_state, metrics, status)``. ``status`` records the first step that produced a
     non-finite value or a diverging gradient; from that step on, parameters stay frozen."""
-    value_and_grad = _gradient_source(s.net, s.cost, s.grad)
+    value_and_grad = gradient_source(s.net, s.cost, s.grad)
+    optimizer = s.make_optimizer()
     manual = backprop(s.net, s.cost, input_grad=False)
     reference = jax.grad(loss_fn(s.net, s.cost))
-    cost = get_cost(s.cost)
     steps_per_epoch = -(-s.n_train // s.batch_size)
-
-    def constrain(tree, sharding):
-        return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
     def check_error(params, x, y, mask):
         # jax.grad against the hand-written gradient, both at the highest matmul precision.
@@ -103,22 +136,20 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
             params, opt_state, status, global_step = carry
             if len(batch) == 3:  # the batch itself, brought by several processes (.distributed)
                 x, y, mask = batch
-                mask = constrain(mask, replicated)  # counted on every device, no collective
+                mask = _constrain(mask, replicated)  # counted on every device, no collective
             else:  # indices into the training set, which sits whole on the device
                 idx, mask = batch
                 x, y = data["x_train"][idx], data["y_train"][idx]
-            x = constrain(x, batch_sharding)
-            y = constrain(_encode_targets(s, y), batch_sharding)
+            x = _constrain(x, batch_sharding)
+            y = _constrain(encode_targets(s, y), batch_sharding)
             loss, grads = value_and_grad(params, x, y, mask)
-            updates, new_opt_state = s.optimizer.update(grads, opt_state, params)
-            new_params = constrain(optax.apply_updates(params, updates), replicated)
+            updates, new_opt_state = optimizer.update(grads, opt_state, params)
+            new_params = _constrain(optax.apply_updates(params, updates), replicated)
             finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
                                       _all_finite(new_params)])
-            if s.grad == "checked":
-                error = jax.lax.cond(global_step % s.check_every == 0, check_error,
-                                     lambda *_: jnp.zeros((), jnp.float32), params, x, y, mask)
-            else:
-                error = jnp.zeros((), jnp.float32)
+            error = (jax.lax.cond(global_step % s.check_every == 0, check_error,
+                                  lambda *_: jnp.zeros((), jnp.float32), params, x, y, mask)
+                     if s.grad == "checked" else jnp.zeros((), jnp.float32))
             bad = ~jnp.all(finite) | (error > s.tolerance)
             go = ~status["stopped"] & ~bad  # after a failure, parameters stay frozen
             first = ~status["stopped"] & bad
@@ -129,10 +160,8 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
                                              (new_params, new_opt_state), (params, opt_state))
             return (params, opt_state, status, global_step + 1), (loss * jnp.sum(mask), error)
 
-        if "x_batches" in data:
-            batches = (data["x_batches"], data["y_batches"], data["mask"])
-        else:
-            batches = _batches(key, s.n_train, s.batch_size)
+        batches = ((data["x_batches"], data["y_batches"], data["mask"]) if "x_batches" in data
+                   else batch_order(key, s.n_train, s.batch_size))
         first_step = epoch_index * steps_per_epoch
         status = {"stopped": jnp.bool_(False), "step": first_step,
                   "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
@@ -141,45 +170,46 @@ def _epoch_function(s: _Setup, batch_sharding=None, replicated=None):
         carry, (totals, errors) = jax.lax.scan(step, carry, batches)
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
-        test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
-        y_test = _encode_targets(s, data["y_test"])
-        metrics = {"loss": jnp.sum(totals) / s.n_train,
-                   "test_loss": batch_mean_cost(cost, y_test, test_out),
-                   "test_accuracy": _accuracy(s.task, test_out, y_test),
-                   "train_accuracy": _train_accuracy(s, params, data)}
-        if s.task == "sequence":  # the cost per scored token (a language model's usual figure)
-            metrics["test_loss_per_token"] = (metrics["test_loss"] * y_test.shape[0]
-                                              / jnp.maximum(jnp.sum(y_test), 1.0))
-        if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
-            metrics["check_max_rel_error"] = jnp.max(errors)
+        metrics = _metrics(s, params, data, totals, errors)
         return params, opt_state, metrics, status
 
     return epoch
 
 
-def _batches(key, n_train, batch_size):
-    """The minibatches of the epoch shuffled with ``key``: ``(indices, mask)``, each of shape
-    (steps, batch_size). Gordon: subsets drawn without replacement; the last subset is what
-    remains unused. It runs through the same step body as the others, padded to a whole batch
-    with examples whose mask is 0 (they add nothing)."""
-    steps = -(-n_train // batch_size)
-    perm = jax.random.permutation(key, n_train)
-    padded = jnp.concatenate([perm, perm[:steps * batch_size - n_train]])
-    mask = (jnp.arange(steps * batch_size) < n_train).astype(jnp.float32)
-    return padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+def _constrain(tree, sharding):
+    """``tree`` constrained to ``sharding`` (as it is, on one device)."""
+    return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
+
+
+def _metrics(s: EpochSetup, params, data, totals, errors) -> dict:
+    """The epoch's metrics: the mean training cost over its steps, the test cost and the
+    accuracies at the final parameters (and, by task and source, the per-token cost and the
+    largest checked error)."""
+    test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
+    y_test = encode_targets(s, data["y_test"])
+    metrics = {"loss": jnp.sum(totals) / s.n_train,
+               "test_loss": batch_mean_cost(get_cost(s.cost), y_test, test_out),
+               "test_accuracy": accuracy(s.task, test_out, y_test),
+               "train_accuracy": _train_accuracy(s, params, data)}
+    if s.task == "sequence":  # the cost per scored token (a language model's usual figure)
+        metrics["test_loss_per_token"] = (metrics["test_loss"] * y_test.shape[0]
+                                          / jnp.maximum(jnp.sum(y_test), 1.0))
+    if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
+        metrics["check_max_rel_error"] = jnp.max(errors)
+    return metrics
 
 
 def _train_accuracy(s, params, data):
     """Accuracy on the training set: on the whole set on the device, or, when several processes
     each brought their rows of every batch, on those batches without the padding."""
     if "x_batches" not in data:
-        return _accuracy(s.task, s.net.apply(params, data["x_train"]),
-                         _encode_targets(s, data["y_train"]))
+        return accuracy(s.task, s.net.apply(params, data["x_train"]),
+                         encode_targets(s, data["y_train"]))
     out = jax.vmap(lambda x: s.net.apply(params, x))(data["x_batches"])
-    return _accuracy(s.task, out, _encode_targets(s, data["y_batches"]), data["mask"])
+    return accuracy(s.task, out, encode_targets(s, data["y_batches"]), data["mask"])
 
 
-def _accuracy(task, out, y, mask=None):
+def accuracy(task, out, y, mask=None):
     """Fraction of examples classified right (``nan`` for regression, which has no classes); for
     sequences, the fraction of scored positions (one-hot rows) whose most likely token is the
     target. Only the examples whose ``mask`` is 1 count (all by default)."""
@@ -198,15 +228,37 @@ def _accuracy(task, out, y, mask=None):
     return jnp.mean(right) if mask is None else jnp.sum(right * mask) / jnp.sum(mask)
 
 
-def _compile(fn):
-    """Jit the epoch (tests wrap ``fn`` with ``chex.assert_max_traces`` here)."""
+def compile_epoch(fn):
+    """Jit the epoch (tests wrap ``fn`` with ``chex.assert_max_traces`` here).
+
+    Args:
+      fn: the epoch from :func:`epoch_function`.
+
+    Returns:
+      ``jax.jit(fn)``.
+    """
     return jax.jit(fn)
 
 
-def _batch_at(setup, step, epoch_key, data_dev):
-    """The batch that step ``step`` of the epoch shuffled with ``epoch_key`` used, without its
-    padding (drawn by :func:`_batches`, as the compiled epoch draws it)."""
-    idx, mask = (np.asarray(a[step]) for a in _batches(np.asarray(epoch_key), setup.n_train,
-                                                          setup.batch_size))
-    idx = idx[mask > 0]
-    return data_dev["x_train"][idx], _encode_targets(setup, data_dev["y_train"][idx])
+def compiled_epoch(setup: EpochSetup, shardings=(None, None)):
+    """The jitted epoch for ``setup``, built once per process (see the module docstring).
+
+    Args:
+      setup: the :class:`EpochSetup`.
+      shardings: ``(batch_sharding, replicated)`` from :func:`.batches.placement`.
+
+    Returns:
+      ``epoch(params, opt_state, key, epoch_index, data)`` → ``(params, opt_state, metrics,
+      status)``, jitted.
+    """
+    return _compiled(setup, shardings, compile_epoch)  # read at call time: tests replace it
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(setup, shardings, compile_fn):
+    return compile_fn(epoch_function(setup, *shardings))
+
+
+def clear_cache():
+    """Forget every compiled epoch (the next run traces and compiles again)."""
+    _compiled.cache_clear()

@@ -1,4 +1,5 @@
-"""Loading a finished (or interrupted) run for inference: its network, parameters and config."""
+"""A saved run put to use: its network, parameters and config back from the run directory
+(for inference, sampling, or a look at what it learned)."""
 from __future__ import annotations
 
 import pathlib
@@ -9,6 +10,7 @@ import numpy as np
 
 from .. import data as datasets
 from . import rundir
+from .checkpoints import restore_latest
 from .config import TrainConfig
 from .optim import make_optimizer
 from .registry import MODELS, build_model
@@ -41,7 +43,7 @@ def load_run(path):
         raise ValueError(f"load_run: {path} trained the network {config.model!r}, which is not "
                          f"a model family ({', '.join(MODELS)}), so it cannot be rebuilt from "
                          f"its config; build the network yourself and restore with "
-                         f"fbackprop.training.rundir.restore.")
+                         f"fbackprop.training.checkpoints.restore_latest.")
     vocab = rundir.read_vocab(path)
     ds = datasets.load(config.data) if vocab is None else _shapes_of(config.data, vocab)
     net = build_model(config.model, ds, config.hidden, config.features_per_step)
@@ -49,7 +51,7 @@ def load_run(path):
     opt = make_optimizer(config.optimizer, config.lr, config.weight_decay)
     like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
             "epoch": jnp.zeros((), jnp.int32)}
-    restored = rundir.restore_latest(pathlib.Path(path), like)
+    restored = restore_latest(pathlib.Path(path), like)
     if restored.epoch is None:
         raise ValueError(f"load_run: {path} holds no readable checkpoint ({restored.message()}).")
     state = restored.state

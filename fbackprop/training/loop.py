@@ -1,4 +1,5 @@
-"""The training loop: :func:`train`, its result, and the error that stops it.
+"""The training loop: :func:`train` as four named steps, its result, and the errors and warnings
+of a run.
 
 Learning modes (Gordon, "Machine learning as function approximation"):
 
@@ -11,43 +12,48 @@ Learning modes (Gordon, "Machine learning as function approximation"):
   subset, then update" until every example has been used. When the batch size does not divide
   the training set, the last subset of the epoch is the smaller remainder.
 
-Each epoch is one compiled function (:mod:`.epoch`); between epochs the loop records metrics,
-writes checkpoints (:mod:`.rundir`) and turns a stopped epoch into :class:`TrainingStopped`.
+The steps of a run, in the order :func:`train` takes them:
 
-Several local devices: when the batch size divides evenly, each batch is split across a 1-D
-device mesh (``jax.sharding``), the parameters are replicated, and XLA averages the gradients
-across devices. Several processes (hosts): the same mesh over every device of every process
-(:mod:`.distributed`).
+1. :func:`settle` — join the other processes, check ``out``, read a resumed run's
+   ``config.json`` and ``vocab.json`` (once each), load the data, resolve the settings
+   (:func:`.config.resolve`) and build the network: a :class:`.config.Settings`.
+2. :func:`build_state` — place the data (:mod:`.batches`), initialise the parameters and the
+   optimizer state, and trace the compiled epoch (:mod:`.epoch`) once, so that a network failing
+   at trace time fails here. Nothing is created or written before this step ends; the command
+   line prints its first lines only then (:func:`prepare` is steps 1 and 2).
+3. :func:`open_run` — under the run directory's lock, create it, or resume it from its newest
+   verified checkpoint (:mod:`.rundir`, :mod:`.checkpoints`, :mod:`.metrics`).
+4. :func:`run_epochs` — run the compiled epochs, recording metrics and checkpoints, and turn a
+   stopped epoch into :class:`TrainingStopped`.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 import time
 import warnings
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import data as datasets
 from ..costs import get_cost
-from ..gradcheck import TOLERANCE
+from ..gradcheck import TOLERANCE, check
 from ..inputs import require_choice
 from ..network import Network
 from . import distributed as multiprocess
-from . import rundir
-from .config import TrainConfig, resolve
-from .epoch import _Setup, _compile, _epoch_function
-from .optim import make_optimizer
-from .load import load_run
+from . import metrics, rundir
+from .batches import Feed, batch_at, placement
+from .checkpoints import Checkpoints, move_aside, restore_latest
+from .config import Settings, TrainConfig, resolve
+from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
-from .stops import TrainingStopped, stopped
 
-__all__ = ["train", "TrainResult", "TrainingStopped", "CheckpointWarning", "load_run",
-           "device_info"]
+__all__ = ["train", "prepare", "train_prepared", "settle", "build_state", "open_run",
+           "run_epochs", "Prepared", "Built", "Opened", "TrainResult", "TrainingStopped",
+           "CheckpointWarning", "NearChanceWarning", "device_info"]
 
 
 class TrainResult(NamedTuple):
@@ -65,9 +71,9 @@ class TrainResult(NamedTuple):
       devices: how many devices each batch was split across.
       device: where it ran: ``{"platform": "cpu" | "gpu" | "tpu", "name": the device kind,
         "count": devices used}`` (see :func:`device_info`).
-      restored: on resume, the :class:`~fbackprop.training.rundir.Restored` account: the epoch
-        resumed from (``None``: from scratch) and the checkpoints skipped, with the reason for
-        each; ``None`` for a new run.
+      restored: on resume, the :class:`~fbackprop.training.checkpoints.Restored` account: the
+        epoch resumed from (``None``: from scratch) and the checkpoints skipped, with the reason
+        for each; ``None`` for a new run.
     """
 
     params: Any
@@ -77,7 +83,7 @@ class TrainResult(NamedTuple):
     data: datasets.Dataset
     out: Any
     devices: int
-    device: Optional[dict] = None
+    device: dict | None = None
     restored: Any = None
 
 
@@ -101,28 +107,37 @@ class CheckpointWarning(UserWarning):
     """A resume skipped damaged or incomplete checkpoints, or found none and started over."""
 
 
+class NearChanceWarning(RuntimeWarning):
+    """A classifier ended near chance accuracy: it did not learn."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped before its last epoch.
+
+    Raised by :func:`train` when a loss, gradient or parameter became non-finite, or (``grad=
+    "checked"``) the hand-written gradient diverged from ``jax.grad``. From the failing step on
+    the parameters were frozen, so nothing after it was applied.
+
+    Attributes:
+      epoch: the 1-based epoch that stopped.
+      step: the 0-based step within that epoch.
+      history: the completed epochs' metrics (one dict each).
+      last_checkpoint: the epoch of the last good checkpoint (``None`` without ``out``).
+      report: the gradient checker's :class:`~fbackprop.GradientReport` at the diverging batch,
+        in float64, naming the layer whose rule is wrong (``None`` when a non-finite value
+        stopped training).
+    """
+
+    def __init__(self, message, *, epoch, step, history, last_checkpoint, report=None):
+        super().__init__(message)
+        self.epoch, self.step, self.history = epoch, step, history
+        self.last_checkpoint, self.report = last_checkpoint, report
+
+
 # orbax's asynchronous checkpointing: a save returns once the arrays are on the host.
 ASYNC_CHECKPOINTS = True
 
 
-def _placement(devices, batch_size):
-    """``(n, batch_sharding, replicated, place)``: with several devices and a batch size they
-    divide, a 1-D mesh "batch" splits each batch and replicates the rest; otherwise one device
-    and no sharding constraints. ``place`` puts an array where the epoch expects it."""
-    if jax.process_count() > 1:
-        return multiprocess.placement(batch_size)
-    devices = list(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices must name at least one device, received an empty list.")
-    if len(devices) > 1 and batch_size % len(devices) == 0:
-        mesh = Mesh(np.array(devices), ("batch",))
-        replicated = NamedSharding(mesh, PartitionSpec())
-        return (len(devices), NamedSharding(mesh, PartitionSpec("batch")), replicated,
-                lambda a: jax.device_put(a, replicated))
-    return 1, None, None, lambda a: jax.device_put(a, devices[0])
-
-
-@multiprocess.reports_lost_peers
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
           checkpoint_every=None, features_per_step=None, weight_decay=None, out=None,
@@ -141,26 +156,11 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         :class:`~fbackprop.Network` (the data is reshaped to its ``input_shape``).
       data: ``"digits" | "mnist1d" | "xor" | "sine" | "logistic2d"`` (default ``"digits"``), the
         token sequences ``"modadd"`` or ``"text:PATH"`` (for ``model="transformer"``; their
-        vocabulary is saved as ``vocab.json`` in ``out``), or a
-        :class:`fbackprop.data.Dataset`.
-      mode: Gordon's learning mode, ``"online"`` (one example per update), ``"offline"`` (the
-        whole training set per update) or ``"minibatch"`` (subsets without replacement).
-      optimizer: ``"gd"`` (Δp = −η∇φ(p), :func:`gordon_gd`), ``"sgd"``, ``"momentum"``,
-        ``"adam"``, ``"adamw"``.
-      lr: the learning rate η > 0.
-      epochs: passes over the training set.
-      batch_size: examples per update in ``"minibatch"`` mode.
-      grad: ``"manual"`` (the hand-written rules), ``"autodiff"`` (``jax.grad``) or
-        ``"checked"`` (manual, compared with ``jax.grad`` every ``check_every`` steps).
-      seed: seed of initialisation and shuffling, an int in [0, 2³² − 1].
-      hidden: hidden widths (the state size for ``"rnn"``/``"lstm"``).
-      check_every: steps between comparisons with ``grad="checked"``.
-      checkpoint_every: epochs between checkpoints (default: epochs // 20, at least 1); the
-        last epoch is always saved.
-      features_per_step: ``"rnn"``/``"lstm"``/``"gru"`` on 1-D signals: samples read per time
-        step (default: the data set's, 8 for MNIST-1D, else 1).
-      weight_decay: ``"adamw"``'s decoupled weight decay λ ≥ 0 (default: the data set's, 1.0
-        for modadd, else 1e-4).
+        vocabulary is saved as ``vocab.json`` in ``out``), or a :class:`fbackprop.data.Dataset`.
+      mode, optimizer, lr, epochs, batch_size, grad, seed, hidden, check_every,
+        checkpoint_every, features_per_step, weight_decay: the settings of the run, each
+        described under :class:`TrainConfig`; ``None`` means the data set's default (or the
+        global one), or on ``resume`` the saved value.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
         with its saved settings when it has none); ``lr``, ``epochs`` and ``checkpoint_every``
@@ -168,15 +168,10 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
         size divides evenly).
-      distributed: join a multi-process run first (:func:`fbackprop.training.distributed.
-        initialize`): a :class:`~fbackprop.training.distributed.Distributed` (coordinator,
-        num_processes, process_id) or a dict of its fields, or ``"auto"`` where
-        ``jax.distributed.initialize()`` detects the cluster (SLURM, Open MPI, Cloud TPU). Each
-        batch is then split across every device of every process, each process bringing its
-        rows; process 0 alone writes the run directory (see :mod:`.distributed`).
+      distributed: join a multi-process run first (:func:`.distributed.initialize`): a
+        :class:`~.distributed.Distributed`, a dict of its fields, or ``"auto"``. Each batch is
+        then split across every device of every process; process 0 alone writes ``out``.
       progress: show a progress bar.
-
-    ``None`` for a setting means its default, or on ``resume`` the saved value.
 
     Returns:
       A :class:`TrainResult`.
@@ -185,139 +180,184 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       TrainingStopped: a loss, gradient or parameter became non-finite, or a checked gradient
         diverged.
       ValueError: a bad setting, a run directory that already holds a run (without ``force``),
-        a run directory in use by another process, or a resume whose settings differ from the
-        saved ones; nothing is written in these cases.
+        one in use by another process, a resume whose settings differ from the saved ones or
+        that has no epoch left to train; nothing is written in these cases.
       TypeError: ``model`` is neither a name nor a network.
+      FileNotFoundError: ``data="text:PATH"`` names no file.
       DistributedError: another process of a multi-process run died or became unreachable.
     """
-    if multiprocess.initialize(distributed) and devices is not None:
+    options = dict(mode=mode, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+                   grad=grad, seed=seed, hidden=hidden, check_every=check_every,
+                   checkpoint_every=checkpoint_every, features_per_step=features_per_step,
+                   weight_decay=weight_decay, out=out, resume=resume, force=force,
+                   devices=devices, distributed=distributed, progress=progress)
+    return train_prepared(prepare(model, data, options))
+
+
+class Built(NamedTuple):
+    """What :func:`build_state` builds: everything on the device before the first epoch.
+
+    Attributes:
+      setup: the :class:`~.epoch.EpochSetup` the epoch is compiled for.
+      epoch: the compiled epoch (:func:`~.epoch.compiled_epoch`).
+      feed: the :class:`~.batches.Feed` of each epoch's data.
+      state: the initial ``{"params", "opt_state", "key", "epoch"}``, placed.
+      devices: how many devices each batch is split across.
+      device: :func:`device_info` of the run.
+    """
+
+    setup: EpochSetup
+    epoch: Any
+    feed: Feed
+    state: dict
+    devices: int
+    device: dict
+
+
+class Prepared(NamedTuple):
+    """A run checked and built, not yet started (:func:`prepare`): nothing created or written.
+
+    Attributes:
+      settings: the :class:`~.config.Settings`.
+      built: the :class:`Built` state.
+    """
+
+    settings: Settings
+    built: Built
+
+    def writing_to(self, out) -> Prepared:
+        """The same run, written to the directory ``out`` instead (the command line claims its
+        default run directory only once the settings are checked).
+
+        Args:
+          out: the run directory.
+
+        Returns:
+          A :class:`Prepared`.
+        """
+        return self._replace(settings=dataclasses.replace(self.settings,
+                                                          out=rundir.check_out(out)))
+
+
+def prepare(model, data, options: dict) -> Prepared:
+    """Steps 1 and 2 of a run: every check, and the state on the device; nothing is created or
+    written, so a caller may report the run before it starts (:func:`train_prepared`).
+
+    Args:
+      model: as for :func:`train`.
+      data: as for :func:`train`.
+      options: the other keyword arguments of :func:`train`, ``None`` (or absent) where not
+        given.
+
+    Returns:
+      A :class:`Prepared`.
+
+    Raises:
+      The errors :func:`train` raises before training starts.
+    """
+    settings = settle(model, data, options)
+    with multiprocess.reporting_lost_peers(settings.out):
+        return Prepared(settings, build_state(settings))
+
+
+def train_prepared(prepared: Prepared) -> TrainResult:
+    """Steps 3 and 4 of a run: open (or resume) the run directory and run the epochs.
+
+    Args:
+      prepared: from :func:`prepare`.
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      The errors :func:`train` raises once training starts.
+    """
+    s, b = prepared
+    with multiprocess.reporting_lost_peers(s.out, keep=(TrainingStopped,)):
+        if s.out is None:
+            restored = None
+            params, history = run_epochs(s, b, Opened(0, b.state, [], None), None)
+        else:
+            with multiprocess.lock(s.out):  # process 0 alone writes the run directory
+                opened = open_run(s, b)
+                restored = opened.restored
+                if restored is not None and (restored.skipped or restored.epoch is None):
+                    warnings.warn(f"{s.out}: {restored.message()}", CheckpointWarning,
+                                  stacklevel=3)
+                checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS)
+                try:
+                    if restored is None or restored.epoch is None:  # epoch 0 not saved yet
+                        checkpoints.save(0, opened.state)
+                    params, history = run_epochs(s, b, opened, checkpoints)
+                finally:
+                    checkpoints.close()
+    _warn_if_near_chance(history, s.data, s.config)
+    return TrainResult(params, history, s.config, s.net, s.data, s.out, b.devices,
+                       b.device, restored)
+
+
+def settle(model, data, options: dict) -> Settings:
+    """Step 1: check every argument and resolve the settings; nothing is created or written.
+
+    A resumed run's ``config.json`` and ``vocab.json`` are read here, once each.
+
+    Args:
+      model: as for :func:`train`.
+      data: as for :func:`train`.
+      options: the other keyword arguments of :func:`train`.
+
+    Returns:
+      The :class:`~.config.Settings`.
+
+    Raises:
+      ValueError, TypeError, FileNotFoundError: as :func:`train` documents.
+    """
+    o = dict(options)
+    out, resume, force = o.pop("out", None), o.pop("resume", False), o.pop("force", False)
+    devices, progress = o.pop("devices", None), o.pop("progress", False)
+    if multiprocess.initialize(o.pop("distributed", None)) and devices is not None:
         raise ValueError("devices: a multi-process run splits each batch across every device of "
                          "every process; received an explicit device list. Leave devices out.")
     if resume and out is None:
-        raise ValueError("resume=True needs out: the directory of the run to continue.")
+        raise ValueError("resume=True (--resume) needs out (--out DIR): the directory of the run "
+                         "to continue.")
     if resume and force:
-        raise ValueError("resume=True and force=True contradict each other: resume continues the "
-                         "run in out, force replaces it. Pass one of them.")
-    if out is not None:
-        out = rundir.check_out(out)
-    saved = None
-    if resume:
-        saved = rundir.read_config(out)
+        raise ValueError("resume=True (--resume) and force=True (--force) contradict each other: "
+                         "resume continues the run in out, force replaces it. Pass one of them.")
+    out = rundir.check_out(out) if out is not None else None
+    saved = rundir.read_config(out) if resume else None
+    vocab = rundir.read_vocab(out) if resume else None
+    if saved is not None:
         model = saved.get("model") if model is None and saved.get("model") in MODELS else model
         data = saved.get("data") if data is None and _loadable(saved.get("data")) else data
-    ds = _load_data("digits" if data is None else data, out if resume else None)
-    model = "mlp" if model is None else model
-    given = {"mode": mode, "optimizer": optimizer, "lr": lr, "epochs": epochs,
-             "batch_size": batch_size, "grad": grad, "seed": seed, "hidden": hidden,
-             "check_every": check_every, "checkpoint_every": checkpoint_every,
-             "features_per_step": features_per_step, "weight_decay": weight_decay}
-    if isinstance(model, Network):
-        net, name = model, model.name
-    elif isinstance(model, str):
-        require_choice(model, MODELS, "model")
-        net, name = None, model
-    else:
-        raise TypeError(f"model must be a name such as 'mlp' or an fbackprop.Network, received "
-                        f"{type(model).__name__}.")
-    config = resolve(given, saved, ds, name, net is not None)
+    ds = _load_data("digits" if data is None else data, vocab)
+    if resume:
+        rundir.check_vocab(vocab, ds, out)
+    net, name = _network("mlp" if model is None else model)
+    config = resolve(o, saved, ds, name, net is not None)
     multiprocess.require_same({**config.as_dict(), "resume": resume, "force": force})
     if net is None:
         net = build_model(name, ds, config.hidden, config.features_per_step)
-    cost = get_cost(COST_FOR_TASK[ds.task])
-
-    n_dev, batch_sharding, replicated, put = _placement(devices, config.batch_size)
-    device = device_info(jax.local_devices() if devices is None else devices, n_dev)
-    x_dtype = input_dtype(ds)
-    host = {"x_train": shape_inputs(ds.x_train, net.input_shape).astype(x_dtype),
-            "y_train": targets(ds, ds.y_train),
-            "x_test": shape_inputs(ds.x_test, net.input_shape).astype(x_dtype),
-            "y_test": targets(ds, ds.y_test)}
-    feed = multiprocess.Feed({k: np.asarray(v) for k, v in host.items()}, config.batch_size,
-                             put, batch_sharding)
-
-    opt = make_optimizer(config.optimizer, config.lr, config.weight_decay)
-    init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = net.init(init_key)
-    state = {"params": params, "opt_state": opt.init(params), "key": key,
-             "epoch": jnp.zeros((), jnp.int32)}
-    state = jax.tree.map(put, state)
-    setup = _Setup(net, cost, opt, len(ds.x_train), config.batch_size, config.grad,
-                   config.check_every, TOLERANCE["float32"], ds.task,
-                   ds.n_classes if ds.task == "sequence" else 0)
-    epoch_fn = _compiled_epoch(setup, (batch_sharding, replicated), _compile)
-    # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
-    # the run directory is touched.
-    jax.eval_shape(epoch_fn, state["params"], state["opt_state"], state["key"],
-                   jnp.zeros((), jnp.int32), feed(state["key"]))
-
-    history, start, restored = [], 0, None
-    saved_config = {**config.as_dict(), "device": device}
-    if out is None:
-        params = _run(config, ds, setup, epoch_fn, state, start, history, feed, None, None,
-                      progress, device)
-        _warn_if_near_chance(history, ds, config)
-        return TrainResult(params, history, config, net, ds, None, n_dev, device)
-    with multiprocess.lock(out):  # process 0 alone writes the run directory
-        checkpoints = None
-        try:
-            if resume:
-                rundir.check_vocab(out, ds)  # before anything is read or written
-                restored = rundir.restore_latest(out, state, agree=multiprocess.agree)
-                if restored.epoch is not None:
-                    start, state = restored.epoch, restored.state
-                    history = rundir.read_metrics(out, upto_epoch=start)
-
-                def record():
-                    rundir.open_for_resume(out, saved_config, start=start)
-                    moved = rundir.move_aside(out, [e for e, _ in restored.skipped])
-                    rundir.rewrite_metrics(out, history)
-                    return moved
-
-                restored.quarantined = multiprocess.on_primary(record, "resume the run") or []
-                if restored.skipped or restored.epoch is None:
-                    warnings.warn(f"{out}: {restored.message()}", CheckpointWarning, stacklevel=3)
-            else:
-
-                def start_run():
-                    rundir.create(out, saved_config, force=force)
-                    rundir.write_vocab(out, ds)
-
-                multiprocess.on_primary(start_run, "create the run directory")
-            checkpoints = rundir.Checkpoints(out, asynchronous=ASYNC_CHECKPOINTS)
-            if start == 0:
-                checkpoints.save(0, state)
-            params = _run(config, ds, setup, epoch_fn, state, start, history, feed, out,
-                          checkpoints, progress, device)
-        finally:
-            if checkpoints is not None:
-                checkpoints.close()
-    _warn_if_near_chance(history, ds, config)
-    return TrainResult(params, history, config, net, ds, out, n_dev, device, restored)
+    return Settings(config, ds, net, out, resume, force, saved,
+                    None if devices is None else tuple(devices), progress)
 
 
-def _warn_if_near_chance(history, ds, config):
-    """Warn when a classifier ends near chance accuracy — less than a tenth of the way from
-    chance to perfect (19% with 10 classes, 55% with 2): it did not learn."""
-    if not history or history[-1].get("test_accuracy") is None:
-        return
-    chance = 1.0 / (ds.n_classes if ds.task in ("classification", "sequence") else 2)
-    accuracy = history[-1]["test_accuracy"]
-    if accuracy < chance + 0.1 * (1 - chance):
-        warnings.warn(
-            f"{config.model} on {config.data} ended at test accuracy {accuracy:.1%}, near chance "
-            f"({chance:.1%}): it did not learn. Try another learning rate (--lr, now "
-            f"{config.lr:g}), more epochs, another model"
-            + (", or more features per step (--features-per-step)"
-               if config.features_per_step is not None else "") + ".",
-            RuntimeWarning, stacklevel=4)
+def _network(model):
+    """``(network, name)`` for a ready-made network, ``(None, name)`` for a registry family."""
+    if isinstance(model, Network):
+        return model, model.name
+    if isinstance(model, str):
+        require_choice(model, MODELS, "model")
+        return None, model
+    raise TypeError(f"model must be a name such as 'mlp' or an fbackprop.Network, received "
+                    f"{type(model).__name__}.")
 
 
-def _load_data(data, resumed_out):
-    """The data set ``data``; on resume a corpus ``"text:PATH"`` is cut into windows of the
-    length the run was trained with (saved in its ``vocab.json``)."""
-    saved = rundir.read_vocab(resumed_out) if resumed_out is not None else None
-    if saved is not None and isinstance(data, str) and data.startswith("text:"):
-        return datasets.text(data[len("text:"):], saved["seq_len"])
+def _load_data(data, vocab):
+    """The data set ``data``; on resume (``vocab`` saved) a corpus ``"text:PATH"`` is cut into
+    windows of the length the run was trained with."""
+    if vocab is not None and isinstance(data, str) and data.startswith("text:"):
+        return datasets.text(data[len("text:"):], vocab["seq_len"])
     return datasets.load(data)
 
 
@@ -328,59 +368,163 @@ def _loadable(name) -> bool:
                                       or name.startswith("text:"))
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled_epoch(setup, shardings, compile_fn):
-    """The jitted epoch for ``setup``, built once per process: a second ``fb.train`` with the same
-    network, cost, optimizer, sizes and shardings reuses it, and jax.jit's own cache then skips
-    tracing and compiling for inputs of the same shapes. (Registry models and optimizers are
-    built once per recipe, so equal settings give equal keys.)"""
-    return compile_fn(_epoch_function(setup, *shardings))
+def build_state(s: Settings) -> Built:
+    """Step 2: place the data, initialise parameters and optimizer state, trace the epoch.
+
+    Args:
+      s: the :class:`~.config.Settings`.
+
+    Returns:
+      The :class:`Built` state.
+
+    Raises:
+      ValueError: a batch that cannot be split across the devices of several processes, or an
+        error the network raises while the epoch is traced.
+    """
+    config, ds, net = s.config, s.data, s.net
+    n_dev, batch_sharding, replicated, put = placement(s.devices, config.batch_size)
+    device = device_info(jax.local_devices() if s.devices is None else s.devices, n_dev)
+    x_dtype = input_dtype(ds)
+    host = {"x_train": shape_inputs(ds.x_train, net.input_shape).astype(x_dtype),
+            "y_train": targets(ds, ds.y_train),
+            "x_test": shape_inputs(ds.x_test, net.input_shape).astype(x_dtype),
+            "y_test": targets(ds, ds.y_test)}
+    feed = Feed({k: np.asarray(v) for k, v in host.items()}, config.batch_size, put,
+                batch_sharding)
+    setup = EpochSetup(net, get_cost(COST_FOR_TASK[ds.task]), config.optimizer, config.lr,
+                       config.weight_decay, len(ds.x_train), config.batch_size, config.grad,
+                       config.check_every, TOLERANCE["float32"], ds.task,
+                       ds.n_classes if ds.task == "sequence" else 0)
+    init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = net.init(init_key)
+    state = {"params": params, "opt_state": setup.make_optimizer().init(params), "key": key,
+             "epoch": jnp.zeros((), jnp.int32)}
+    state = jax.tree.map(put, state)
+    epoch = compiled_epoch(setup, (batch_sharding, replicated))
+    # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
+    # the run directory is touched.
+    jax.eval_shape(epoch, state["params"], state["opt_state"], state["key"],
+                   jnp.zeros((), jnp.int32), feed(state["key"]))
+    return Built(setup, epoch, feed, state, n_dev, device)
 
 
-def _run(config, ds, setup, epoch_fn, state, start, history, feed, out, checkpoints,
-         progress, device):
-    """Run epochs ``start + 1 … config.epochs``; append to ``history``, save metrics and
-    checkpoints; return the final parameters."""
+class Opened(NamedTuple):
+    """Where the epochs start (:func:`open_run`).
+
+    Attributes:
+      start: the last epoch already trained (0 for a new run).
+      state: the state to continue from.
+      history: the metrics rows of epochs 1 … ``start``.
+      restored: on resume, the :class:`~.checkpoints.Restored` account, else ``None``.
+    """
+
+    start: int
+    state: dict
+    history: list
+    restored: Any
+
+
+def open_run(s: Settings, b: Built) -> Opened:
+    """Step 3: create the run directory, or resume it from its newest verified checkpoint.
+
+    The caller holds the directory's lock (:func:`.distributed.lock`); process 0 alone writes.
+
+    Args:
+      s: the :class:`~.config.Settings` (``s.out`` is not ``None``).
+      b: the :class:`Built` state (the shapes a checkpoint is restored into).
+
+    Returns:
+      The :class:`Opened` start.
+
+    Raises:
+      ValueError: ``s.out`` holds a run (without ``force``), a resume's settings differ from
+        the saved ones, it is already at its last epoch, or its metrics are damaged.
+    """
+    record = {**s.config.as_dict(), "device": b.device}
+    if not s.resume:
+        def create():
+            rundir.create(s.out, record, force=s.force)
+            rundir.write_vocab(s.out, s.data)
+
+        multiprocess.on_primary(create, "create the run directory")
+        return Opened(0, b.state, [], None)
+    restored = restore_latest(s.out, b.state, agree=multiprocess.agree)
+    start, state, history = 0, b.state, []
+    if restored.epoch is not None:
+        start, state = restored.epoch, restored.state
+        history = metrics.read_metrics(s.out, upto_epoch=start)
+
+    def resume():
+        rundir.open_for_resume(s.out, record, s.saved, start=start)
+        moved = move_aside(s.out, [e for e, _ in restored.skipped])
+        metrics.rewrite_metrics(s.out, history)
+        return moved
+
+    restored.quarantined = multiprocess.on_primary(resume, "resume the run") or []
+    return Opened(start, state, history, restored)
+
+
+def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
+    """Step 4: run epochs ``opened.start + 1 … epochs``; save metrics and checkpoints.
+
+    Args:
+      s: the :class:`~.config.Settings`.
+      b: the :class:`Built` state.
+      opened: where to start; its ``history`` is extended in place, epoch by epoch (a stopped
+        run's history holds the epochs completed).
+      checkpoints: the run's :class:`~.checkpoints.Checkpoints` (``None`` without ``out``).
+
+    Returns:
+      ``(params, history)``: the final parameters and one metrics row per epoch.
+
+    Raises:
+      TrainingStopped: an epoch stopped (a non-finite value or a diverging checked gradient).
+    """
     from tqdm import tqdm
 
-    params, opt_state, key = state["params"], state["opt_state"], state["key"]
-    last_saved = start if checkpoints is not None else None
-    writes = out is not None and multiprocess.is_primary()  # metrics and plot: process 0
-    bar = tqdm(total=config.epochs, initial=start, unit="epoch",
-               disable=not progress or not multiprocess.is_primary(),
+    config, history = s.config, opened.history
+    params, opt_state, key = (opened.state[k] for k in ("params", "opt_state", "key"))
+    last_saved = opened.start if checkpoints is not None else None
+    writes = s.out is not None and multiprocess.is_primary()  # metrics and plot: process 0
+    bar = tqdm(total=config.epochs, initial=opened.start, unit="epoch",
+               disable=not s.progress or not multiprocess.is_primary(),
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
     try:
-        for epoch in range(start + 1, config.epochs + 1):
+        for epoch in range(opened.start + 1, config.epochs + 1):
             t0 = time.perf_counter()
             key, epoch_key = jax.random.split(key)
-            params, opt_state, metrics, status = epoch_fn(
-                params, opt_state, epoch_key, jnp.asarray(epoch - 1, jnp.int32), feed(epoch_key))
-            metrics, status = jax.device_get((metrics, status))
+            params, opt_state, values, status = b.epoch(
+                params, opt_state, epoch_key, jnp.asarray(epoch - 1, jnp.int32),
+                b.feed(epoch_key))
+            values, status = jax.device_get((values, status))
             if status["stopped"]:
-                raise stopped(setup, config, epoch, status, params, epoch_key, feed.host,
-                               history, out, last_saved)
-            row = {"epoch": epoch, **{k: _number(v, ds.task, k) for k, v in metrics.items()},
-                   "seconds": round(time.perf_counter() - t0, 4),
-                   "device": f"{device['platform']}:{device['name']}×{device['count']}"}
+                raise _stopped(s, b, (epoch, epoch_key), status, params, history, last_saved)
+            row = _row(epoch, values, s.data.task, time.perf_counter() - t0, b.device)
             history.append(row)
-            if out is not None:
-                if writes:
-                    rundir.append_metrics(out, row)
-                if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                    checkpoints.save(epoch, {"params": params, "opt_state": opt_state,
-                                             "key": key,  # epoch placed like the key: replicated
-                                             "epoch": jax.device_put(np.int32(epoch),
-                                                                     key.sharding)})
-                    last_saved = epoch
+            if writes:
+                metrics.append_metrics(s.out, row)
+            if checkpoints is not None and (epoch % config.checkpoint_every == 0
+                                            or epoch == config.epochs):
+                checkpoints.save(epoch, {"params": params, "opt_state": opt_state, "key": key,
+                                         # the epoch placed like the key: replicated
+                                         "epoch": jax.device_put(np.int32(epoch), key.sharding)})
+                last_saved = epoch
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
     finally:
         bar.close()
         if writes and history:
-            rundir.write_plot(out, history,
-                              f"{config.model} on {config.data}, {config.mode}, {config.optimizer} "
-                              f"η={config.lr:g}, {config.grad} gradients")
-    return params
+            metrics.write_plot(s.out, history,
+                               f"{config.model} on {config.data}, {config.mode}, "
+                               f"{config.optimizer} η={config.lr:g}, {config.grad} gradients")
+    return params, history
+
+
+def _row(epoch, values, task, seconds, device) -> dict:
+    """One epoch's metrics row, as ``metrics.jsonl`` and the history hold it."""
+    return {"epoch": epoch, **{k: _number(v, task, k) for k, v in values.items()},
+            "seconds": round(seconds, 4),
+            "device": f"{device['platform']}:{device['name']}×{device['count']}"}
 
 
 def _number(value, task, name):
@@ -404,3 +548,53 @@ def _postfix(row):
     return post
 
 
+def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> TrainingStopped:
+    """The error for a stopped epoch ``at = (epoch, epoch_key)``: which values went non-finite,
+    or which layers' gradients differ from jax.grad (located by the gradient checker)."""
+    (epoch, epoch_key), step = at, int(status["step"])
+    where, report = f"epoch {epoch}, step {step}", None
+    if not np.all(status["finite"]):
+        names = [n for n, ok in zip(leaf_names(params), status["finite"]) if not ok]
+        lower = f"{s.config.lr / 10:g}"
+        again = (f"fbackprop train --out {s.out} --resume --lr {lower} (fb.train(out=..., "
+                 f"resume=True, lr={lower}))" if s.out is not None else
+                 f"train again with --lr {lower} (fb.train(..., lr={lower}))")
+        msg = (f"training stopped at {where}: non-finite values in {', '.join(names)}. "
+               f"The learning rate ({s.config.optimizer}, lr={s.config.lr:g}) may be too large; "
+               f"lower --lr: {again}.")
+    else:
+        # Locate the wrong rule with the gradient checker, in float64, at the very batch that
+        # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
+        # failing layer is the one whose own rule is wrong, not merely the lowest affected one.
+        x, y = batch_at(step, epoch_key, b.feed.host, b.setup.batch_size)
+        report = check(b.setup.net, b.setup.cost, params, x, encode_targets(b.setup, y),
+                       dtype="float64")
+        located = (f"The gradient checker locates it: {report.failure_message()}"
+                   if not report.ok else
+                   "In float64 the checker finds every layer's rules correct at this batch, so "
+                   "the divergence is float32 rounding: raise the check tolerance.")
+        msg = (f"training stopped at {where}: the hand-written gradient differs from jax.grad "
+               f"(relative error {float(status['error']):.2e} > {b.setup.tolerance:g}). "
+               f"{located}")
+    if last_saved is not None:
+        msg += (f" The last good checkpoint (epoch {last_saved}) is in "
+                f"{s.out / rundir.CHECKPOINTS}.")
+    return TrainingStopped(msg, epoch=epoch, step=step, history=history,
+                           last_checkpoint=last_saved, report=report)
+
+
+def _warn_if_near_chance(history, ds, config):
+    """Warn when a classifier ends near chance accuracy — less than a tenth of the way from
+    chance to perfect (19% with 10 classes, 55% with 2): it did not learn."""
+    if not history or history[-1].get("test_accuracy") is None:
+        return
+    chance = 1.0 / (ds.n_classes if ds.task in ("classification", "sequence") else 2)
+    accuracy = history[-1]["test_accuracy"]
+    if accuracy < chance + 0.1 * (1 - chance):
+        warnings.warn(
+            f"{config.model} on {config.data} ended at test accuracy {accuracy:.1%}, near chance "
+            f"({chance:.1%}): it did not learn. Try another learning rate (--lr, now "
+            f"{config.lr:g}), more epochs, another model"
+            + (", or more features per step (--features-per-step)"
+               if config.features_per_step is not None else "") + ".",
+            NearChanceWarning, stacklevel=4)

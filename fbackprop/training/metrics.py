@@ -7,7 +7,7 @@ import math
 import os
 import pathlib
 
-from .files import METRICS, PLOT, atomic_write as _atomic_write
+from .rundir import METRICS, PLOT, atomic_write
 
 __all__ = ["append_metrics", "read_metrics", "rewrite_metrics", "write_plot"]
 
@@ -92,7 +92,7 @@ def rewrite_metrics(out: pathlib.Path, rows: list):
       out: the run directory.
       rows: one dict per epoch.
     """
-    _atomic_write(pathlib.Path(out) / METRICS,
+    atomic_write(pathlib.Path(out) / METRICS,
                   lambda f: f.write("".join(_json_row(r) + "\n" for r in rows).encode()))
 
 
@@ -131,7 +131,7 @@ def write_plot(out: pathlib.Path, history: list, title: str = ""):
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.suptitle(title)
-    _atomic_write(pathlib.Path(out) / PLOT, lambda f: fig.savefig(f, format="png", dpi=100))
+    atomic_write(pathlib.Path(out) / PLOT, lambda f: fig.savefig(f, format="png", dpi=100))
 
 
 # --- checkpoints ----------------------------------------------------------------------------

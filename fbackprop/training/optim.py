@@ -6,8 +6,6 @@ decoupled weight decay, Loshchilov & Hutter 2019) are optax's own.
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import optax
 
@@ -78,6 +76,13 @@ def check_weight_decay(weight_decay, optimizer: str):
     """The weight decay λ for ``optimizer``: a finite number ≥ 0 for ``"adamw"`` (``None``: its
     default, :data:`WEIGHT_DECAY_DEFAULT`), ``None`` for every other optimizer.
 
+    Args:
+      weight_decay: λ as given, or ``None``.
+      optimizer: a name in :data:`OPTIMIZERS`.
+
+    Returns:
+      λ as a float, or ``None``.
+
     Raises:
       ValueError: λ given for an optimizer without decoupled weight decay, or not a finite
         number ≥ 0.
@@ -112,12 +117,7 @@ def make_optimizer(name: str, lr: float, weight_decay=None) -> optax.GradientTra
         another optimizer than ``"adamw"`` or not a finite number ≥ 0.
     """
     require_choice(name, OPTIMIZERS, "optimizer")
-    return _optimizer(name, check_lr(lr, name), check_weight_decay(weight_decay, name))
-
-
-@functools.lru_cache(maxsize=64)
-def _optimizer(name: str, lr: float, weight_decay) -> optax.GradientTransformation:
-    # one object per setting: equal settings give an equal key to the compiled-epoch cache
+    lr, weight_decay = check_lr(lr, name), check_weight_decay(weight_decay, name)
     if weight_decay is not None:
         return OPTIMIZERS[name](lr, weight_decay=weight_decay)
     return OPTIMIZERS[name](lr)

@@ -13,7 +13,8 @@ softmax cross-entropy over the vocabulary at every scored position (the transfor
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from ..network import Network
 from .config import data_defaults
 
 __all__ = ["Family", "FAMILIES", "MODELS", "SEQUENCE_MODELS", "COST_FOR_TASK", "UNSCORED",
-           "build_model", "shape_inputs", "targets", "out_width", "input_dtype"]
+           "build_model", "shape_inputs", "targets", "out_width", "input_dtype", "clear_cache"]
 
 COST_FOR_TASK = {"classification": "softmax_cross_entropy", "binary": "logistic",
                  "regression": "mse", "sequence": "softmax_cross_entropy"}
@@ -139,8 +140,9 @@ FAMILIES = {
     "transformer": Family(_transformer,
                           "decoder-only transformer over token sequences (modadd, text:PATH): "
                           "one entry of hidden per pre-layer-norm block, all equal to d_model "
-                          "(default: the data set's, 128 for modadd, 128,128 for text), 4 heads (1 when d_model "
-                          "is not a multiple of 4), logits over the vocabulary at every position"),
+                          "(default: the data set's, 128 for modadd, 128,128 for text), 4 heads "
+                          "(1 when d_model is not a multiple of 4), logits over the vocabulary "
+                          "at every position"),
 }
 MODELS = tuple(FAMILIES)
 
@@ -158,7 +160,9 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None,
         (default 1).
 
     Returns:
-      The :class:`~fbackprop.Network`, producing logits (no output activation).
+      The :class:`~fbackprop.Network`, producing logits (no output activation). It is built
+      once per recipe: the same arguments give the same object, which the compiled-epoch cache
+      finds again (:func:`clear_cache` forgets the built networks).
 
     Raises:
       ValueError: unknown ``name``, examples of a shape the family cannot take, or several
@@ -168,7 +172,7 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None,
     hidden_key = None if hidden is None else (hidden,) if isinstance(hidden, int) else tuple(hidden)
     recipe = (name, ds.name, tuple(ds.x_train.shape[1:]), ds.task, out_width(ds), hidden_key,
               features_per_step)
-    if recipe not in _BUILT:  # one Network per recipe, so the compiled epoch is found again
+    if recipe not in _BUILT:
         extra = () if features_per_step is None else (features_per_step,)
         _BUILT[recipe] = FAMILIES[name].build(ds, hidden, *extra)
         while len(_BUILT) > 32:
@@ -176,7 +180,16 @@ def build_model(name: str, ds: datasets.Dataset, hidden=None,
     return _BUILT[recipe]
 
 
+# The built networks, one per recipe (family, data set name, example shape, task, output width,
+# hidden widths, features per step), the 32 newest kept. A network's layers are functions, equal
+# only to themselves, so the compiled-epoch cache (.epoch) and the sampler's (.sampling) find a
+# registry network again only because it is this same object.
 _BUILT: dict = {}
+
+
+def clear_cache():
+    """Forget the built networks (the next :func:`build_model` builds new ones)."""
+    _BUILT.clear()
 
 
 def shape_inputs(x: np.ndarray, input_shape) -> np.ndarray:

@@ -1,4 +1,7 @@
-"""The run directory of a training run: its config, metrics, plot and checkpoints.
+"""The run directory of a training run: its files and their names, written atomically; a new
+run's creation, a resume's checks, the lock; the config and a token-sequence run's vocabulary.
+What an epoch adds lives beside it: :mod:`.metrics` (one line per epoch, the plot) and
+:mod:`.checkpoints` (verified orbax steps).
 
 Layout of ``DIR``::
 
@@ -35,29 +38,23 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 import time
 
-from .files import (CHECKPOINTS, CHECKSUM, CONFIG, LOCK, METRICS, PLOT, QUARANTINE, VOCAB,
-                    fsync_dir as _fsync_dir, write_json as _write_json)
-from .checkpoints import (Checkpoints, Restored, checkpoint_manager, checksum, move_aside,
-                          restore, restore_latest, save, saved_epochs, verify)
-from .vocab import check_vocab, read_vocab, write_vocab
-from .metrics import append_metrics, read_metrics, rewrite_metrics, write_plot
+__all__ = ["CONFIG", "VOCAB", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM",
+           "MAY_CHANGE", "RunLocked", "check_out", "create", "read_config", "open_for_resume",
+           "lock", "write_vocab", "read_vocab", "check_vocab", "atomic_write", "write_json",
+           "fsync_dir"]
 
-__all__ = ["CONFIG", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM", "VOCAB",
-           "write_vocab", "read_vocab", "check_vocab", "RunLocked", "Restored", "Checkpoints", "check_out", "create", "read_config",
-           "open_for_resume", "lock", "append_metrics", "read_metrics", "rewrite_metrics",
-           "write_plot", "checkpoint_manager", "save", "restore", "restore_latest",
-           "saved_epochs", "checksum", "verify", "move_aside", "MAY_CHANGE"]
-
+CONFIG, METRICS, PLOT, CHECKPOINTS = "config.json", "metrics.jsonl", "plot.png", "checkpoints"
+QUARANTINE, LOCK, CHECKSUM = "quarantine", ".lock", "fbackprop_checksum.json"
+VOCAB = "vocab.json"  # a token-sequence run's vocabulary and window length
 _RUN_FILES = (CONFIG, METRICS, PLOT, CHECKPOINTS, QUARANTINE, VOCAB)
 
 
 class RunLocked(ValueError):
     """Another live process holds the run directory's lock."""
 
-
-# --- small files ----------------------------------------------------------------------------
 
 def check_out(out) -> pathlib.Path:
     """Check the ``out`` argument before anything is computed or written.
@@ -121,16 +118,17 @@ def create(out, config: dict, *, force: bool = False) -> pathlib.Path:
     present = _run_files(out) if out.is_dir() else []
     if present and not force:
         raise ValueError(f"out {out} already holds a training run or files named like its "
-                         f"own ({', '.join(present)}); a new run would overwrite them. Pass --resume to continue the run saved there, --force "
+                         f"own ({', '.join(present)}); a new run would overwrite them. Pass "
+                         f"--resume to continue the run saved there, --force "
                          f"(force=True) to replace it, or choose a new directory. Nothing was "
                          f"changed.")
     out.mkdir(parents=True, exist_ok=True)
     for name in present:
         path = out / name
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    _write_json(out / CONFIG, config)
+    write_json(out / CONFIG, config)
     (out / METRICS).touch()
-    _fsync_dir(out)
+    fsync_dir(out)
     return out
 
 
@@ -177,10 +175,11 @@ def _differences(saved: dict, config: dict, ignore) -> list:
 MAY_CHANGE = ("lr", "epochs", "checkpoint_every")
 
 
-def open_for_resume(out, config: dict, *, start: int = 0,
+def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
                     may_change=MAY_CHANGE) -> pathlib.Path:
-    """Check that ``out`` holds a run with the same ``config`` (keys in ``may_change`` excepted)
-    and record the new config, with a ``"history"`` entry for the changed keys.
+    """Check that the run ``saved`` in ``out`` has the same ``config`` (keys in ``may_change``
+    excepted) and has epochs left to train, and record the new config, with a ``"history"``
+    entry for the changed keys.
 
     The caller holds the directory's :func:`lock`. A run without any checkpoint (killed before
     its first one) is resumed from scratch by the caller.
@@ -188,6 +187,7 @@ def open_for_resume(out, config: dict, *, start: int = 0,
     Args:
       out: the run directory.
       config: the resolved settings of the resumed run.
+      saved: the run's ``config.json`` as :func:`read_config` read it.
       start: the epoch the run resumes from (recorded in the history).
       may_change: the settings a resume may change.
 
@@ -195,11 +195,10 @@ def open_for_resume(out, config: dict, *, start: int = 0,
       The absolute path of the run directory.
 
     Raises:
-      ValueError: the config is missing or unreadable, the settings differ, or ``start`` lies
-        past ``config["epochs"]``; nothing is written then.
+      ValueError: the settings differ, or the run is already at (or past) ``config["epochs"]``;
+        nothing is written then.
     """
     out = pathlib.Path(out).absolute()
-    saved = read_config(out)
     new = json.loads(json.dumps(config))
     diff = _differences(saved, new, may_change)
     if diff:
@@ -208,6 +207,10 @@ def open_for_resume(out, config: dict, *, start: int = 0,
                          f"\nA resume may change only {', '.join(may_change)}. Resume with the "
                          f"saved settings (leave them out on the command line), or start a new "
                          f"run in another directory. Nothing was changed.")
+    if start == config["epochs"]:
+        raise ValueError(f"--resume: the run in {out} is already at epoch {start} of {start}: "
+                         f"pass --epochs M > {start} (epochs=M) to continue. Nothing was "
+                         f"changed.")
     if start > config["epochs"]:
         raise ValueError(f"--resume: the last checkpoint is at epoch {start}, past epochs="
                          f"{config['epochs']}; pass --epochs {start} or more.")
@@ -218,7 +221,7 @@ def open_for_resume(out, config: dict, *, start: int = 0,
                         "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     record = dict(new, history=history) if history else new
     if record != saved:
-        _write_json(out / CONFIG, record)
+        write_json(out / CONFIG, record)
     return out
 
 
@@ -282,4 +285,122 @@ def lock(out) -> _Lock:
     return _Lock(fd, path)
 
 
-# --- metrics --------------------------------------------------------------------------------
+def fsync_dir(path: pathlib.Path):
+    """Flush a directory's entries (a file created or renamed in it) to disk.
+
+    Args:
+      path: the directory.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: pathlib.Path, write):
+    """Write through ``write(file_object)`` into a temporary file beside ``path``, fsync it and
+    rename it over ``path``: readers see the old file or the new one, never a part.
+
+    Args:
+      path: the file to write.
+      write: a function of a binary file object that writes the contents.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are readable like any other
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_json(path: pathlib.Path, obj):
+    """Write ``obj`` as indented JSON to ``path`` with :func:`atomic_write`.
+
+    Args:
+      path: the file to write.
+      obj: a JSON-ready value.
+    """
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode()))
+
+
+def write_vocab(out, ds):
+    """Save a token-sequence data set's vocabulary in ``out`` (``vocab.json``: ``vocab``, the
+    text of each token id, ``seq_len``, the window length T, and ``data``, the data set's name),
+    so that a trained model can decode and sample without its corpus. Nothing is written for
+    other tasks.
+
+    Args:
+      out: the run directory.
+      ds: the :class:`~fbackprop.data.Dataset` trained on.
+    """
+    if ds.vocab is None:
+        return
+    write_json(pathlib.Path(out) / VOCAB, {"vocab": list(ds.vocab),
+                                             "seq_len": int(ds.x_train.shape[1]),
+                                             "data": ds.name})
+
+
+def read_vocab(out):
+    """The vocabulary saved in the run directory ``out``.
+
+    Args:
+      out: the run directory.
+
+    Returns:
+      ``{"vocab": tuple of str, "seq_len": int, "data": str}``, or ``None`` when the run has
+      no vocabulary (it did not train on token sequences).
+
+    Raises:
+      ValueError: ``vocab.json`` is not JSON or lacks its fields.
+    """
+    path = pathlib.Path(out).absolute() / VOCAB
+    if not path.exists():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        vocab, seq_len = saved["vocab"], saved["seq_len"]
+        ok = (isinstance(vocab, list) and len(vocab) >= 2 and all(isinstance(t, str) for t in vocab)
+              and isinstance(seq_len, int) and seq_len >= 1)
+    except (json.JSONDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path} is damaged: expected a JSON object with \"vocab\" (a list of at "
+                         f"least two strings) and \"seq_len\" (an int ≥ 1). It is written at the "
+                         f"start of a run; start the run again with --force.")
+    return {"vocab": tuple(vocab), "seq_len": seq_len, "data": saved.get("data")}
+
+
+def check_vocab(saved, ds, out):
+    """On resume: the data set must have the vocabulary and window length the run was trained
+    with (a corpus edited since would change what every token id means).
+
+    Args:
+      saved: the run's vocabulary as :func:`read_vocab` read it (``None``: it has none).
+      ds: the data set the resumed run loaded.
+      out: the run directory (named in the message).
+
+    Raises:
+      ValueError: the vocabulary or the window length differs, or a token-sequence run lost its
+        ``vocab.json``.
+    """
+    if ds.vocab is None and saved is None:
+        return
+    if saved is None:
+        raise ValueError(f"--resume: {pathlib.Path(out) / VOCAB} is missing, so the vocabulary "
+                         f"this run was trained with is unknown. Start the run again with "
+                         f"--force.")
+    now = {"vocab": tuple(ds.vocab or ()), "seq_len": int(ds.x_train.shape[1])}
+    if (now["vocab"], now["seq_len"]) != (saved["vocab"], saved["seq_len"]):
+        raise ValueError(f"--resume: the data {ds.name!r} now has {len(now['vocab'])} tokens and "
+                         f"windows of {now['seq_len']}, but the run was trained with "
+                         f"{len(saved['vocab'])} tokens and windows of {saved['seq_len']} (saved "
+                         f"in {pathlib.Path(out) / VOCAB}); the corpus changed. Restore it, or "
+                         f"start a new run.")

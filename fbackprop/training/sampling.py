@@ -17,9 +17,9 @@ import numpy as np
 from ..inputs import require_int, require_number
 from ..network import Network
 from .load import load_run
-from .vocab import read_vocab
+from .rundir import read_vocab
 
-__all__ = ["sample_tokens", "sample_text"]
+__all__ = ["sample_tokens", "sample_text", "clear_cache"]
 
 
 def sample_tokens(net: Network, params, prompt, length: int, key, *, max_len: int,
@@ -61,8 +61,10 @@ def sample_tokens(net: Network, params, prompt, length: int, key, *, max_len: in
 
 @functools.lru_cache(maxsize=8)
 def _next_token(net, temperature):
-    """The jitted draw of the token after position ``last`` of a (1, max_len) window (jit
-    compiles it once per window length)."""
+    """The jitted draw of the token after position ``last`` of a (1, max_len) window, cached per
+    network and temperature (jit compiles it once per window length). :func:`load_run` builds a
+    registry network once per recipe, so sampling one run again reuses it; :func:`clear_cache`
+    empties it."""
 
     def step(params, window, last, key):
         logits = net.apply(params, window)[0, last]
@@ -118,3 +120,8 @@ def sample_text(out, prompt=None, length: int = 200, *, temperature: float = 1.0
                         jax.random.PRNGKey(seed), max_len=saved["seq_len"],
                         temperature=temperature)
     return "".join(vocab[i] for i in ids)
+
+
+def clear_cache():
+    """Forget the compiled sampling steps."""
+    _next_token.cache_clear()

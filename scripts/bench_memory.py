@@ -1,0 +1,177 @@
+"""Memory of one training step, hand-written rules vs jax.grad, from XLA's compiled memory analysis.
+
+For each model family at a small and a large size (the transformer at three), one jitted training
+step — gradient, then an optax Adam update of the parameters — is lowered and compiled twice: once
+with ``fb.manual_grad`` (the hand-written rules) and once with ``jax.grad`` of the same loss, and
+so is the gradient function alone. XLA's ``memory_analysis()`` of each compiled program gives the
+bytes of its temporary buffers (activations, deltas and workspace kept alive), of its arguments and
+of its outputs. Nothing is executed: the table is exact for the compiler that built it.
+
+Goal: hand-written ≤ autodiff in temporary bytes on every row (argument and output bytes are the
+parameters, optimizer state and batch, the same on both sides). The rows that miss are explained in
+docs/PERFORMANCE.md.
+
+Run:  python scripts/bench_memory.py [--only mlp,cnn,...] [--json] [--smoke]
+``--smoke`` builds every row at tiny sizes (the test suite runs it so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import fbackprop as fb
+
+COST = "softmax_cross_entropy"
+
+# (model, size label, constructor, x shape incl. batch, what the size means)
+SIZES = [
+    ("mlp", "small", lambda: fb.mlp((64, 64, 10), "relu", "identity"), (32, 64),
+     "64-64-10"),
+    ("mlp", "large", lambda: fb.mlp((1024, 2048, 2048, 10), "relu", "identity"), (256, 1024),
+     "1024-2048-2048-10"),
+    ("cnn", "small", lambda: fb.cnn((1, 16, 16), conv_channels=(8,), kernel_size=3, pool_size=2,
+                                    hidden=(32,), n_out=10, activation="relu"),
+     (64, 1, 16, 16), "1x16x16, conv 8 k3, pool 2, hidden 32"),
+    ("cnn", "large", lambda: fb.cnn((1, 28, 28), conv_channels=(16, 32), kernel_size=5,
+                                    pool_size=2, pool="max", hidden=(128,), n_out=10,
+                                    activation="relu"),
+     (128, 1, 28, 28), "1x28x28, conv 16-32 k5, max pool 2, hidden 128"),
+    ("rnn", "small", lambda: fb.rnn(8, 64, 10), (32, 20, 8), "n_in 8, H 64, T 20"),
+    ("rnn", "large", lambda: fb.rnn(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
+    ("lstm", "small", lambda: fb.lstm(8, 32, 10), (32, 20, 8), "n_in 8, H 32, T 20"),
+    ("lstm", "large", lambda: fb.lstm(32, 128, 10), (64, 100, 32), "n_in 32, H 128, T 100"),
+    ("gru", "small", lambda: fb.gru(8, 64, 10), (32, 20, 8), "n_in 8, H 64, T 20"),
+    ("gru", "large", lambda: fb.gru(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
+    ("transformer", "small", lambda: fb.transformer(64, 32, 4, 1, 16), (16, 16),
+     "1 block, V 64, D 32, 4 heads, T 16"),
+    ("transformer", "medium", lambda: fb.transformer(256, 128, 4, 2, 64), (16, 64),
+     "2 blocks, V 256, D 128, 4 heads, T 64"),
+    ("transformer", "large", lambda: fb.transformer(512, 256, 8, 4, 128), (8, 128),
+     "4 blocks, V 512, D 256, 8 heads, T 128"),
+]
+
+# --smoke: the same families at tiny sizes, so that the test suite builds every row in seconds
+SMOKE = [
+    ("mlp", "tiny", lambda: fb.mlp((4, 8, 3), "relu", "identity"), (4, 4), "4-8-3"),
+    ("cnn", "tiny", lambda: fb.cnn((1, 8), conv_channels=(2,), kernel_size=3, pool_size=2,
+                                   hidden=(4,), n_out=3, activation="relu"), (4, 1, 8), "1x8"),
+    ("rnn", "tiny", lambda: fb.rnn(2, 4, 3), (4, 3, 2), "n_in 2, H 4, T 3"),
+    ("lstm", "tiny", lambda: fb.lstm(2, 4, 3), (4, 3, 2), "n_in 2, H 4, T 3"),
+    ("gru", "tiny", lambda: fb.gru(2, 4, 3), (4, 3, 2), "n_in 2, H 4, T 3"),
+    ("transformer", "tiny", lambda: fb.transformer(8, 8, 2, 1, 4), (2, 4), "V 8, D 8, T 4"),
+]
+
+
+def batch(net, x_shape, key):
+    """A random input batch of ``x_shape`` for ``net`` (token ids for a transformer) and one-hot
+    targets for its output width."""
+    n_out = net.layers[-1].init(jax.random.PRNGKey(0))["b"].shape[0]
+    kx, ky = jax.random.split(key)
+    if net.input_vocab is None:
+        x = jax.random.normal(kx, x_shape, jnp.float32)
+        y = jax.nn.one_hot(jax.random.randint(ky, (x_shape[0],), 0, n_out), n_out)
+    else:  # token ids in, next-token one-hot targets at every position
+        x = jax.random.randint(kx, x_shape, 0, net.input_vocab)
+        y = jax.nn.one_hot(jax.random.randint(ky, x_shape, 0, n_out), n_out)
+    return x, y
+
+
+def memory(fn, *args) -> dict:
+    """XLA's memory analysis of ``jax.jit(fn)`` compiled for ``args`` (only their shapes and dtypes
+    are used; nothing runs).
+
+    Returns:
+      ``{"temp": bytes, "argument": bytes, "output": bytes}`` of the compiled program.
+    """
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if analysis is None:  # a backend without memory analysis
+        raise RuntimeError(f"XLA's memory analysis is not available on {jax.devices()[0]}")
+    return {"temp": int(analysis.temp_size_in_bytes),
+            "argument": int(analysis.argument_size_in_bytes),
+            "output": int(analysis.output_size_in_bytes)}
+
+
+def training_step(grad_fn, optimizer):
+    """``(params, opt_state, x, y) -> (params, opt_state)``: ``grad_fn``, then ``optimizer``."""
+    def step(params, opt_state, x, y):
+        updates, opt_state = optimizer.update(grad_fn(params, x, y), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+    return step
+
+
+def measure(rows):
+    """One dict per row of ``rows``: the model, its size, and for each side (``manual``,
+    ``autodiff``) the bytes of the gradient alone (``grad``) and of the whole step (``step``)."""
+    out = []
+    optimizer = optax.adam(1e-3)
+    for model, size, make, x_shape, desc in rows:
+        net = make()
+        params = net.init(jax.random.PRNGKey(0))
+        x, y = batch(net, x_shape, jax.random.PRNGKey(1))
+        opt_state = optimizer.init(params)
+        row = {"model": model, "size": size, "shape": desc, "batch": x_shape[0]}
+        for side, grad_fn in (("manual", fb.manual_grad(net, COST)),
+                              ("autodiff", jax.grad(fb.loss_fn(net, COST)))):
+            row[side] = {"grad": memory(grad_fn, params, x, y),
+                         "step": memory(training_step(grad_fn, optimizer), params, opt_state,
+                                        x, y)}
+        for part in ("grad", "step"):
+            row[f"{part}_temp_ratio"] = (row["manual"][part]["temp"]
+                                         / max(row["autodiff"][part]["temp"], 1))
+        out.append(row)
+    return out
+
+
+def _size(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number ≥ 1."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024 or unit == "MiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def table(rows) -> str:
+    """The rows as a markdown table (ratio = hand-written temporary bytes / jax.grad's)."""
+    lines = [f"device: {jax.devices()[0]}  jax {jax.__version__}  python "
+             f"{platform.python_version()}", "",
+             "| model | size | shape | batch | gradient temp: hand | jax.grad | ratio "
+             "| step temp: hand | jax.grad | ratio | step arguments | step outputs |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        m, a = r["manual"], r["autodiff"]
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['shape']} | {r['batch']} | "
+            f"{_size(m['grad']['temp'])} | {_size(a['grad']['temp'])} | "
+            f"{r['grad_temp_ratio']:.2f} | {_size(m['step']['temp'])} | "
+            f"{_size(a['step']['temp'])} | {r['step_temp_ratio']:.2f} | "
+            f"{_size(m['step']['argument'])} | {_size(m['step']['output'])} |")
+    lines += ["", "temp = XLA's temporary buffers of the compiled program; gradient = the gradient "
+              "function alone, step = gradient + Adam update; ratio = hand-written / jax.grad "
+              "(≤ 1: the hand-written rules need no more scratch memory)"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated subset of model families")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes (what the tests run)")
+    args = ap.parse_args(argv)
+    only = {s for s in args.only.split(",") if s}
+    rows = [r for r in (SMOKE if args.smoke else SIZES) if not only or r[0] in only]
+    result = measure(rows)
+    if args.json:
+        print(json.dumps({"device": str(jax.devices()[0]), "jax": jax.__version__,
+                          "rows": result}))
+    else:
+        print(table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

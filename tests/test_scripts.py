@@ -1,0 +1,72 @@
+"""The benchmark scripts under scripts/ run, at tiny sizes, and say what they claim.
+
+Speed is never timed here. Memory is XLA's compiled memory analysis, exact for the compiler that
+built the program, so the table's claim (hand-written ≤ jax.grad in temporary bytes) is checked.
+"""
+import importlib.util
+import json
+import pathlib
+
+import jax
+import pytest
+
+SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
+
+
+def load_script(name):
+    """Import ``scripts/<name>.py`` as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.float32
+def test_bench_memory_smoke_covers_every_family_and_hand_written_needs_no_more_scratch(capsys):
+    bench = load_script("bench_memory")
+    rows = bench.main(["--smoke"])
+    assert {r["model"] for r in rows} == {"mlp", "cnn", "rnn", "lstm", "gru", "transformer"}
+    for r in rows:
+        for side in ("manual", "autodiff"):
+            for part in ("grad", "step"):
+                assert all(r[side][part][k] > 0 for k in ("temp", "argument", "output")), r
+        # the same parameters, optimizer state and batch go in and come out on both sides
+        assert r["manual"]["step"]["argument"] == r["autodiff"]["step"]["argument"]
+        assert r["grad_temp_ratio"] <= 1.0 and r["step_temp_ratio"] <= 1.0, r
+    # the fused recurrent rules keep only the deltas that recur: strictly less than autodiff
+    assert all(r["grad_temp_ratio"] < 0.8 for r in rows if r["model"] in ("rnn", "lstm", "gru"))
+    table = capsys.readouterr().out
+    assert table.count("\n| ") == len(rows) + 2 and "ratio" in table
+
+
+@pytest.mark.float32
+def test_gpt2_step_smoke_takes_a_bf16_step_whose_slice_equals_jax_grad(capsys):
+    script = load_script("gpt2_step")
+    row = script.main(["--smoke"])
+    net = script.build(script.SMOKE)
+    assert row["params"] == sum(v.size for v in jax.tree.leaves(net.init(jax.random.PRNGKey(0))))
+    assert row["manual"]["step_s"] > 0 and 0 < row["manual"]["mfu"]
+    check = row["check"]
+    assert check["float64_rel_error"] <= 1e-10, check  # the hand-written rules = jax.grad
+    assert check["bf16_error_ratio"] <= 2.0, check     # bf16: within autodiff's own error budget
+    assert "MFU" in capsys.readouterr().out
+
+
+@pytest.mark.float32
+def test_gpu_report_smoke_writes_every_row_with_a_verdict(tmp_path, capsys):
+    # every section but gpt2, whose script test_gpt2_step_smoke runs
+    report = load_script("gpu_report")
+    sections = [s for s in report.SECTIONS if s != "gpt2"]
+    rep = report.main(["--smoke", "--out", str(tmp_path), "--only", ",".join(sections)])
+    saved = json.loads((tmp_path / "gpu_report.json").read_text())
+    assert saved["rows"] == rep["rows"] and saved["platform"] == jax.devices()[0].platform
+    names = " ".join(r["row"] for r in rep["rows"])
+    for part in ("ceiling", "mlp", "lstm", "rnn", "gru", "digits epoch", "fbackprop check"):
+        assert part in names, names
+    for r in rep["rows"]:
+        assert not r["note"].startswith("failed"), r      # no section crashed
+        assert r["value"] is not None or r["note"].startswith("not measured"), r
+    check = next(r for r in rep["rows"] if r["row"].startswith("fbackprop check"))
+    assert check["met"], check                            # the command passed
+    table = (tmp_path / "gpu_report.md").read_text()
+    assert table.count("\n| ") == len(rep["rows"]) + 2 and table in capsys.readouterr().out
