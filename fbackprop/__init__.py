@@ -7,7 +7,6 @@ generic recurrence turns them into the backward pass, and every rule is checked 
 """
 import importlib
 import importlib.util
-import warnings
 
 __version__ = "0.1.0"
 
@@ -17,7 +16,7 @@ _HOME = {
     **dict.fromkeys(("D", "compose", "nabla", "star"), "notation"),
     **dict.fromkeys(("Activation", "get_activation"), "activations"),
     **dict.fromkeys(("Cost", "get_cost"), "costs"),
-    **dict.fromkeys(("GradientCheckError", "GradientReport", "check", "check_grad",
+    **dict.fromkeys(("CheckOptions", "GradientCheckError", "GradientReport", "check", "check_grad",
                      "check_layer", "check_vjp", "check_custom_rules", "CustomRulesReport"),
                     "gradcheck"),
     "as_custom_vjp": "interop",
@@ -35,10 +34,6 @@ _HOME = {
 }
 _SUBMODULES = ("graph", "notation", "data", "testing")  # and fb.kernels (Pallas), on use
 
-# Modules renamed when the checker became a package; the old names still import, with a warning.
-_RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
-            "validate": "fbackprop.inputs", "rundir": "fbackprop.training.rundir"}
-
 
 def __getattr__(name):
     if name in _HOME:
@@ -48,10 +43,6 @@ def __getattr__(name):
     if name in _SUBMODULES or (not name.startswith("_")
                                and importlib.util.find_spec(f"{__name__}.{name}") is not None):
         return importlib.import_module(f"{__name__}.{name}")  # e.g. fb.training, fb.gradcheck
-    if name in _RENAMED:
-        warnings.warn(f"fbackprop.{name} is deprecated; use {_RENAMED[name]}.", DeprecationWarning,
-                      stacklevel=2)
-        return importlib.import_module(_RENAMED[name])
     raise AttributeError(f"module 'fbackprop' has no attribute {name!r}")
 
 
@@ -72,8 +63,8 @@ __all__ = [
     # models
     "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms",
     # checking
-    "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
-    "check_custom_rules", "CustomRulesReport", "testing",
+    "check", "check_grad", "check_vjp", "check_layer", "CheckOptions", "GradientReport",
+    "GradientCheckError", "check_custom_rules", "CustomRulesReport", "testing",
     # the JAX ecosystem
     "as_custom_vjp",
     # training and data

@@ -9,6 +9,11 @@ TEXTS = ("Kamper", "Gordon", "Bradbury", "Fleuret", "Jin")
 
 
 def add_parser(subparsers):
+    """Register ``fbackprop errata`` and its options.
+
+    Args:
+      subparsers: the ``argparse`` sub-parser collection of the ``fbackprop`` command.
+    """
     p = subparsers.add_parser(
         "errata", help=SUMMARIES["errata"],
         description="Evaluate every equation of the five source texts that fbackprop implements, "
@@ -48,6 +53,14 @@ def consistent(result) -> bool:
 
 
 def run(args) -> int:
+    """Run ``fbackprop errata``: evaluate the selected equations and print the table.
+
+    Args:
+      args: the parsed command line.
+
+    Returns:
+      The exit status: 0 when every equation behaves as the table says, else 1.
+    """
     from .. import errata
 
     entries = [e for e in errata.REGISTRY if args.text in (None, e.text)]
