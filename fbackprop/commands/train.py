@@ -83,6 +83,10 @@ def add_parser(subparsers):
     p.add_argument("--features-per-step", type=int,
                    help="rnn/lstm/gru on 1-D signals: samples per time step (default: the data "
                         "set's, 8 for mnist1d: 5 steps of 8)")
+    p.add_argument("--shard-params", action="store_true", default=None,
+                   help="split each parameter and its optimizer state over the devices that "
+                        "split the batch (FSDP-style; leaves under 1024 elements stay "
+                        "replicated; see docs/DISTRIBUTED.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="keep the log messages of third-party libraries (absl, orbax)")
@@ -165,7 +169,7 @@ def _options(args, distributed) -> dict:
     """The keyword arguments of ``fbackprop.train`` that the command line gives."""
     names = ("mode", "optimizer", "lr", "epochs", "batch_size", "grad", "seed", "hidden",
              "check_every", "checkpoint_every", "features_per_step", "weight_decay", "out",
-             "resume", "force")
+             "resume", "force", "shard_params")
     return {**{n: getattr(args, n) for n in names}, "distributed": distributed,
             "progress": not args.no_progress}
 

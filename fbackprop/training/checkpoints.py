@@ -31,12 +31,28 @@ def checksum(state) -> dict:
     leaves = []
     total = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        a = np.ascontiguousarray(_host(leaf))
         digest = hashlib.sha256(a.tobytes()).hexdigest()
         total.update(digest.encode())
         leaves.append({"path": jax.tree_util.keystr(path), "dtype": str(a.dtype),
                        "shape": list(a.shape), "sha256": digest})
     return {"sha256": total.hexdigest(), "leaves": leaves}
+
+
+def _host(leaf) -> np.ndarray:
+    """The whole value of ``leaf`` on the host. A leaf sharded across processes (``shard_params``
+    with several processes) is all-gathered, so every process must call this for it."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(jax.device_get(leaf))
+
+
+def _spans_processes(state) -> bool:
+    """Whether a leaf of ``state`` is split across processes (so hashing it is a collective)."""
+    return any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+               for leaf in jax.tree.leaves(state))
 
 
 def verify(state, expected: dict):
@@ -53,7 +69,7 @@ def verify(state, expected: dict):
     if len(leaves) != len(expected["leaves"]):
         return (f"it holds {len(expected['leaves'])} arrays, the run expects {len(leaves)}")
     for leaf, e in zip(leaves, expected["leaves"]):
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)).astype(e["dtype"]))
+        a = np.ascontiguousarray(_host(leaf).astype(e["dtype"]))
         if list(a.shape) != e["shape"] or hashlib.sha256(a.tobytes()).hexdigest() != e["sha256"]:
             return f"checksum mismatch in {e['path'] or 'the state'} (the data is damaged)"
     return None
@@ -122,7 +138,12 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         self.finish()
-        digest = checksum(state) if jax.process_index() == 0 else None
+        # A state split across processes is gathered leaf by leaf by every process; otherwise
+        # process 0 alone hashes it.
+        digest = (checksum(state) if jax.process_index() == 0 or _spans_processes(state)
+                  else None)
+        if jax.process_index() != 0:
+            digest = None
         self.manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
         self._pending = (epoch, digest)
 
