@@ -1,8 +1,10 @@
 """Sharded parameters (``shard_params=True``): the placement rule, and on 4 host devices (a
 subprocess: the device count is fixed before JAX starts) the transformer trained with its
-parameters and optimizer state split over the devices ends where one device ends, each device
-holding about a quarter of the parameter bytes, and a resumed sharded run equals an uninterrupted
-one. The multi-process case is in test_distributed.py."""
+parameters and optimizer state split over the devices (the momentum trace split like its
+parameters) ends where one device ends, each device holding about a quarter of the parameter
+bytes, and a resumed sharded run equals an uninterrupted one. The multi-process case is in
+test_distributed.py."""
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import fbackprop as fb
+from fbackprop import cli
 from fbackprop.training.sharding import partition_spec
 
 
@@ -35,9 +38,21 @@ def test_shard_params_must_be_a_bool():
         fb.train("mlp", "xor", epochs=1, shard_params="yes")
 
 
+@pytest.mark.float32
+def test_the_flag_is_saved_and_a_resume_keeps_it(tmp_path):
+    out = tmp_path / "run"
+    base = ["train", "--data", "xor", "--hidden", "4", "--no-progress", "--out", str(out)]
+    assert cli.main([*base, "--epochs", "1", "--shard-params"]) == 0  # one device: a no-op
+    assert json.loads((out / "config.json").read_text())["shard_params"] is True
+    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2",
+                     "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text())["shard_params"] is True
+
+
 FOUR_DEVICES = textwrap.dedent("""
     import sys, jax, numpy as np
     import fbackprop as fb
+    from fbackprop.training import loop
     from fbackprop.training.sharding import per_device_bytes
     from jax.sharding import PartitionSpec as P
     tmp = sys.argv[1]
@@ -54,6 +69,11 @@ FOUR_DEVICES = textwrap.dedent("""
     fb.train("transformer", "modadd", epochs=1, shard_params=True, out=f"{tmp}/part", **kw)
     resumed = fb.train(epochs=2, out=f"{tmp}/part", resume=True)
     assert whole.devices == 4 and resumed.restored.epoch == 1
+    try:
+        fb.train("transformer", "modadd", epochs=1, shard_params=True, **dict(kw, batch_size=30))
+        raise AssertionError("a batch of 30 split over 4 devices")
+    except ValueError as err:
+        assert "not a multiple of the 4 devices. Use --batch-size 28" in str(err), err
     print("sharded vs one device", largest(whole.params, one.params))
     print("resumed vs uninterrupted", largest(resumed.params, whole.params))
     for run in (whole, resumed):
@@ -62,6 +82,9 @@ FOUR_DEVICES = textwrap.dedent("""
         assert specs["['block0.attn.1']['W_qkv']"] == P("batch"), specs
         assert specs["['logits']['W']"] == P(None, "batch"), specs  # 99 rows do not split
         assert specs["['logits']['b']"] == P(), specs  # 99 elements: replicated
+    state = loop.prepare("transformer", "modadd", dict(kw, epochs=1, shard_params=True)).built.state
+    specs = [leaf.sharding.spec for leaf in jax.tree.leaves(state["params"])]
+    assert [leaf.sharding.spec for leaf in jax.tree.leaves(state["opt_state"])] == specs
     held = per_device_bytes(whole.params)
     total = sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(whole.params))
     assert len(held) == 4 and len(set(held.values())) == 1, held

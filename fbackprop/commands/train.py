@@ -265,7 +265,9 @@ def _report(result, caught):
           f"{c.epochs} epochs, {c.grad} gradients"
           + (f", {c.features_per_step} features per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
-          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")
+          + (", parameters and optimizer state split across them"
+             if c.shard_params and result.devices > 1 else ""))
     if last is not None:
         if last["test_accuracy"] is not None:
             print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% "

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from .rundir import CHECKPOINTS, CHECKSUM, QUARANTINE, fsync_dir, write_json
+from .sharding import host_value, spans_processes
 
 __all__ = ["Restored", "Checkpoints", "checkpoint_manager", "restore", "restore_latest",
            "checksum", "verify", "move_aside"]
@@ -31,28 +32,12 @@ def checksum(state) -> dict:
     leaves = []
     total = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        a = np.ascontiguousarray(_host(leaf))
+        a = np.ascontiguousarray(host_value(leaf))
         digest = hashlib.sha256(a.tobytes()).hexdigest()
         total.update(digest.encode())
         leaves.append({"path": jax.tree_util.keystr(path), "dtype": str(a.dtype),
                        "shape": list(a.shape), "sha256": digest})
     return {"sha256": total.hexdigest(), "leaves": leaves}
-
-
-def _host(leaf) -> np.ndarray:
-    """The whole value of ``leaf`` on the host. A leaf sharded across processes (``shard_params``
-    with several processes) is all-gathered, so every process must call this for it."""
-    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
-    return np.asarray(jax.device_get(leaf))
-
-
-def _spans_processes(state) -> bool:
-    """Whether a leaf of ``state`` is split across processes (so hashing it is a collective)."""
-    return any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
-               for leaf in jax.tree.leaves(state))
 
 
 def verify(state, expected: dict):
@@ -69,7 +54,7 @@ def verify(state, expected: dict):
     if len(leaves) != len(expected["leaves"]):
         return (f"it holds {len(expected['leaves'])} arrays, the run expects {len(leaves)}")
     for leaf, e in zip(leaves, expected["leaves"]):
-        a = np.ascontiguousarray(_host(leaf).astype(e["dtype"]))
+        a = np.ascontiguousarray(host_value(leaf).astype(e["dtype"]))
         if list(a.shape) != e["shape"] or hashlib.sha256(a.tobytes()).hexdigest() != e["sha256"]:
             return f"checksum mismatch in {e['path'] or 'the state'} (the data is damaged)"
     return None
@@ -112,8 +97,9 @@ class Checkpoints:
     :meth:`finish`), so a step is never verified before it is complete.
 
     Several processes: every process calls :meth:`save` (orbax coordinates them, and its wait
-    returns only once the step is complete on all of them); process 0 alone hashes the state
-    and writes the checksum files.
+    returns only once the step is complete on all of them); process 0 alone writes the checksum
+    files. It alone hashes the state too, unless the state is split across processes
+    (``shard_params``): then every process takes part in gathering each leaf to hash it.
 
     Args:
       out: the run directory.
@@ -140,7 +126,7 @@ class Checkpoints:
         self.finish()
         # A state split across processes is gathered leaf by leaf by every process; otherwise
         # process 0 alone hashes it.
-        digest = (checksum(state) if jax.process_index() == 0 or _spans_processes(state)
+        digest = (checksum(state) if jax.process_index() == 0 or spans_processes(state)
                   else None)
         if jax.process_index() != 0:
             digest = None

@@ -50,7 +50,7 @@ from .checkpoints import Checkpoints, move_aside, restore_latest
 from .config import Settings, TrainConfig, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
-from .sharding import ParamSharding
+from .sharding import ParamSharding, host_value
 
 __all__ = ["train", "prepare", "train_prepared", "settle", "build_state", "open_run",
            "run_epochs", "Prepared", "Built", "Opened", "TrainResult", "TrainingStopped",
@@ -591,7 +591,8 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
         # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
         # failing layer is the one whose own rule is wrong, not merely the lowest affected one.
         x, y = batch_at(step, epoch_key, b.feed.host, b.setup.batch_size)
-        report = check(b.setup.net, b.setup.cost, params, x, encode_targets(b.setup, y),
+        whole = jax.tree.map(host_value, params)  # split across processes: all gather
+        report = check(b.setup.net, b.setup.cost, whole, x, encode_targets(b.setup, y),
                        dtype="float64")
         located = (f"The gradient checker locates it: {report.failure_message()}"
                    if not report.ok else

@@ -33,7 +33,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["MIN_SHARDED_SIZE", "partition_spec", "ParamSharding", "per_device_bytes"]
+__all__ = ["MIN_SHARDED_SIZE", "partition_spec", "ParamSharding", "per_device_bytes",
+           "host_value", "spans_processes"]
 
 # Leaves with fewer elements stay replicated: 1024 float32 values are 4 KiB.
 MIN_SHARDED_SIZE = 1024
@@ -118,6 +119,38 @@ class ParamSharding(NamedTuple):
                                                 lambda index: host[index])
 
         return jax.tree.map(put, tree)
+
+
+def host_value(leaf) -> np.ndarray:
+    """The whole value of ``leaf`` as a NumPy array. A leaf split across processes
+    (``shard_params`` with several processes) is all-gathered: every process must then call this
+    for the same leaves in the same order.
+
+    Args:
+      leaf: a ``jax.Array``, NumPy array or number.
+
+    Returns:
+      A NumPy array.
+    """
+    if spans_processes(leaf):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(jax.device_get(leaf))
+
+
+def spans_processes(tree) -> bool:
+    """Whether a leaf of ``tree`` is split across processes (so reading it whole is a
+    collective).
+
+    Args:
+      tree: a pytree.
+
+    Returns:
+      ``True`` when some ``jax.Array`` leaf is not fully addressable from this process.
+    """
+    return any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+               for leaf in jax.tree.leaves(tree))
 
 
 def per_device_bytes(tree) -> dict:
