@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["MIN_SHARDED_SIZE", "partition_spec", "ParamSharding", "per_device_bytes",
@@ -133,8 +134,6 @@ def host_value(leaf) -> np.ndarray:
       A NumPy array.
     """
     if spans_processes(leaf):
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
     return np.asarray(jax.device_get(leaf))
 
