@@ -164,8 +164,9 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         global one), or on ``resume`` the saved value.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
-        with its saved settings when it has none); ``lr``, ``epochs`` and ``checkpoint_every``
-        may change on resume (recorded in the ``"history"`` of ``config.json``).
+        with its saved settings when it has none); ``lr``, ``epochs``, ``checkpoint_every``
+        and ``shard_params`` may change on resume (recorded in the ``"history"`` of
+        ``config.json``).
       force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
         size divides evenly).
