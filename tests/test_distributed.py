@@ -270,7 +270,7 @@ def test_sharded_parameters_across_processes_resume_and_equal_one_process(tmp_pa
         coordinator = f"127.0.0.1:{_free_port()}"
         procs = [spawn([sys.executable, "-c", SHARDED_WORKER, coordinator, str(i), str(out),
                         str(epochs), resume], env) for i in (0, 1)]
-        outputs = _finish(procs)
+        outputs = _finish(procs, timeout=300)  # two compiles each (manual and checked)
     for output in outputs:  # W (128, 64) split along its 128 rows: 2 slices of 32 per process
         assert "devices 4 W (128, 64) ('batch',) local [(32, 64), (32, 64)]" \
             in output, output
