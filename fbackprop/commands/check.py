@@ -20,7 +20,7 @@ import sys
 
 from ..costs import COSTS
 from ..training.registry import MODELS as TRAINABLE
-from . import any_case
+from . import SUMMARIES, any_case
 
 # every family the trainer builds, and the residual graph network, which is checked only
 MODELS = TRAINABLE + tuple(m for m in ("residual", "transformer") if m not in TRAINABLE)
@@ -28,7 +28,7 @@ MODELS = TRAINABLE + tuple(m for m in ("residual", "transformer") if m not in TR
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "check", help="check hand-written gradients against jax.grad, layer by layer",
+        "check", help=SUMMARIES["check"],
         description="Check each built-in configuration at a random point: every layer's "
                     "hand-written D_param and D_input against jax.vjp of its forward at the "
                     "autodiff delta, the cost's derivative, and the whole gradient against "

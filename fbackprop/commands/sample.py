@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import sys
 
+from . import SUMMARIES
+
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "sample", help="generate text with a trained character model",
+        "sample", help=SUMMARIES["sample"],
         description="Continue a prompt with the character-level transformer trained in a run "
                     "directory (fbackprop train --model transformer --data text:PATH --out "
                     "DIR). The network is rebuilt from the run's config.json and vocab.json "
