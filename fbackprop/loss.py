@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
-from .inputs import as_network_input, require_finite, require_params, require_target
+from .inputs import as_network_input, require_finite, require_mask, require_params, require_target
 from .network import Network, _keyed, backward, forward
 
 __all__ = ["batch_mean_cost", "loss_fn", "Backprop", "backprop", "manual_grad", "astype"]
@@ -29,7 +29,9 @@ def batch_mean_cost(cost, y, a, mask=None):
       a: the network output a_L, shape (batch, …); per example the cost is summed over every
         axis but the batch (a sequence's J = Σ_τ J^(τ), Jin eq. 28).
       mask: optional (batch,) weights of 1 (an example) and 0 (padding): the mean is then over
-        the examples alone, padding contributing nothing.
+        the examples alone, padding contributing nothing. :func:`loss_fn`, :func:`backprop` and
+        :func:`manual_grad` refuse another shape, and (outside ``jit``) NaN, negative weights
+        or a mask of zeros.
 
     Returns:
       A scalar.
@@ -58,13 +60,14 @@ def _output_delta(cost, y, a_L, mask):
     return D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask)
 
 
-def _prepare(net, cost, params, x, y):
+def _prepare(net, cost, params, x, y, mask):
     x = as_network_input(x, net.input_shape, net.input_vocab)
     require_finite(x, "x")  # concrete arrays only: nothing under jit
+    mask = require_mask(mask, x.shape[0])
     require_params(net, params)
     activations = forward(net, params, x)
     y = require_target(y, activations[-1], cost_name=cost.name)
-    return activations, y
+    return activations, y, mask
 
 
 def loss_fn(net: Network, cost):
@@ -83,7 +86,7 @@ def loss_fn(net: Network, cost):
     cost = get_cost(cost)
 
     def loss(params, x, y, mask=None):
-        activations, y = _prepare(net, cost, params, x, y)
+        activations, y, mask = _prepare(net, cost, params, x, y, mask)
         return batch_mean_cost(cost, y, activations[-1], mask)
 
     return loss
@@ -126,7 +129,7 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
     cost = get_cost(cost)
 
     def run(params, x, y, mask=None):
-        activations, y = _prepare(net, cost, params, x, y)
+        activations, y, mask = _prepare(net, cost, params, x, y, mask)
         a_L = activations[-1]
         d_L = _output_delta(cost, y, a_L, mask)  # D(C y) a_L, averaged over the batch
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)

@@ -26,7 +26,8 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from .inputs import as_network_input, require_params, require_tree_like
+from .inputs import (as_network_input, is_concrete, require_fits, require_params, require_tree_like,
+                     tree_bytes)
 from .layers.base import Layer
 
 __all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward"]
@@ -76,6 +77,13 @@ class Network:
         return tuple((i,) for i in range(len(self.layers))) if self.inputs is None else self.inputs
 
     def init(self, key):
+        if is_concrete(key):  # size the parameters before XLA allocates them
+            device = next(iter(key.devices()), None) if hasattr(key, "devices") else None
+            require_fits(tree_bytes(jax.eval_shape(self._init, key)), f"{self.name}: parameters",
+                         device=device, fix="Build a smaller network (fewer or narrower layers).")
+        return self._init(key)
+
+    def _init(self, key):
         keys = jax.random.split(key, len(self.layers))
         params = [layer.init(k) for layer, k in zip(self.layers, keys)]
         return tuple(params) if self.nodes is None else dict(zip(self.nodes, params))

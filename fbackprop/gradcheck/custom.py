@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs import require_number
+from ..inputs import as_float_input, require_finite, require_number
 from ..layers.base import Layer
 from ..loss import astype
 from ..network import serial
@@ -110,6 +110,8 @@ def check_vjp(f, *args, dtype="float64", jvp: bool = True, finite_differences: b
     with precision_for(dtype):
         args = astype(tuple(args), jnp.dtype(dtype))
         _require_float_leaves(args, "check_vjp")
+        # NaN or inf would make every row fail and blame the rule (fb.check refuses them too)
+        require_finite(args, "check_vjp: args", fix="Check the rule at finite values.")
         u = _random_like(jax.eval_shape(f.fun, *args), rng, dtype)
         v = _random_like(args, rng, dtype)
         plan, V, rand_idx = fd_inputs(fd, args, rng)
@@ -164,6 +166,8 @@ def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
 
     Raises:
       TypeError: ``layer`` is not a Layer, or ``a`` is not floating.
+      ValueError: ``a`` is an empty batch or has no batch axis, or ``a`` or ``params`` hold
+        NaN or inf (every row would fail and blame the rule).
       GradientCheckError: with ``raise_on_failure=True``, naming the first failing rule.
     """
     if not isinstance(layer, Layer):
@@ -177,6 +181,9 @@ def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
     with precision_for(dtype):
         params, a = astype((params, jnp.asarray(a)), jnp.dtype(dtype))
         _require_float_leaves((a,), "check_layer")
+        as_float_input(a, argument="check_layer: a")  # an empty batch would check nothing
+        for what, tree in (("params", params), ("a", a)):  # NaN would fail every row
+            require_finite(tree, f"check_layer: {what}", fix="Check the rule at finite values.")
         u = _random_like(jax.eval_shape(layer.apply, params, a), rng, dtype)
         v = _random_like((params, a), rng, dtype)
         plan, V, rand_idx = fd_inputs(fd, (params, a), rng)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ..activations import get_activation
-from ..inputs import require_positive_int
+from ..inputs import require_bool, require_positive_int
 from .base import Layer, Probes
 
 __all__ = ["dense"]
@@ -46,6 +46,7 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
     """
     n_in = require_positive_int(n_in, "n_in", who="dense")
     n_out = require_positive_int(n_out, "n_out", who="dense")
+    bias = require_bool(bias, "bias", who="dense", fix="Pass bias=False to drop b.")
     g = get_activation(activation)
     gain = math.sqrt(2.0) if g.name == "relu" else 1.0
 

@@ -41,7 +41,7 @@ import numpy as np
 from .. import data as datasets
 from ..costs import get_cost
 from ..gradcheck import TOLERANCE, check
-from ..inputs import require_choice
+from ..inputs import require_bool, require_choice
 from ..network import Network
 from . import distributed as multiprocess
 from . import metrics, rundir
@@ -315,6 +315,9 @@ def settle(model, data, options: dict) -> Settings:
     o = dict(options)
     out, resume, force = o.pop("out", None), o.pop("resume", False), o.pop("force", False)
     devices, progress = o.pop("devices", None), o.pop("progress", False)
+    for flag, value in (("resume", resume), ("force", force), ("progress", progress)):
+        require_bool(value, flag, fix="A flag must be a bool: a string such as 'no' is truthy "
+                                      "(force='no' would delete the run).")
     if multiprocess.initialize(o.pop("distributed", None)) and devices is not None:
         raise ValueError("devices: a multi-process run splits each batch across every device of "
                          "every process; received an explicit device list. Leave devices out.")
