@@ -101,6 +101,11 @@ def validated(ds: Dataset) -> Dataset:
             raise ValueError(f"x_{split} must be an array (n, ...) with n ≥ 1 matching y_{split}; "
                              f"received x_{split} of shape {np.shape(x)} and y_{split} of shape "
                              f"{np.shape(y)}.")
+    if np.shape(ds.x_train)[1:] != np.shape(ds.x_test)[1:]:
+        raise ValueError(f"x_train and x_test must hold examples of one shape (the network's "
+                         f"input), received x_train of shape {np.shape(ds.x_train)} and x_test "
+                         f"of shape {np.shape(ds.x_test)}. Fix: give both splits the same "
+                         f"features.")
     if ds.task == "sequence":
         return _validated_sequence(ds)
     for split, x in (("train", ds.x_train), ("test", ds.x_test)):

@@ -148,7 +148,7 @@ def check(net: Network, cost, params, x, y, *, dtype="float64", finite_differenc
     dtype, fd, resample, tolerance, fd_tolerance, kink_tol = _settings(
         dtype, finite_differences, eps, directions, fd_elements, resample, tolerance,
         fd_tolerance, kink_tol)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(require_int(seed, "seed", minimum=0))
     with precision_for(dtype):
         require_params(net, params)  # floating, finite, shaped like net.init's
         params = astype(params, jnp.dtype(dtype))
@@ -228,7 +228,8 @@ def check_grad(loss: Callable, grad_fn: Callable, params, *args, dtype="float64"
                             f"  expected: {jax.tree.structure(params)}\n"
                             f"  received: {jax.tree.structure(got)}\n"
                             f"grad_fn must return a gradient shaped like params.")
-        plan, V, rand_idx = fd_inputs(fd, params, np.random.default_rng(seed))
+        rng = np.random.default_rng(require_int(seed, "seed", minimum=0))
+        plan, V, rand_idx = fd_inputs(fd, params, rng)
         call = (params, args, jnp.asarray(V, dtype), jnp.asarray(rand_idx))
         fn, notes = program(grad_core, (loss, grad_fn, fd, plan), spec(call), jit)
         out = jax.device_get(fn(*call))

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs import as_float_input, require_finite, require_number
+from ..inputs import (as_float_input, require_finite, require_int, require_number,
+                      require_tree_like)
 from ..layers.base import Layer
 from ..loss import astype
 from ..network import serial
@@ -106,7 +107,7 @@ def check_vjp(f, *args, dtype="float64", jvp: bool = True, finite_differences: b
     fd = fd_settings(dtype, finite_differences, eps, directions, fd_elements)
     tolerance, fd_tolerance = _bound(tolerance, "tolerance"), _bound(fd_tolerance, "fd_tolerance")
     kink_tol = require_number(kink_tol, "kink_tol", minimum=0)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(require_int(seed, "seed", minimum=0))
     with precision_for(dtype):
         args = astype(tuple(args), jnp.dtype(dtype))
         _require_float_leaves(args, "check_vjp")
@@ -177,14 +178,23 @@ def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
     dtype, fd, resample, tolerance, fd_tolerance, kink_tol = _settings(
         dtype, finite_differences, eps, directions, fd_elements, resample, tolerance,
         fd_tolerance, kink_tol)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(require_int(seed, "seed", minimum=0))
+    require_tree_like(params, jax.eval_shape(layer.init, jax.random.PRNGKey(0)),
+                      what="check_layer: params",
+                      fix="Pass layer.init(key) or a tree shaped like it.")
     with precision_for(dtype):
         params, a = astype((params, jnp.asarray(a)), jnp.dtype(dtype))
         _require_float_leaves((a,), "check_layer")
         as_float_input(a, argument="check_layer: a")  # an empty batch would check nothing
         for what, tree in (("params", params), ("a", a)):  # NaN would fail every row
             require_finite(tree, f"check_layer: {what}", fix="Check the rule at finite values.")
-        u = _random_like(jax.eval_shape(layer.apply, params, a), rng, dtype)
+        try:
+            out_spec = jax.eval_shape(layer.apply, params, a)
+        except TypeError as err:  # a raw JAX shape error: the input does not fit the layer
+            raise ValueError(f"check_layer: a of shape {a.shape} does not fit {layer.name}: "
+                             f"{str(err).rstrip('.')}. Give a the shape the layer expects, "
+                             f"with a leading batch axis.") from err
+        u = _random_like(out_spec, rng, dtype)
         v = _random_like((params, a), rng, dtype)
         plan, V, rand_idx = fd_inputs(fd, (params, a), rng)
         V, rand_idx = jnp.asarray(V, dtype), jnp.asarray(rand_idx)

@@ -14,11 +14,12 @@ from .arrays import (as_float_input, as_network_input, is_concrete, require_fini
                      require_params, require_target, require_target_values, require_tree_like,
                      shape_str)
 from .memory import free_bytes, require_fits, tree_bytes
-from .scalars import (lookup, require_bool, require_callable, require_choice, require_fraction,
+from .scalars import (lookup, require_bool, require_callable, require_choice, require_float_dtype,
+                      require_fraction,
                       require_int, require_number, require_positive_int, require_positive_ints)
 
 __all__ = ["require_int", "require_positive_int", "require_positive_ints", "require_number",
            "require_fraction", "require_choice", "require_bool", "require_callable", "lookup",
            "as_float_input", "as_network_input", "require_target", "require_tree_like", "require_params",
            "shape_str", "require_finite", "require_target_values", "is_concrete", "require_mask",
-           "tree_bytes", "free_bytes", "require_fits"]
+           "tree_bytes", "free_bytes", "require_fits", "require_float_dtype"]

@@ -117,7 +117,11 @@ def require_target(y, a, *, cost_name: str):
       cost_name: the cost, for messages.
     """
     if not hasattr(y, "dtype"):
-        y = jnp.asarray(y)
+        y = np.asarray(y)
+    if not (jnp.issubdtype(y.dtype, jnp.number) or y.dtype == jnp.bool_):
+        raise TypeError(f"y must be a numeric array shaped like the network output "
+                        f"{tuple(a.shape)}, received dtype {y.dtype}. Pass the targets as "
+                        f"numbers.")
     if (cost_name == "softmax_cross_entropy" and jnp.issubdtype(y.dtype, jnp.integer)
             and a.ndim == 3 and tuple(y.shape) == tuple(a.shape[:-1])):
         y = jax.nn.one_hot(y, a.shape[-1], dtype=a.dtype)  # next-token ids (batch, T) → one-hot

@@ -29,7 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer
 
 __all__ = ["causal_self_attention", "softmax_backward", "scores_backward"]
@@ -58,6 +58,7 @@ def causal_self_attention(d_model: int, n_heads: int, *, dtype=jnp.float32) -> L
       "W_o": (D, D), "b_o": (D,)}``; ``D_input``, ``D_param`` and the fused ``backward`` are the
       derivation in the module docstring, sharing one forward recomputation.
     """
+    dtype = require_float_dtype(dtype, who="causal_self_attention")
     D = require_positive_int(d_model, "d_model", who="causal_self_attention")
     H = require_positive_int(n_heads, "n_heads", who="causal_self_attention")
     if D % H:

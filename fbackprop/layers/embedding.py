@@ -8,7 +8,7 @@ The input is discrete, so the loss has no derivative with respect to it: ``D_inp
 zeros of x's shape in d's dtype (what ``jax.vjp``'s float0 cotangent stands for).
 An id outside [0, vocab) is refused with a ``ValueError`` when x is concrete (the network's input
 check); under ``jit`` no value can raise, so the forward and its rule both clamp the id into
-[0, vocab − 1] (a departure: ``jnp.take``'s default fills with NaN, which poisoned every gradient).
+[0, vocab − 1] (a departure: ``jnp.take``'s default fills with NaN, poisoning every gradient).
 
 ``positional``: f p a = a + P[:T] for a of shape (batch, T, d), P (max_len, d) learned. ∂J/∂a = d;
 ∂J/∂P[t] = Σ_b d_{b,t} for t < T and 0 for the rows not used.
@@ -20,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer
 
 __all__ = ["embedding", "positional"]
@@ -40,6 +40,7 @@ def embedding(vocab_size: int, d: int, *, dtype=jnp.float32) -> Layer:
       ``input_vocab = vocab_size``; ``D_param`` is the scatter-add over token ids, ``D_input``
       zeros (the module docstring).
     """
+    dtype = require_float_dtype(dtype, who="embedding")
     vocab_size = require_positive_int(vocab_size, "vocab_size", who="embedding")
     d_model = require_positive_int(d, "d", who="embedding")
 
@@ -75,6 +76,7 @@ def positional(max_len: int, d: int, *, dtype=jnp.float32) -> Layer:
     Returns:
       A :class:`~fbackprop.Layer` with parameters ``{"P": (max_len, d)}`` (init N(0, 0.02²)).
     """
+    dtype = require_float_dtype(dtype, who="positional")
     max_len = require_positive_int(max_len, "max_len", who="positional")
     d_model = require_positive_int(d, "d", who="positional")
 

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
-from ..inputs import require_choice, require_positive_int
+from ..inputs import require_choice, require_float_dtype, require_positive_int
 from .base import Layer, Probes
 
 __all__ = ["rnn_layer", "require_output", "require_sequence", "time_major", "batch_major",
@@ -88,6 +88,7 @@ def rnn_layer(n_in: int, n_hidden: int, activation="tanh", *, output: str = "las
       ``D_input``/``D_param``/``backward`` are BPTT by hand (one reverse ``lax.scan``; see the
       module docstring); ``probes.time_deltas`` gives ∂J/∂h_τ for every τ.
     """
+    dtype = require_float_dtype(dtype, who="rnn_layer")
     n_in = require_positive_int(n_in, "n_in", who="rnn_layer")
     n_hidden = require_positive_int(n_hidden, "n_hidden", who="rnn_layer")
     g = get_activation(activation)
