@@ -309,3 +309,15 @@ def test_cli_refuses_resume_with_force(tmp_path, capsys):
 
     assert cli.main(["train", "--out", str(tmp_path), "--resume", "--force"]) == 2
     assert "Pass one of them" in capsys.readouterr().err
+
+
+def test_a_custom_rule_reached_at_an_inf_operand_is_skipped_not_blamed():
+    """check_vjp refuses NaN/inf arguments; the sweep over a program's rules names the operand
+    and skips that call instead of failing the rule (or stopping the sweep)."""
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, u: (jnp.cos(x) * u,))
+    report = fb.check_custom_rules(lambda x: f(x).sum(), jnp.array([1.0, jnp.inf]))
+    assert "operand(s) [0] hold NaN or inf" in str(report) and "skipped" in str(report)
