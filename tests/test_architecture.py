@@ -162,11 +162,3 @@ def test_swapping_a_rule_drops_the_fused_rule_built_from_the_old_one():
     assert good.backward is not None and swapped.backward is None
     kept = good._replace(name="renamed")
     assert kept.backward is good.backward
-
-
-def test_renamed_modules_still_work_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="fbackprop.gradcheck"):
-        assert fb.verify.TOLERANCE is fb.gradcheck.TOLERANCE
-    with pytest.warns(DeprecationWarning, match="fbackprop.gradcheck"):
-        assert fb.checker.check is fb.check
-
