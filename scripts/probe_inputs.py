@@ -174,8 +174,8 @@ CASES = [
     ("delta_norms y wrong shape", ["y"], lambda: fb.delta_norms(NET, "mse", PARAMS, X, Y[:, :2])),
     # --- checks ---
     ("check x NaN", ["x"], lambda: fb.check(NET, "mse", PARAMS, _with(X, (0, 0), np.nan), Y)),
-    ("check dtype 'float16'", ["dtype"], lambda: fb.check(NET, "mse", PARAMS, X, Y,
-                                                          dtype="float16")),
+    ("check dtype 'int32'", ["dtype"], lambda: fb.check(NET, "mse", PARAMS, X, Y,
+                                                        dtype="int32")),
     ("check tolerance -1", ["tolerance"], lambda: fb.check(NET, "mse", PARAMS, X, Y,
                                                            tolerance=-1)),
     ("check directions 0", ["directions"], lambda: fb.check(
