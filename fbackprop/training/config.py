@@ -173,6 +173,11 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
     features = _features_per_step(cfg, given, ds, net_name)
     bs = _batch_size(cfg, given, ds)
     hidden = cfg.get("hidden")
+    if model_is_network and given.get("hidden") is not None:
+        raise ValueError(f"hidden applies to a model family such as 'mlp', received "
+                         f"hidden={given['hidden']!r} with a ready-made network ({net_name}), "
+                         f"whose widths are fixed. Drop hidden, or build the network with the "
+                         f"widths you want.")
     if hidden is not None:
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         for h in hidden:

@@ -42,7 +42,7 @@ import numpy as np
 from .. import data as datasets
 from ..costs import get_cost
 from ..gradcheck import TOLERANCE, check
-from ..inputs import require_choice
+from ..inputs import require_bool, require_choice
 from ..network import Network
 from . import distributed as multiprocess
 from . import metrics, rundir
@@ -332,6 +332,10 @@ def settle(model, data, options: dict) -> Settings:
     o = dict(options)
     out, resume, force = o.pop("out", None), o.pop("resume", False), o.pop("force", False)
     devices, progress = o.pop("devices", None), o.pop("progress", False)
+    for flag, value in (("resume", resume), ("force", force), ("progress", progress)):
+        require_bool(value, flag, fix="A flag must be a bool: a string such as 'no' is truthy "
+                                      "(force='no' would delete the run).")
+    devices = _devices(devices)
     if multiprocess.initialize(o.pop("distributed", None)) and devices is not None:
         raise ValueError("devices: a multi-process run splits each batch across every device of "
                          "every process; received an explicit device list. Leave devices out.")
@@ -358,6 +362,19 @@ def settle(model, data, options: dict) -> Settings:
         net = build_model(name, ds, config.hidden, config.features_per_step)
     return Settings(config, ds, net, out, resume, force, saved,
                     None if devices is None else tuple(devices), progress)
+
+
+def _devices(devices):
+    """``devices`` as a list of ``jax.Device`` (``None`` passes): ``TypeError`` otherwise."""
+    if devices is None:
+        return None
+    listed = (list(devices) if hasattr(devices, "__iter__")
+              and not isinstance(devices, (str, bytes)) else [])
+    if not listed or not all(isinstance(d, jax.Device) for d in listed):
+        raise TypeError(f"devices must be a non-empty list of jax devices, e.g. "
+                        f"jax.devices()[:2], received {devices!r}. Leave it out to use every "
+                        f"local device.")
+    return listed
 
 
 def _network(model):
