@@ -19,8 +19,9 @@ with one role:
 from .check import check, check_grad
 from .custom import check_layer, check_vjp
 from .kinks import KINK_TOL, RESAMPLE_SCALE
-from .numerics import (FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, error_stats,
-                       max_relative_error, precision_for, relative_error, tree_relative_error)
+from .numerics import (BUDGET, BUDGET_FLOOR, FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE,
+                       error_stats, max_budget_ratio, max_relative_error, precision_for,
+                       relative_error, tree_relative_error)
 from .report import GradientCheckError, GradientReport, Row
 from .rules import layer_reference, time_deltas_reference
 from .sampling import sample_params, sample_point, sample_target
@@ -29,5 +30,6 @@ __all__ = ["check", "check_grad", "check_vjp", "check_layer", "GradientReport",
            "GradientCheckError", "Row", "FD_EPS",
            "FD_TOLERANCE", "FD_NOISE", "KINK_TOL", "RESAMPLE_SCALE", "TOLERANCE", "error_stats",
            "relative_error", "tree_relative_error", "max_relative_error", "precision_for",
+           "BUDGET", "BUDGET_FLOOR", "max_budget_ratio",
            "layer_reference", "time_deltas_reference", "sample_params", "sample_point",
            "sample_target"]

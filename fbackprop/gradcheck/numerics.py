@@ -20,10 +20,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..dtypes import stable
+
 __all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for", "error_stats", "relative_error",
-           "tree_relative_error", "max_relative_error"]
+           "tree_relative_error", "max_relative_error", "BUDGET", "BUDGET_FLOOR",
+           "max_budget_ratio"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+# Low precision (bfloat16, float16) is judged by an error budget, not a tolerance: the rule's
+# error ≤ BUDGET × autodiff's error (same precision, same reference) + BUDGET_FLOOR (issue 19).
+BUDGET, BUDGET_FLOOR = 2.0, 1e-4
 
 # Finite differences (float64 only): central, (J(p + εu) − J(p − εu)) / 2ε. An FD row passes when
 # |FD − g·u| ≤ (FD_TOLERANCE + FD_NOISE·max(1, |J|)/ε)·scale: the second term is the rounding
@@ -86,15 +92,44 @@ def tree_relative_error(got, ref) -> float:
                default=0.0)
 
 
-def max_relative_error(got, ref):
-    """:func:`tree_relative_error` as a traced JAX scalar, for use inside compiled programs
-    (NaN in ``got`` propagates as NaN, which compares as a failure against any tolerance)."""
-    errors = [jnp.zeros((), jnp.float32)]
+def _leaf_errors(got, ref) -> list:
+    """The relative error of each non-empty leaf pair, as traced float32 scalars."""
+    errors = []
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         if r.size == 0:
             continue
+        g, r = stable(g), stable(r)  # a bfloat16 or float16 leaf's error in float32
         scale = jnp.max(jnp.abs(r))
         err = jnp.max(jnp.abs(g - r))
         errors.append(jnp.where(scale > 0, err / jnp.where(scale > 0, scale, 1), err)
                       .astype(jnp.float32))
-    return jnp.max(jnp.stack(errors))
+    return errors
+
+
+def max_relative_error(got, ref):
+    """:func:`tree_relative_error` as a traced JAX scalar, for use inside compiled programs
+    (NaN in ``got`` propagates as NaN, which compares as a failure against any tolerance)."""
+    return jnp.max(jnp.stack([jnp.zeros((), jnp.float32)] + _leaf_errors(got, ref)))
+
+
+def max_budget_ratio(hand, auto, ref, budget: float = BUDGET, floor: float = BUDGET_FLOOR):
+    """The low-precision error budget as a traced JAX scalar, for use inside compiled programs
+    (the trainer's ``checked`` gradients in bfloat16 or float16).
+
+    Per leaf, the hand-written value's error e_h and autodiff's e_r, in the same low precision,
+    are each measured against ``ref`` (autodiff in float32 at the highest matmul precision, at
+    the same rounded point); the leaf passes when e_h ≤ ``budget`` · e_r + ``floor``.
+
+    Args:
+      hand: the hand-written gradient (low precision, or already cast to float32).
+      auto: ``jax.grad``'s gradient in the same precision.
+      ref: the float32 reference, the same structure.
+      budget, floor: the error budget (2 and 1e-4 by default, as flash-attention's tests).
+
+    Returns:
+      The largest e_h / (budget · e_r + floor) over the leaves: ≤ 1 passes (NaN fails).
+    """
+    ratios = [jnp.zeros((), jnp.float32)]
+    for e_h, e_r in zip(_leaf_errors(hand, ref), _leaf_errors(auto, ref)):
+        ratios.append(e_h / (budget * e_r + floor))
+    return jnp.max(jnp.stack(ratios))

@@ -21,6 +21,11 @@ Two steps are easy to get wrong: the softmax Jacobian-transpose product needs th
 the P-weighted row sum (it is d ⊙ s − s (dᵀs), not d ⊙ s), and the 1/√d_k of the forward
 scores appears again in both ∂J/∂Q and ∂J/∂K. Masked entries have P = 0, so ∂J/∂S is 0 there
 without a mask in the backward. Then ∂J/∂[Q K V] → ∂J/∂W_qkv, ∂J/∂b_qkv, ∂J/∂a as for dense.
+
+Precision: in bfloat16 or float16 the scores S, the softmax P and its backward ∂J/∂S are computed
+in float32 (a row's normaliser sums up to T terms, and a probability of 1e-3 beside 0.9 is lost
+in 8 significant bits); the products with V, K and Q run in the input's dtype
+(:mod:`fbackprop.dtypes`).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from ..dtypes import narrow, stable
 from ..inputs import require_positive_int
 from .base import Layer
 
@@ -36,8 +42,10 @@ __all__ = ["causal_self_attention", "softmax_backward", "scores_backward"]
 
 
 def softmax_backward(s, d):
-    """∂J/∂S from d = ∂J/∂P and P = s = softmax(S) over the last axis: s ⊙ (d − Σ_j d_j s_j)."""
-    return s * (d - jnp.sum(d * s, axis=-1, keepdims=True))
+    """∂J/∂S from d = ∂J/∂P and P = s = softmax(S) over the last axis: s ⊙ (d − Σ_j d_j s_j);
+    in float32 for a bfloat16 or float16 ``d``, the result in ``d``'s dtype."""
+    like, s, d = d, stable(s), stable(d)
+    return narrow(s * (d - jnp.sum(d * s, axis=-1, keepdims=True)), like)
 
 
 def scores_backward(dS, Q, K, scale):
@@ -91,13 +99,13 @@ def causal_self_attention(d_model: int, n_heads: int, *, dtype=jnp.float32) -> L
         check_input(a)
         qkv = a @ p["W_qkv"].T + p["b_qkv"]                        # [Q K V] = a W_qkvᵀ + b
         Q, K, V = (heads(t) for t in jnp.split(qkv, 3, axis=-1))
-        S = scale * Q @ jnp.swapaxes(K, -1, -2)                     # S = Q Kᵀ / √d_k
+        S = scale * stable(Q @ jnp.swapaxes(K, -1, -2))             # S = Q Kᵀ / √d_k
         T = a.shape[1]
         causal = jnp.tril(jnp.ones((T, T), bool))
         S = jnp.where(causal, S, -jnp.inf)                          # S_ij = −∞ for j > i
         P = jnp.exp(S - jnp.max(S, axis=-1, keepdims=True))
         P = P / jnp.sum(P, axis=-1, keepdims=True)                  # softmax over each row
-        O = merge(P @ V)                                            # O = P V
+        O = merge(narrow(P, V) @ V)                                 # O = P V
         return (Q, K, V, P, O), O @ p["W_o"].T + p["b_o"]           # f p a = O W_oᵀ + b_o
 
     def apply(p, a):
@@ -109,7 +117,7 @@ def causal_self_attention(d_model: int, n_heads: int, *, dtype=jnp.float32) -> L
         grads = {"W_o": d_rows.T @ O_rows, "b_o": jnp.sum(d_rows, axis=0)}  # BP4, BP3
         dO = heads(d @ p["W_o"])                                    # ∂J/∂O = d W_o
         dP = dO @ jnp.swapaxes(V, -1, -2)                           # ∂J/∂P = ∂J/∂O Vᵀ
-        dV = jnp.swapaxes(P, -1, -2) @ dO                           # ∂J/∂V = Pᵀ ∂J/∂O
+        dV = jnp.swapaxes(narrow(P, dO), -1, -2) @ dO               # ∂J/∂V = Pᵀ ∂J/∂O
         dS = softmax_backward(P, dP)                                # P ⊙ (dP − rowsum(dP ⊙ P))
         dQ, dK = scores_backward(dS, Q, K, scale)                   # both carry the 1/√d_k
         dqkv = jnp.concatenate([merge(dQ), merge(dK), merge(dV)], axis=-1)

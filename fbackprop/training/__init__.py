@@ -42,7 +42,7 @@ from .loop import (
     train,
     train_prepared,
 )
-from .optim import OPTIMIZERS, gordon_gd, make_optimizer
+from .optim import OPTIMIZERS, PRECISIONS, Policy, get_policy, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 from .sampling import sample_text, sample_tokens
 
@@ -50,7 +50,7 @@ __all__ = ["train", "prepare", "train_prepared", "TrainResult", "TrainingStopped
            "CheckpointWarning", "NearChanceWarning", "load_run", "device_info", "TrainConfig",
            "Settings", "gordon_gd", "make_optimizer", "build_model", "shape_inputs", "targets",
            "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text",
-           "sample_tokens", "distributed", "clear_caches"]
+           "sample_tokens", "distributed", "clear_caches", "PRECISIONS", "Policy", "get_policy"]
 
 
 def clear_caches():

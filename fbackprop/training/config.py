@@ -12,7 +12,7 @@ import dataclasses
 import pathlib
 
 from ..inputs import require_choice, require_int, require_positive_int
-from .optim import LR_DEFAULTS, OPTIMIZERS, check_lr, check_weight_decay
+from .optim import LR_DEFAULTS, OPTIMIZERS, PRECISIONS, check_lr, check_weight_decay
 
 __all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "Settings",
            "resolve", "data_defaults"]
@@ -26,7 +26,7 @@ RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence 
 # networks read 8 features per step (5 steps of the 40-sample signal): over 40 steps of one
 # feature a plain tanh RNN barely learns (Jin §3.2's vanishing and exploding deltas).
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
-            "check_every": 10, "checkpoint_every": None}  # None: every epochs // 20 (≥ 1)
+            "check_every": 10, "checkpoint_every": None, "precision": "fp32"}  # None: every epochs // 20 (≥ 1)
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
     "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2},
@@ -75,6 +75,8 @@ class TrainConfig:
         each time step reads (the signal of length L becomes L / features_per_step steps);
         ``None`` otherwise.
       weight_decay: ``"adamw"``'s decoupled weight decay λ (``None`` for other optimizers).
+      precision: ``"fp32"``, or mixed precision ``"bf16" | "fp16"`` (float32 master weights,
+        :class:`.optim.Policy`).
     """
 
     model: str
@@ -91,6 +93,7 @@ class TrainConfig:
     checkpoint_every: int
     features_per_step: int | None = None
     weight_decay: float | None = None
+    precision: str = "fp32"
 
     def as_dict(self) -> dict:
         """The settings as JSON-ready values (what ``config.json`` holds).
@@ -158,6 +161,7 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
     require_choice(cfg["mode"], MODES, "mode")
     require_choice(cfg["grad"], GRADS, "grad")
     require_choice(cfg["optimizer"], OPTIMIZERS, "optimizer")
+    require_choice(cfg["precision"], PRECISIONS, "precision")
     if given.get("weight_decay") is None and isinstance(cfg.get("weight_decay"), dict):
         cfg["weight_decay"] = cfg["weight_decay"].get(cfg["optimizer"])  # the data set's λ
     if net_name in RECURRENT and given.get("lr") is None and not saved:
@@ -185,7 +189,8 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
             else cfg["checkpoint_every"], "checkpoint_every",
             fix="E.g. --checkpoint-every 1 (leave it out for epochs // 20)."),
         features_per_step=features,
-        weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]))
+        weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
+        precision=cfg["precision"])
 
 
 def _features_per_step(cfg: dict, given: dict, ds, net_name: str) -> int | None:
