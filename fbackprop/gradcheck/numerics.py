@@ -22,9 +22,9 @@ import numpy as np
 
 from ..dtypes import stable
 
-__all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for", "error_stats", "relative_error",
-           "tree_relative_error", "max_relative_error", "BUDGET", "BUDGET_FLOOR",
-           "max_budget_ratio"]
+__all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for",
+           "error_stats", "relative_error", "tree_relative_error", "max_relative_error",
+           "BUDGET", "BUDGET_FLOOR", "max_budget_ratio"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 # Low precision (bfloat16, float16) is judged by an error budget, not a tolerance: the rule's

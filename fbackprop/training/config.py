@@ -25,8 +25,9 @@ RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence 
 # Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000). Its recurrent
 # networks read 8 features per step (5 steps of the 40-sample signal): over 40 steps of one
 # feature a plain tanh RNN barely learns (Jin §3.2's vanishing and exploding deltas).
+# checkpoint_every None: every epochs // 20 (≥ 1)
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
-            "check_every": 10, "checkpoint_every": None, "precision": "fp32"}  # None: every epochs // 20 (≥ 1)
+            "check_every": 10, "checkpoint_every": None, "precision": "fp32"}
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
     "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2},
