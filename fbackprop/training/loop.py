@@ -497,6 +497,8 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
     params, opt_state, key = (opened.state[k] for k in ("params", "opt_state", "key"))
     last_saved = opened.start if checkpoints is not None else None
     writes = s.out is not None and multiprocess.is_primary()  # metrics and plot: process 0
+    if writes:
+        metrics.prefetch_plot_modules()  # the import overlaps the epochs, not the end
     bar = tqdm(total=config.epochs, initial=opened.start, unit="epoch",
                disable=not s.progress or not multiprocess.is_primary(),
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
