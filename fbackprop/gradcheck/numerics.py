@@ -28,7 +28,8 @@ __all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "pre
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 # Low precision (bfloat16, float16) is judged by an error budget, not a tolerance: the rule's
-# error ≤ BUDGET × autodiff's error (same precision, same reference) + BUDGET_FLOOR (issue 19).
+# error ≤ BUDGET × autodiff's error (same precision, same reference) + BUDGET_FLOOR, each error
+# norm-wise, ‖g − g₃₂‖/‖g₃₂‖ (issue 19; check_custom_rules and the trainer's checked gradients).
 BUDGET, BUDGET_FLOOR = 2.0, 1e-4
 
 # Finite differences (float64 only): central, (J(p + εu) − J(p − εu)) / 2ε. An FD row passes when
@@ -116,9 +117,11 @@ def max_budget_ratio(hand, auto, ref, budget: float = BUDGET, floor: float = BUD
     """The low-precision error budget as a traced JAX scalar, for use inside compiled programs
     (the trainer's ``checked`` gradients in bfloat16 or float16).
 
-    Per leaf, the hand-written value's error e_h and autodiff's e_r, in the same low precision,
-    are each measured against ``ref`` (autodiff in float32 at the highest matmul precision, at
-    the same rounded point); the leaf passes when e_h ≤ ``budget`` · e_r + ``floor``.
+    The criterion of :func:`fbackprop.check_custom_rules` in low precision: per leaf, the
+    hand-written value's error e_h and autodiff's e_r, in the same low precision, are each
+    measured norm-wise against ``ref`` (autodiff in float32 at the highest matmul precision, at
+    the same rounded point), e = ‖g − ref‖/‖ref‖; the leaf passes when e_h ≤ ``budget`` · e_r +
+    ``floor``.
 
     Args:
       hand: the hand-written gradient (low precision, or already cast to float32).
@@ -129,7 +132,14 @@ def max_budget_ratio(hand, auto, ref, budget: float = BUDGET, floor: float = BUD
     Returns:
       The largest e_h / (budget · e_r + floor) over the leaves: ≤ 1 passes (NaN fails).
     """
+    def norm_rel(g, r):
+        g, r = stable(g), stable(r)
+        scale = jnp.linalg.norm(r)
+        return jnp.linalg.norm(g - r) / jnp.where(scale > 0, scale, 1.0)
+
     ratios = [jnp.zeros((), jnp.float32)]
-    for e_h, e_r in zip(_leaf_errors(hand, ref), _leaf_errors(auto, ref)):
-        ratios.append(e_h / (budget * e_r + floor))
+    for h, a, r in zip(jax.tree.leaves(hand), jax.tree.leaves(auto), jax.tree.leaves(ref)):
+        if r.size:
+            ratios.append((norm_rel(h, r) / (budget * norm_rel(a, r) + floor))
+                          .astype(jnp.float32))
     return jnp.max(jnp.stack(ratios))
