@@ -8,7 +8,8 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("train", "sample", "check", "errata")  # modules under fbackprop.commands, in the order --help lists them
+# modules under fbackprop.commands, in the order --help lists them
+COMMANDS = ("train", "sample", "check", "errata")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
       output went away (``fbackprop errata --markdown | head``), quietly, as a shell tool does.
     """
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a supervised run starts it again
     from .jax_cache import enable_compilation_cache  # after parsing, so --help stays fast
 
     enable_compilation_cache()  # before the first compilation of this process

@@ -10,7 +10,7 @@ import time
 from ..data import DATASETS, SEQUENCE_DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS, PRECISIONS
 from ..training.registry import MODELS
-from . import any_case
+from . import any_case, supervisor
 
 
 def _widths(text: str):
@@ -105,6 +105,9 @@ def add_parser(subparsers):
     g.add_argument("--heartbeat-timeout", type=int, default=30, metavar="SECONDS",
                    help="with --coordinator: a process silent this long counts as dead and "
                         "stops the others (default 30)")
+    g.add_argument("--connect-timeout", type=int, default=60, metavar="SECONDS",
+                   help="with --coordinator: how long a process waits for all the others to "
+                        "start and join; then it stops (default 60)")
     p.set_defaults(func=run)
 
 
@@ -120,7 +123,7 @@ def _distributed(args):
     Raises:
       ValueError: the flags are given partly, or together with --distributed auto.
     """
-    from ..training.distributed import Distributed
+    from ..training.distributed import Distributed, check_spec
 
     flag = {f: "--" + f.replace("_", "-") for f in _CLUSTER_FLAGS}
     given = [f for f in _CLUSTER_FLAGS if getattr(args, f) is not None]
@@ -136,8 +139,9 @@ def _distributed(args):
         missing = [flag[f] for f in _CLUSTER_FLAGS if f not in given]
         raise ValueError("a multi-process run needs --coordinator, --num-processes and "
                          "--process-id together; missing " + ", ".join(missing) + ".")
-    return Distributed(args.coordinator, args.num_processes, args.process_id,
-                       heartbeat_timeout=args.heartbeat_timeout)
+    return check_spec(Distributed(args.coordinator, args.num_processes, args.process_id,
+                                  heartbeat_timeout=args.heartbeat_timeout,
+                                  initialization_timeout=args.connect_timeout))
 
 
 def _quiet_third_party_logs():
@@ -188,8 +192,10 @@ def run(args) -> int:
       args: the parsed arguments of ``fbackprop train``.
 
     Returns:
-      The exit status: 0 trained, 1 training stopped, 2 bad input, 3 another process of a
-      multi-process run was lost, 130 interrupted.
+      The exit status: 0 trained, 1 training stopped, 2 bad input (in a multi-process run,
+      also settings that differ between the processes), 3 another process of a multi-process
+      run was lost or never joined (a multi-process run is supervised:
+      :mod:`.supervisor`), 130 interrupted.
     """
     import warnings
 
@@ -203,6 +209,11 @@ def run(args) -> int:
         if distributed is not None and args.out is None:
             raise ValueError("a multi-process run needs --out DIR, the same directory for "
                              "every process on a file system they share.")
+        if distributed is not None and supervisor.WORKER not in os.environ:
+            # JAX aborts a process that loses its peers: watch the training from outside
+            return supervisor.supervise(args.argv, distributed, args.out, args.verbose)
+        if distributed is not None:
+            supervisor.start_worker(distributed)
         prepared = prepare(args.model, args.data, _options(args, distributed))
         if args.out is None:
             prepared = prepared.writing_to(_default_out())

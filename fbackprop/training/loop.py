@@ -344,7 +344,8 @@ def settle(model, data, options: dict) -> Settings:
         rundir.check_vocab(vocab, ds, out)
     net, name = _network("mlp" if model is None else model)
     config = resolve(o, saved, ds, name, net is not None)
-    multiprocess.require_same({**config.as_dict(), "resume": resume, "force": force})
+    multiprocess.require_same({**config.as_dict(), "resume": resume, "force": force,
+                               "out": None if out is None else str(out)})
     if net is None:
         net = build_model(name, ds, config.hidden, config.features_per_step)
     return Settings(config, ds, net, out, resume, force, saved,
