@@ -8,7 +8,8 @@ matters more than anything else here: measure when ``uptime`` shows it low).
 
 ``--importtime`` adds a ``python -X importtime`` table of the default train (cache filled): the
 time each top-level package's modules took to import (their own time, summed), largest first,
-which is what docs/PERFORMANCE.md shows.
+which is what docs/PERFORMANCE.md shows. matplotlib's modules are imported on a side thread
+while the epochs run, so their own times are approximate (interleaved with the main thread's).
 
 Run:  python scripts/bench_start.py [--repeats 5] [--importtime] [--json]
       python scripts/bench_start.py --smoke   (one repeat of a 1-epoch train: the test suite)
@@ -105,7 +106,9 @@ def import_table(epochs=None, top: int = 12) -> list:
             continue
         self_us, _, name = (part.strip() for part in line[len("import time:"):].split("|"))
         package = name.split(".")[0].lstrip("_") or name
-        per[package][0] += int(self_us) / 1e6
+        # matplotlib is imported on a side thread (training/metrics.py): its imports nest into
+        # the main thread's in -X importtime's accounting, which can make an own time negative
+        per[package][0] += max(0, int(self_us)) / 1e6
         per[package][1] += 1
     rows = sorted(((k, s, n) for k, (s, n) in per.items()), key=lambda r: -r[1])
     other = rows[top:]
