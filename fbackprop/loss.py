@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from .costs import get_cost
 from .dtypes import narrow, stable
 from .inputs import as_network_input, require_finite, require_params, require_target
-from .network import Network, _keyed, backward, forward
+from .network import Network, backward, forward, per_node
 
 __all__ = ["batch_mean_cost", "loss_fn", "Backprop", "backprop", "manual_grad", "astype"]
 
@@ -142,7 +142,7 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
         d_L = _output_delta(cost, y, a_L, mask, scale)  # D(C y) a_L, averaged over the batch
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
         if net.nodes is not None:
-            activations = {"x": activations[0], **_keyed(net, activations[1:])}
+            activations = {"x": activations[0], **per_node(net, activations[1:])}
         return Backprop(batch_mean_cost(cost, y, a_L, mask), grads, deltas, activations)
 
     return run

@@ -21,7 +21,6 @@ graph with one reader per activation, and :func:`serial` networks run through th
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +28,7 @@ import jax.numpy as jnp
 from .inputs import as_network_input, require_params, require_tree_like
 from .layers.base import Layer
 
-__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward"]
+__all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "per_node"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +58,11 @@ class Network:
     """
 
     layers: tuple
-    input_shape: Optional[tuple] = None
+    input_shape: tuple | None = None
     name: str = "serial"
-    nodes: Optional[tuple] = None
-    inputs: Optional[tuple] = None
-    input_vocab: Optional[int] = None
+    nodes: tuple | None = None
+    inputs: tuple | None = None
+    input_vocab: int | None = None
 
     @property
     def keys(self) -> tuple:
@@ -151,6 +150,51 @@ def _topological_order(names, inputs):
     return order
 
 
+def _require_nodes(nodes):
+    """``dag``'s nodes as three lists (names, layers, input names), each node checked."""
+    nodes = tuple(nodes)
+    if not nodes:
+        raise ValueError("dag needs at least one node (name, layer, inputs); received none.")
+    names, layers, inputs = [], [], []
+    for i, node in enumerate(nodes):
+        if not (isinstance(node, (tuple, list)) and len(node) == 3 and isinstance(node[0], str)):
+            raise TypeError(f"dag: node {i} must be a triple (name: str, layer, inputs), received "
+                            f"{node!r}.")
+        n, layer, ins = node
+        _require_layer(layer, f"node {n!r}", "dag")
+        ins = (ins,) if isinstance(ins, str) else tuple(ins)
+        if n == "x" or n in names:
+            raise ValueError(f"dag: node names must be unique and not 'x' (the network input), "
+                             f"received {n!r} twice or as 'x'. Fix: rename the node.")
+        if not ins:
+            raise ValueError(f"dag: node {n!r} has no inputs; expected a tuple of node names or "
+                             f"'x'.")
+        names.append(n), layers.append(layer), inputs.append(ins)
+    return names, layers, inputs
+
+
+def _require_connected(names, inputs, output):
+    """Every input names a node or 'x', ``output`` is a node, and every node leads to it."""
+    known = set(names) | {"x"}
+    for n, ins in zip(names, inputs):
+        unknown = [s for s in ins if s not in known]
+        if unknown:
+            raise ValueError(f"dag: node {n!r} reads {unknown}, which is not a node; expected "
+                             f"one of {sorted(known)}. Fix: add the node or correct the name.")
+    if output not in names:
+        raise ValueError(f"dag: output must be a node name, one of {names}; received {output!r}.")
+    used, stack = set(), [output]  # every node must lead to the output
+    while stack:
+        n = stack.pop()
+        if n not in used and n != "x":
+            used.add(n)
+            stack += list(inputs[names.index(n)])
+    unused = [n for n in names if n not in used]
+    if unused:
+        raise ValueError(f"dag: nodes {unused} do not lead to the output {output!r}; every node "
+                         f"must. Fix: remove them or read their output.")
+
+
 def dag(nodes, output: str, *, input_shape=None, name: str = "dag") -> Network:
     """A network whose layers form a directed acyclic graph (Kamper §3, Bradbury §2).
 
@@ -178,42 +222,8 @@ def dag(nodes, output: str, *, input_shape=None, name: str = "dag") -> Network:
         node that does not lead to ``output``.
       TypeError: a node that is not a ``(name, Layer, inputs)`` triple.
     """
-    nodes = tuple(nodes)
-    if not nodes:
-        raise ValueError("dag needs at least one node (name, layer, inputs); received none.")
-    names, layers, inputs = [], [], []
-    for i, node in enumerate(nodes):
-        if not (isinstance(node, (tuple, list)) and len(node) == 3 and isinstance(node[0], str)):
-            raise TypeError(f"dag: node {i} must be a triple (name: str, layer, inputs), received "
-                            f"{node!r}.")
-        n, layer, ins = node
-        _require_layer(layer, f"node {n!r}", "dag")
-        ins = (ins,) if isinstance(ins, str) else tuple(ins)
-        if n == "x" or n in names:
-            raise ValueError(f"dag: node names must be unique and not 'x' (the network input), "
-                             f"received {n!r} twice or as 'x'. Fix: rename the node.")
-        if not ins:
-            raise ValueError(f"dag: node {n!r} has no inputs; expected a tuple of node names or "
-                             f"'x'.")
-        names.append(n), layers.append(layer), inputs.append(ins)
-    known = set(names) | {"x"}
-    for n, ins in zip(names, inputs):
-        unknown = [s for s in ins if s not in known]
-        if unknown:
-            raise ValueError(f"dag: node {n!r} reads {unknown}, which is not a node; expected "
-                             f"one of {sorted(known)}. Fix: add the node or correct the name.")
-    if output not in names:
-        raise ValueError(f"dag: output must be a node name, one of {names}; received {output!r}.")
-    used, stack = set(), [output]  # every node must lead to the output
-    while stack:
-        n = stack.pop()
-        if n not in used and n != "x":
-            used.add(n)
-            stack += list(inputs[names.index(n)])
-    unused = [n for n in names if n not in used]
-    if unused:
-        raise ValueError(f"dag: nodes {unused} do not lead to the output {output!r}; every node "
-                         f"must. Fix: remove them or read their output.")
+    names, layers, inputs = _require_nodes(nodes)
+    _require_connected(names, inputs, output)
     order = _topological_order(names, inputs)
     position = {names[i]: k + 1 for k, i in enumerate(order)}
     position["x"] = 0
@@ -260,9 +270,9 @@ def forward(net: Network, params, x, *, offsets=None) -> tuple:
             raise ValueError(
                 f"{_node_label(net, i)} ({layer.name}) cannot take the output of "
                 f"{' and '.join('x' if k == 0 else _node_label(net, k - 1) for k in sources)}, "
-                f"of shape {jax.tree.map(jnp.shape, inputs)}: {str(err).rstrip('.')}. The layers' widths "
-                f"must chain: each layer's input size must equal the output size of the layer "
-                f"that feeds it.") from err
+                f"of shape {jax.tree.map(jnp.shape, inputs)}: {str(err).rstrip('.')}. The layers' "
+                f"widths must chain: each layer's input size must equal the output size of the "
+                f"layer that feeds it.") from err
         activations.append(a if offsets is None else a + offsets[i])
     return tuple(activations)
 
@@ -306,8 +316,16 @@ def sweep(net: Network, activations, d_L, node_backward, *, input_grad: bool):
     return grads, deltas
 
 
-def _keyed(net: Network, values):
-    """Per-node values as the network holds its params: a tuple (chain) or a dict (DAG)."""
+def per_node(net: Network, values):
+    """Per-node values arranged as the network holds its params.
+
+    Args:
+      net: the network.
+      values: one value per node, in the order of ``net.layers``.
+
+    Returns:
+      A tuple for a chain, a dict keyed by node name for a DAG.
+    """
     return tuple(values) if net.nodes is None else dict(zip(net.nodes, values))
 
 
@@ -354,4 +372,4 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
     grads, deltas = sweep(net, activations, d_L, node_backward, input_grad=input_grad)
     if net.nodes is None:
         return tuple(grads), tuple(deltas)
-    return _keyed(net, grads), {"x": deltas[0], **_keyed(net, deltas[1:])}
+    return per_node(net, grads), {"x": deltas[0], **per_node(net, deltas[1:])}

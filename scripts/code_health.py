@@ -4,7 +4,8 @@ parameters, private names imported across modules, public functions and classes 
 Usage: python scripts/code_health.py [PACKAGE_DIR] [-v]   (-v lists every offender)
 """
 import ast, pathlib, sys
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "fbackprop")
+folders = [a for a in sys.argv[1:] if not a.startswith("-")]
+root = pathlib.Path(folders[0] if folders else "fbackprop")
 long60, long100, many, priv, nodoc = [], [], [], [], []
 for f in sorted(root.rglob("*.py")):
     tree = ast.parse(f.read_text())

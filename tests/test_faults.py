@@ -2,6 +2,7 @@
 process on the same run. Each fault ends in the outcome docs/TRAINING.md documents: a resume
 bit-identical to an uninterrupted run, a fallback that says what it skipped, or an error naming
 the file — never silence."""
+import gc
 import json
 import os
 import pathlib
@@ -304,3 +305,20 @@ def test_default_run_names_are_unique_within_a_second(tmp_path, monkeypatch):
     names = {command._default_out() for _ in range(3)}
     assert names == {pathlib.Path("runs/20260101-000000"), pathlib.Path("runs/20260101-000000-2"),
                      pathlib.Path("runs/20260101-000000-3")}
+
+
+def test_reading_a_damaged_step_leaves_no_event_loop_errors_behind(finished, tmp_path,
+                                                                   monkeypatch):
+    """orbax closes its event loop when one read of a step fails; tensorstore's reads still in
+    flight then call into the closed loop from their own threads ('Event loop is closed', an
+    unraisable exception each). Restoring must leave nothing of the kind behind."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    for i in range(6):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(finished[0], run)
+        _truncate(run)
+        assert checkpoints.restore_latest(run, _like()).epoch == EPOCHS - 1
+    time.sleep(0.5)  # the reads left in flight finish
+    gc.collect()
+    assert not [str(u.exc_value) for u in seen], [str(u.exc_value) for u in seen]

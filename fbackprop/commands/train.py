@@ -10,7 +10,7 @@ import time
 from ..data import DATASETS, SEQUENCE_DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS, PRECISIONS
 from ..training.registry import MODELS
-from . import any_case, supervisor
+from . import SUMMARIES, any_case, plural, supervisor
 
 
 def _widths(text: str):
@@ -37,7 +37,7 @@ def _data(text: str) -> str:
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "train", help="train a network with the hand-written gradients",
+        "train", help=SUMMARIES["train"],
         description="Train a network with the hand-written backward rules (or jax.grad, or both "
                     "compared) and save config, metrics, a plot and checkpoints. With no "
                     "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
@@ -274,9 +274,9 @@ def _report(result, caught):
     print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}"
           + (f" weight decay {c.weight_decay:g}" if c.weight_decay is not None else "")
           + f", batch {c.batch_size}, "
-          f"{c.epochs} epochs, {c.grad} gradients"
+          f"{plural(c.epochs, 'epoch')}, {c.grad} gradients"
           + (f", {c.precision} mixed precision" if c.precision != "fp32" else "")
-          + (f", {c.features_per_step} features per step" if c.features_per_step else "")
+          + (f", {plural(c.features_per_step, 'feature')} per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
           + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
     if last is not None:

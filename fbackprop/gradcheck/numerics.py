@@ -22,14 +22,16 @@ import numpy as np
 
 from ..dtypes import stable
 
-__all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for",
-           "error_stats", "relative_error", "tree_relative_error", "max_relative_error",
-           "BUDGET", "BUDGET_FLOOR", "max_budget_ratio"]
+__all__ = ["TOLERANCE", "LOW_PRECISION", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name",
+           "precision_for", "error_stats", "relative_error", "tree_relative_error",
+           "max_relative_error", "BUDGET", "BUDGET_FLOOR", "max_budget_ratio"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
-# Low precision (bfloat16, float16) is judged by an error budget, not a tolerance: the rule's
-# error ≤ BUDGET × autodiff's error (same precision, same reference) + BUDGET_FLOOR, each error
-# norm-wise, ‖g − g₃₂‖/‖g₃₂‖ (issue 19; check_custom_rules and the trainer's checked gradients).
+LOW_PRECISION = ("bfloat16", "float16")  # judged by an error budget, not a tolerance
+# The error budget: the rule's error ≤ BUDGET × autodiff's error (same precision, same
+# reference) + BUDGET_FLOOR (issue 19): the defaults of CheckOptions and check_custom_rules, and
+# the trainer's checked low-precision gradients (max_budget_ratio, norm-wise as
+# check_custom_rules).
 BUDGET, BUDGET_FLOOR = 2.0, 1e-4
 
 # Finite differences (float64 only): central, (J(p + εu) − J(p − εu)) / 2ε. An FD row passes when
@@ -40,21 +42,38 @@ FD_TOLERANCE = 1e-6
 FD_NOISE = 1e-13        # ≈ 450 float64 roundings of the loss
 
 
-def dtype_name(dtype) -> str:
-    """``"float64"`` or ``"float32"`` for a dtype or its name; ``ValueError`` for any other."""
-    name = jnp.dtype(dtype).name
-    if name not in TOLERANCE:
-        raise ValueError(f"dtype must be one of {sorted(TOLERANCE)}, received {name!r}.")
+def dtype_name(dtype, *, low_precision: bool = False) -> str:
+    """The name of a checkable dtype.
+
+    Args:
+      dtype: a dtype or its name.
+      low_precision: also accept ``LOW_PRECISION`` (bfloat16, float16), which checks judge by
+        an error budget (:mod:`.budget`) instead of a fixed tolerance.
+
+    Returns:
+      ``"float64"``, ``"float32"`` (or, with ``low_precision``, ``"bfloat16"``, ``"float16"``).
+
+    Raises:
+      ValueError: any other dtype.
+    """
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = repr(dtype)
+    known = sorted(TOLERANCE) + (list(LOW_PRECISION) if low_precision else [])
+    if name not in known:
+        raise ValueError(f"dtype must be one of {known}, received {name!r}.")
     return name
 
 
 @contextlib.contextmanager
-def precision_for(dtype):
-    """A context with float64 enabled for float64 checks, and the highest matmul precision."""
+def precision_for(dtype, matmul: str = "highest"):
+    """A context with float64 enabled for float64 checks, and the matmul precision ``matmul``
+    (default the highest: no TF32 or bfloat16 passes in float32 matmuls)."""
     with contextlib.ExitStack() as stack:
-        if dtype_name(dtype) == "float64":
+        if dtype_name(dtype, low_precision=True) == "float64":
             stack.enter_context(jax.enable_x64(True))
-        stack.enter_context(jax.default_matmul_precision("highest"))
+        stack.enter_context(jax.default_matmul_precision(matmul))
         yield
 
 

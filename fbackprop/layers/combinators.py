@@ -19,8 +19,6 @@ from .base import Layer, no_param_grad, no_params
 __all__ = ["add", "concat", "elementwise", "gelu", "dropout", "residual"]
 
 
-
-
 def _require_tuple(a, n, who):
     if not isinstance(a, tuple) or (n is not None and len(a) != n):
         want = f"a tuple of {n}" if n is not None else "a tuple of activations"

@@ -18,7 +18,7 @@ The modules, each one concept, in the order a run meets them (:mod:`.loop` names
 * :mod:`.distributed` — several processes: joining them, their mesh, process 0's writes and
   the verdicts all processes share;
 * :mod:`.loop` — :func:`train` as four steps, :class:`TrainResult`, :class:`TrainingStopped`;
-* :mod:`.load` — a saved run back for use (:func:`load_run`);
+* :mod:`.load` — a saved run back for use (:func:`load_run`), predictions (:func:`predict`);
 * :mod:`.sampling` — text from a trained character model.
 
 Caches (each owned by one module, each keyed by values or by the object it serves, none
@@ -31,7 +31,7 @@ The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays th
 """
 from . import distributed, epoch, registry, rundir, sampling
 from .config import GRADS, MODES, Settings, TrainConfig
-from .load import load_run
+from .load import load_run, predict
 from .loop import (
     CheckpointWarning,
     NearChanceWarning,
@@ -47,10 +47,11 @@ from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 from .sampling import sample_text, sample_tokens
 
 __all__ = ["train", "prepare", "train_prepared", "TrainResult", "TrainingStopped",
-           "CheckpointWarning", "NearChanceWarning", "load_run", "device_info", "TrainConfig",
-           "Settings", "gordon_gd", "make_optimizer", "build_model", "shape_inputs", "targets",
-           "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text",
-           "sample_tokens", "distributed", "clear_caches", "PRECISIONS", "Policy", "get_policy"]
+           "CheckpointWarning", "NearChanceWarning", "load_run", "predict", "device_info",
+           "TrainConfig", "Settings", "gordon_gd", "make_optimizer", "build_model",
+           "shape_inputs", "targets", "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK",
+           "rundir", "sample_text", "sample_tokens", "distributed", "clear_caches", "PRECISIONS",
+           "Policy", "get_policy"]
 
 
 def clear_caches():

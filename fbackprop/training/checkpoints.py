@@ -7,7 +7,10 @@ import hashlib
 import json
 import os
 import pathlib
+import sys
+import threading
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -208,9 +211,43 @@ def _try_step(manager, out, epoch, like):
     try:
         state = restore(manager, epoch, like)
     except Exception as err:  # orbax raises anything from a damaged step, even bare Exception
+        _drop_closed_loop_reports()
         return None, f"orbax cannot read it ({type(err).__name__}: {str(err)[:200]})"
     reason = verify(state, expected)
     return (None, reason) if reason else (state, None)
+
+
+def _closed_loop_report(unraisable) -> bool:
+    """Whether an unraisable exception is a tensorstore read calling into a closed event loop:
+    ``RuntimeError('Event loop is closed')`` from ``call_soon_threadsafe``, raised in a thread
+    Python did not start (tensorstore's)."""
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+            and threading.current_thread() is not threading.main_thread()
+            and any(frame.f_code.co_name == "call_soon_threadsafe"
+                    for frame, _ in traceback.walk_tb(unraisable.exc_traceback)))
+
+
+def _drop_closed_loop_reports():
+    """After orbax failed to read a step: drop the reports its abandoned reads will make.
+
+    orbax runs a step's reads in an event loop of its own and closes it as soon as one read
+    fails; the reads still in flight finish later in tensorstore's threads and call into the
+    closed loop, and Python prints each ``RuntimeError: Event loop is closed`` as an unraisable
+    exception. Their results are not wanted (the step is skipped and named), so this wraps
+    ``sys.unraisablehook`` once per process to drop those reports, and only those; every other
+    report goes to the hook that was in place.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_reports", False):
+        return
+
+    def hook(unraisable):
+        if not _closed_loop_report(unraisable):
+            previous(unraisable)
+
+    hook.drops_closed_loop_reports = True
+    sys.unraisablehook = hook
 
 
 def move_aside(out, epochs) -> list:

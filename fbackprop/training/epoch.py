@@ -232,6 +232,9 @@ def _metrics(s: EpochSetup, params, data, totals, errors) -> dict:
     if s.task == "sequence":  # the cost per scored token (a language model's usual figure)
         metrics["test_loss_per_token"] = (metrics["test_loss"] * y_test.shape[0]
                                           / jnp.maximum(jnp.sum(y_test), 1.0))
+        # every split scores as many positions per sequence (all of them, or the last)
+        metrics["loss_per_token"] = (metrics["loss"] * y_test.shape[0]
+                                     / jnp.maximum(jnp.sum(y_test), 1.0))
     if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
         low = get_policy(s.precision).low  # (in low precision: the largest budget ratio)
         metrics["check_max_budget_ratio" if low else "check_max_rel_error"] = jnp.max(errors)

@@ -9,13 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import data as datasets
+from ..network import Network
 from . import rundir
 from .checkpoints import restore_latest
 from .config import TrainConfig
 from .optim import make_optimizer
-from .registry import MODELS, build_model
+from .registry import MODELS, build_model, shape_inputs
 
-__all__ = ["load_run"]
+__all__ = ["load_run", "predict"]
 
 
 def load_run(path):
@@ -56,6 +57,59 @@ def load_run(path):
         raise ValueError(f"load_run: {path} holds no readable checkpoint ({restored.message()}).")
     state = restored.state
     return net, state["params"], config
+
+
+def predict(net_or_run, params_or_x, x=None):
+    """The network's outputs for examples shaped as the data set holds them.
+
+    The trainer reshapes a data set's examples to the network's input shape (digits' 8×8 images
+    to 64 features for an MLP, MNIST-1D's 40 samples to 5 steps of 8 for a recurrent network,
+    a signal to one channel for a CNN); ``predict`` does the same, so that ``x_test`` of the
+    data set goes in as it is.
+
+    Args:
+      net_or_run: a :class:`~fbackprop.Network`, or a run directory (``str`` or path) written by
+        :func:`train` / ``fbackprop train --out``, loaded with :func:`load_run` (its newest
+        readable checkpoint; loaded again on every call).
+      params_or_x: the network's parameters; with a run directory, the examples ``x``.
+      x: the examples, shape ``(n, …)`` (a batch, each example in the data set's shape or the
+        network's own), floats, or int token ids for a token-sequence model; only with a
+        network.
+
+    Returns:
+      The network's outputs for ``x``, shape ``(n, …)``: the logits for classes (``argmax`` over
+      the last axis gives the class; for a two-class task the sign of the one logit), the
+      predicted targets for regression, the logits over the vocabulary at every position for
+      a transformer.
+
+    Raises:
+      ValueError: ``x`` given with a run directory or missing with a network, or examples whose
+        size does not fit the network's input shape.
+      TypeError: the first argument is neither a network nor a path.
+    """
+    if isinstance(net_or_run, Network):
+        if x is None:
+            raise ValueError("predict(net, params, x): received a network and parameters but "
+                             "no examples x; pass them as the third argument.")
+        net, params = net_or_run, params_or_x
+    elif isinstance(net_or_run, (str, pathlib.PurePath)):
+        if x is not None:
+            raise ValueError(f"predict(run_dir, x) takes the examples as its second argument; "
+                             f"received a third one as well. With a run directory "
+                             f"({net_or_run}) the parameters come from its checkpoint.")
+        net, params, _ = load_run(net_or_run)
+        x = params_or_x
+    else:
+        raise TypeError(f"predict: the first argument must be an fbackprop.Network (with its "
+                        f"params and x) or a run directory, received "
+                        f"{type(net_or_run).__name__}.")
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("predict: x must be a batch of examples, shape (n, ...), received a "
+                         "scalar; for one example pass x[None].")
+    if net.input_vocab is None and not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)  # e.g. integer pixels; token ids for an embedding stay ints
+    return net.apply(params, shape_inputs(x, net.input_shape))
 
 
 def _shapes_of(name: str, vocab: dict) -> datasets.Dataset:

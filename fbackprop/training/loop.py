@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pathlib
 import time
 import warnings
 from typing import Any, NamedTuple
@@ -86,6 +87,16 @@ class TrainResult(NamedTuple):
     devices: int
     device: dict | None = None
     restored: Any = None
+
+    def __repr__(self) -> str:
+        """A short summary (the fields hold the whole data set and every parameter)."""
+        last = self.history[-1] if self.history else {}
+        shown = [f"{k}={last[k]:.4g}" for k in ("loss", "test_loss", "test_accuracy")
+                 if last.get(k) is not None]
+        return (f"TrainResult(model={self.config.model!r}, data={self.config.data!r}, "
+                f"epochs={last.get('epoch', 0)} of {self.config.epochs}, "
+                + "".join(f"{m}, " for m in shown)
+                + f"out={None if self.out is None else str(self.out)!r})")
 
 
 def device_info(devices, count: int) -> dict:
@@ -528,8 +539,10 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
     finally:
         bar.close()
         if writes and history:
+            data = (f"text:{pathlib.Path(config.data[5:]).name}"  # no machine path in figures
+                    if config.data.startswith("text:") else config.data)
             metrics.write_plot(s.out, history,
-                               f"{config.model} on {config.data}, {config.mode}, "
+                               f"{config.model} on {data}, {config.mode}, "
                                f"{config.optimizer} η={config.lr:g}, {config.grad} gradients")
     return params, history
 
@@ -554,11 +567,12 @@ def _postfix(row):
     def fmt(v, digits=4):
         return "nan" if v is None else f"{v:.{digits}f}"
 
-    post = {"loss": fmt(row["loss"])}
+    train_key, test_key, _, unit = metrics.loss_unit(row)
+    post = {unit: fmt(row.get(train_key))}
     if row.get("test_accuracy") is not None:
         post.update(train=fmt(row["train_accuracy"], 3), test=fmt(row["test_accuracy"], 3))
     else:
-        post.update(test_loss=fmt(row["test_loss"]))
+        post[f"test {unit}"] = fmt(row.get(test_key))
     return post
 
 
