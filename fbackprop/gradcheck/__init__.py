@@ -29,9 +29,20 @@ from .custom import check_layer, check_vjp
 from .custom_report import CustomRulesReport, RuleCheck
 from .custom_rules import check_custom_rules
 from .kinks import KINK_TOL, RESAMPLE_SCALE
-from .numerics import (BUDGET, BUDGET_FLOOR, FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE,
-                       error_stats, max_budget_ratio, max_relative_error, precision_for,
-                       relative_error, tree_relative_error)
+from .numerics import (
+                       BUDGET,
+                       BUDGET_FLOOR,
+                       FD_EPS,
+                       FD_NOISE,
+                       FD_TOLERANCE,
+                       TOLERANCE,
+                       error_stats,
+                       max_budget_ratio,
+                       max_relative_error,
+                       precision_for,
+                       relative_error,
+                       tree_relative_error,
+)
 from .options import CheckOptions
 from .report import GradientCheckError, GradientReport, Row
 from .rules import layer_reference, time_deltas_reference

@@ -13,8 +13,16 @@ from typing import NamedTuple
 from ..inputs import require_choice, require_int, require_number
 from .fd import FDPlan, fd_settings
 from .kinks import KINK_TOL
-from .numerics import (BUDGET, BUDGET_FLOOR, FD_EPS, FD_NOISE, FD_TOLERANCE, LOW_PRECISION,
-                       TOLERANCE, dtype_name)
+from .numerics import (
+    BUDGET,
+    BUDGET_FLOOR,
+    FD_EPS,
+    FD_NOISE,
+    FD_TOLERANCE,
+    LOW_PRECISION,
+    TOLERANCE,
+    dtype_name,
+)
 
 __all__ = ["CheckOptions", "Tolerances", "options_from", "FIELDS"]
 
