@@ -142,21 +142,8 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
     value_and_grad = gradient_source(s.net, s.cost, s.grad)
     optimizer = s.make_optimizer()
     policy = get_policy(s.precision)
-    manual = backprop(s.net, s.cost, input_grad=False)
-    reference = jax.grad(loss_fn(s.net, s.cost))
+    check_error = functools.partial(_check_error, s, policy)
     steps_per_epoch = -(-s.n_train // s.batch_size)
-
-    def check_error(params, x, y, mask):
-        # jax.grad against the hand-written gradient, both at the highest matmul precision; in
-        # low precision both in it, judged by the error budget against float32 jax.grad.
-        with jax.default_matmul_precision("highest"):
-            if not policy.low:
-                return max_relative_error(manual(params, x, y, mask).grads,
-                                          reference(params, x, y, mask))
-            widened = policy.cast_to_param((params, x))  # the rounded point, exactly in float32
-            return max_budget_ratio(manual(params, x, y, mask).grads,
-                                    reference(params, x, y, mask),
-                                    reference(*widened, y, mask))
 
     def epoch(params, opt_state, key, epoch_index, data):
         def step(carry, batch):
@@ -171,10 +158,7 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
             y = _constrain(encode_targets(s, y), batch_sharding)
             low_params = policy.cast_to_compute(params)  # the master weights stay float32
             scale = loss_scale(opt_state)  # fp16 only, else None
-            loss, grads = value_and_grad(low_params, x, y, mask, scale)
-            grads = policy.cast_to_param(grads)
-            if scale is not None:
-                grads = jax.tree.map(lambda g: g / scale, grads)
+            loss, grads = _float32_grads(value_and_grad, policy, low_params, x, y, mask, scale)
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
             new_params = _constrain(optax.apply_updates(params, updates), replicated)
             finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
@@ -205,13 +189,34 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
         carry, (totals, errors) = jax.lax.scan(step, carry, batches)
         params, opt_state, status, _ = carry
         status = dict(status, step=status["step"] - first_step)
-        metrics = _metrics(s, params, data, totals, errors)
-        if loss_scale(opt_state) is not None:  # fp16: the scale reached, the steps skipped
-            metrics["loss_scale"] = opt_state.scale
-            metrics["skipped_steps"] = opt_state.inner.total_notfinite
-        return params, opt_state, metrics, status
+        return params, opt_state, _metrics(s, params, data, totals, errors, opt_state), status
 
     return epoch
+
+
+def _float32_grads(value_and_grad, policy, low_params, x, y, mask, scale):
+    """(loss, gradient) in the compute precision, the gradient returned in the parameters'
+    float32 and, under loss scaling, divided by the scale there."""
+    loss, grads = value_and_grad(low_params, x, y, mask, scale)
+    grads = policy.cast_to_param(grads)
+    if scale is not None:
+        grads = jax.tree.map(lambda g: g / scale, grads)
+    return loss, grads
+
+
+def _check_error(s, policy, params, x, y, mask):
+    """jax.grad against the hand-written gradient, both at the highest matmul precision: their
+    relative error in float32; in low precision both computed in it and judged by the error
+    budget against float32 jax.grad at the same rounded point (the ratio, ≤ 1 passes)."""
+    manual = backprop(s.net, s.cost, input_grad=False)
+    reference = jax.grad(loss_fn(s.net, s.cost))
+    with jax.default_matmul_precision("highest"):
+        if not policy.low:
+            return max_relative_error(manual(params, x, y, mask).grads,
+                                      reference(params, x, y, mask))
+        widened = policy.cast_to_param((params, x))  # the rounded point, exactly in float32
+        return max_budget_ratio(manual(params, x, y, mask).grads, reference(params, x, y, mask),
+                                reference(*widened, y, mask))
 
 
 def _constrain(tree, sharding):
@@ -219,10 +224,10 @@ def _constrain(tree, sharding):
     return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
 
-def _metrics(s: EpochSetup, params, data, totals, errors) -> dict:
+def _metrics(s: EpochSetup, params, data, totals, errors, opt_state) -> dict:
     """The epoch's metrics: the mean training cost over its steps, the test cost and the
     accuracies at the final parameters (and, by task and source, the per-token cost and the
-    largest checked error)."""
+    largest checked error; under fp16 the loss scale and the skipped steps)."""
     test_out = _apply(s, params, data["x_test"])  # one forward pass: loss and accuracy
     y_test = encode_targets(s, data["y_test"])
     metrics = {"loss": jnp.sum(totals) / s.n_train,
@@ -238,6 +243,9 @@ def _metrics(s: EpochSetup, params, data, totals, errors) -> dict:
     if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
         low = get_policy(s.precision).low  # (in low precision: the largest budget ratio)
         metrics["check_max_budget_ratio" if low else "check_max_rel_error"] = jnp.max(errors)
+    if loss_scale(opt_state) is not None:  # fp16: the scale reached, the steps skipped
+        metrics["loss_scale"] = opt_state.scale
+        metrics["skipped_steps"] = opt_state.inner.total_notfinite
     return metrics
 
 
