@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.special
 
+from .dtypes import narrow, stable
 from .inputs import lookup
 
 __all__ = ["Activation", "sigmoid", "tanh", "relu", "identity", "gelu", "softmax",
@@ -129,14 +130,16 @@ def _Dgelu(z):
 gelu = _elementwise("gelu", _gelu, _Dgelu)
 
 
+# Softmax and its backward in float32 for a bfloat16 or float16 z (the normaliser sums the whole
+# row; 8 significant bits lose a small probability beside a large one), returned in z's dtype.
 def _softmax(z):
-    return jax.nn.softmax(z, axis=-1)
+    return narrow(jax.nn.softmax(stable(z), axis=-1), z)
 
 
 def _softmax_vjp(z, d):
     # s = softmax(z), ∂s_i/∂z_j = s_i(δ_ij − s_j), so (Jᵀd)_j = s_j (d_j − Σ_i d_i s_i).
-    s = jax.nn.softmax(z, axis=-1)
-    return s * (d - jnp.sum(d * s, axis=-1, keepdims=True))
+    s, d32 = jax.nn.softmax(stable(z), axis=-1), stable(d)
+    return narrow(s * (d32 - jnp.sum(d32 * s, axis=-1, keepdims=True)), d)
 
 
 softmax = Activation("softmax", _softmax, None, _softmax_vjp)

@@ -9,6 +9,11 @@ every other axis (for sequences scored at every step, J = Σ_τ J^(τ), Jin eq. 
 Costs marked ``on_logits`` take the pre-activation of the output layer (use
 ``output_activation="identity"``) and are written in a numerically stable form: finite loss and
 finite gradient even at logits of ±1e4 (log σ(x) = −softplus(−x); log-softmax via logsumexp).
+
+Precision: in mixed-precision training (bfloat16 or float16 outputs) the loss evaluates ``C`` and
+``D`` in float32 — the softmax and log-sum-exp of cross-entropy, and the sum of the costs over a
+batch, lose too much in 8 significant bits (:func:`fbackprop.batch_mean_cost`,
+:mod:`fbackprop.dtypes`).
 """
 from __future__ import annotations
 

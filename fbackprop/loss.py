@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
+from .dtypes import narrow, stable
 from .inputs import (as_network_input, require_bool, require_finite, require_mask,
                      require_params, require_target)
 from .network import Network, backward, forward, per_node
@@ -35,8 +36,10 @@ def batch_mean_cost(cost, y, a, mask=None):
         or a mask of zeros.
 
     Returns:
-      A scalar.
+      A scalar (float32 when ``a`` is bfloat16 or float16: the cost and its sum over the batch
+      need float32 for stability, :mod:`fbackprop.dtypes`).
     """
+    y, a = stable(y), stable(a)  # low precision: the cost and the batch sum in float32
     per_vector = cost.C(y, a)  # shape a.shape[:-1]
     if tuple(jnp.shape(per_vector)) != tuple(a.shape[:-1]):
         raise ValueError(f"cost {cost.name!r}: C(y, a) must return one cost per output vector, "
@@ -49,16 +52,20 @@ def batch_mean_cost(cost, y, a, mask=None):
     return jnp.sum(per_example * mask) / jnp.sum(mask)
 
 
-def _output_delta(cost, y, a_L, mask):
-    """d_L = D(C y) a_L / batch, the delta of the batch-mean loss (zero on masked rows)."""
-    D = cost.D(y, a_L)
+def _output_delta(cost, y, a_L, mask, scale=None):
+    """d_L = D(C y) a_L / batch, the delta of the batch-mean loss (zero on masked rows), times
+    the loss scale ``scale`` (fp16) when given. In bfloat16 or float16, D(C y) a_L (a softmax for
+    cross-entropy) is computed in float32, scaled and divided there, and only then narrowed."""
+    D = cost.D(stable(y), stable(a_L))
+    if scale is not None:
+        D = D * scale
     if tuple(jnp.shape(D)) != tuple(a_L.shape):
         raise ValueError(f"cost {cost.name!r}: D(y, a) must return ∂C/∂a with the shape of a, "
                          f"{tuple(a_L.shape)}, received shape {tuple(jnp.shape(D))}. Return "
                          f"one derivative per output entry.")
     if mask is None:
-        return D / a_L.shape[0]
-    return D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask)
+        return narrow(D / a_L.shape[0], a_L)
+    return narrow(D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask), a_L)
 
 
 def _require_network(net, who: str):
@@ -127,8 +134,12 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
       input_grad: also compute d_0 = ∂J/∂x (Bradbury Table 1, step 7).
 
     Returns:
-      ``run(params, x, y, mask=None)`` → :class:`Backprop`; gradients are of the batch-mean
-      loss (over the unmasked examples when a (batch,) 0/1 ``mask`` is given).
+      ``run(params, x, y, mask=None, scale=None)`` → :class:`Backprop`; gradients are of the
+      batch-mean loss (over the unmasked examples when a (batch,) 0/1 ``mask`` is given). With
+      a loss scale S (``scale``, float16 training) the recurrence starts from S·d_L, so every
+      delta and gradient is S times larger and does not underflow; ``loss`` stays J. In
+      bfloat16 or float16 the output delta and the loss are computed in float32
+      (:func:`batch_mean_cost`).
 
     Raises:
       ValueError, TypeError: (from ``run``) x, y or params of the wrong shape, dtype or
@@ -138,10 +149,10 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
     input_grad = require_bool(input_grad, "input_grad", who="backprop")
     cost = get_cost(cost)
 
-    def run(params, x, y, mask=None):
+    def run(params, x, y, mask=None, scale=None):
         activations, y, mask = _prepare(net, cost, params, x, y, mask)
         a_L = activations[-1]
-        d_L = _output_delta(cost, y, a_L, mask)  # D(C y) a_L, averaged over the batch
+        d_L = _output_delta(cost, y, a_L, mask, scale)  # D(C y) a_L, averaged over the batch
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
         if net.nodes is not None:
             activations = {"x": activations[0], **per_node(net, activations[1:])}

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..data import DATASETS, SEQUENCE_DATASETS
-from ..training import GRADS, MODES, OPTIMIZERS
+from ..training import GRADS, MODES, OPTIMIZERS, PRECISIONS
 from ..training.registry import MODELS
 from . import SUMMARIES, any_case, plural, supervisor
 
@@ -65,6 +65,11 @@ def add_parser(subparsers):
                    help="gradient source: manual (default), autodiff (jax.grad), or checked "
                         "(manual, compared with jax.grad every --check-every steps)")
     p.add_argument("--check-every", type=int, help="steps between checks with --grad checked")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), type=any_case(tuple(PRECISIONS)),
+                   help="fp32 (default), or mixed precision: bf16 or fp16 forward and "
+                        "hand-written backward with float32 master weights (fp16 with dynamic "
+                        "loss scaling); --grad checked then compares with jax.grad in the same "
+                        "precision under the error budget")
     p.add_argument("--hidden", type=_widths,
                    help="hidden widths, e.g. 64,32 ('none' for no hidden layer); the state size "
                         "for rnn/lstm/gru; for transformer one width per block, all equal "
@@ -172,8 +177,8 @@ def _default_out() -> pathlib.Path:
 def _options(args, distributed) -> dict:
     """The keyword arguments of ``fbackprop.train`` that the command line gives."""
     names = ("mode", "optimizer", "lr", "epochs", "batch_size", "grad", "seed", "hidden",
-             "check_every", "checkpoint_every", "features_per_step", "weight_decay", "out",
-             "resume", "force", "shard_params")
+             "check_every", "checkpoint_every", "features_per_step", "weight_decay", "precision",
+             "out", "resume", "force", "shard_params")
     return {**{n: getattr(args, n) for n in names}, "distributed": distributed,
             "progress": not args.no_progress}
 
@@ -274,6 +279,7 @@ def _report(result, caught):
           + (f" weight decay {c.weight_decay:g}" if c.weight_decay is not None else "")
           + f", batch {c.batch_size}, "
           f"{plural(c.epochs, 'epoch')}, {c.grad} gradients"
+          + (f", {c.precision} mixed precision" if c.precision != "fp32" else "")
           + (f", {plural(c.features_per_step, 'feature')} per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
           + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")

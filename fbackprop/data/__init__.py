@@ -22,6 +22,9 @@ generator seeds NumPy's global state, which is saved and restored around it).
 from __future__ import annotations
 
 import functools
+import gzip
+import importlib.util
+import pathlib
 import random
 
 import numpy as np
@@ -50,15 +53,30 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     test_fraction = require_fraction(test_fraction, "test_fraction", who="digits",
                                      fix="E.g. 0.2 (the default).")
     seed = _seed(seed, "digits")
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = (bunch.images / 16.0).astype(np.float32)  # (n, 8, 8), features scaled to [0, 1]
-    y = bunch.target.astype(np.int32)
+    flat, target = _digits_arrays()
+    x = (flat.reshape(-1, 8, 8) / 16.0).astype(np.float32)  # (n, 8, 8), scaled to [0, 1]
+    y = target.astype(np.int32)
     x_tr, y_tr, x_te, y_te = split(x, y, test_fraction, seed)
     return validated(Dataset(x_tr, y_tr, x_te, y_te, "classification", 10,
                               "scikit-learn digits: 8×8 images scaled to [0, 1], 10 classes",
                               "digits"))
+
+
+def _digits_arrays():
+    """(pixels (1797, 64), labels (1797,)): read from the file scikit-learn ships
+    (``sklearn/datasets/data/digits.csv.gz``, 64 pixel columns then the label) without importing
+    scikit-learn, whose import takes longer than the default run's training; through
+    ``sklearn.datasets.load_digits`` where that file is not found."""
+    spec = importlib.util.find_spec("sklearn")  # locates the package, does not import it
+    path = (pathlib.Path(spec.submodule_search_locations[0]) / "datasets" / "data"
+            / "digits.csv.gz") if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
 
 
 def mnist1d() -> Dataset:

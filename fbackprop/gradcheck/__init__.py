@@ -29,8 +29,20 @@ from .custom import check_layer, check_vjp
 from .custom_report import CustomRulesReport, RuleCheck
 from .custom_rules import check_custom_rules
 from .kinks import KINK_TOL, RESAMPLE_SCALE
-from .numerics import (FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, error_stats,
-                       max_relative_error, precision_for, relative_error, tree_relative_error)
+from .numerics import (
+                       BUDGET,
+                       BUDGET_FLOOR,
+                       FD_EPS,
+                       FD_NOISE,
+                       FD_TOLERANCE,
+                       TOLERANCE,
+                       error_stats,
+                       max_budget_ratio,
+                       max_relative_error,
+                       precision_for,
+                       relative_error,
+                       tree_relative_error,
+)
 from .options import CheckOptions
 from .report import GradientCheckError, GradientReport, Row
 from .rules import layer_reference, time_deltas_reference
@@ -41,5 +53,6 @@ __all__ = ["check", "check_grad", "check_vjp", "check_layer", "CheckOptions",
            "GradientCheckError", "Row", "FD_EPS",
            "FD_TOLERANCE", "FD_NOISE", "KINK_TOL", "RESAMPLE_SCALE", "TOLERANCE", "error_stats",
            "relative_error", "tree_relative_error", "max_relative_error", "precision_for",
+           "BUDGET", "BUDGET_FLOOR", "max_budget_ratio",
            "layer_reference", "time_deltas_reference", "sample_params", "sample_point",
            "sample_target"]

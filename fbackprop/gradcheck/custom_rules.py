@@ -40,14 +40,15 @@ from .custom_report import (
     ModeReport,
     RuleCheck,
 )
-from .numerics import TOLERANCE, error_stats, precision_for
+from .numerics import BUDGET, BUDGET_FLOOR, TOLERANCE, error_stats, precision_for
 from .report import FAIL as ROW_FAIL
 from .report import HAND_AUTO, HAND_JVP, PASS, GradientReport, Row
 
 __all__ = ["check_custom_rules", "LOW_PRECISION_TOLERANCE", "BUDGET", "BUDGET_FLOOR"]
 
 LOW_PRECISION_TOLERANCE = {"bfloat16": 3e-2, "float16": 5e-3}  # without a reference
-BUDGET, BUDGET_FLOOR = 2.0, 1e-4  # rule error ≤ BUDGET × autodiff error + BUDGET_FLOOR
+# BUDGET, BUDGET_FLOOR (rule error ≤ BUDGET × autodiff error + BUDGET_FLOOR): from .numerics,
+# which the trainer's checked low-precision gradients share
 
 
 @dataclasses.dataclass(frozen=True)

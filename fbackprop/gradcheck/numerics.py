@@ -20,12 +20,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..dtypes import stable
+
 __all__ = ["TOLERANCE", "LOW_PRECISION", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name",
            "precision_for", "error_stats", "relative_error", "tree_relative_error",
-           "max_relative_error"]
+           "max_relative_error", "BUDGET", "BUDGET_FLOOR", "max_budget_ratio"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 LOW_PRECISION = ("bfloat16", "float16")  # judged by an error budget, not a tolerance
+# The error budget: the rule's error ≤ BUDGET × autodiff's error (same precision, same
+# reference) + BUDGET_FLOOR (issue 19): the defaults of CheckOptions and check_custom_rules, and
+# the trainer's checked low-precision gradients (max_budget_ratio, norm-wise as
+# check_custom_rules).
+BUDGET, BUDGET_FLOOR = 2.0, 1e-4
 
 # Finite differences (float64 only): central, (J(p + εu) − J(p − εu)) / 2ε. An FD row passes when
 # |FD − g·u| ≤ (FD_TOLERANCE + FD_NOISE·max(1, |J|)/ε)·scale: the second term is the rounding
@@ -105,15 +112,53 @@ def tree_relative_error(got, ref) -> float:
                default=0.0)
 
 
-def max_relative_error(got, ref):
-    """:func:`tree_relative_error` as a traced JAX scalar, for use inside compiled programs
-    (NaN in ``got`` propagates as NaN, which compares as a failure against any tolerance)."""
-    errors = [jnp.zeros((), jnp.float32)]
+def _leaf_errors(got, ref) -> list:
+    """The relative error of each non-empty leaf pair, as traced float32 scalars."""
+    errors = []
     for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         if r.size == 0:
             continue
+        g, r = stable(g), stable(r)  # a bfloat16 or float16 leaf's error in float32
         scale = jnp.max(jnp.abs(r))
         err = jnp.max(jnp.abs(g - r))
         errors.append(jnp.where(scale > 0, err / jnp.where(scale > 0, scale, 1), err)
                       .astype(jnp.float32))
-    return jnp.max(jnp.stack(errors))
+    return errors
+
+
+def max_relative_error(got, ref):
+    """:func:`tree_relative_error` as a traced JAX scalar, for use inside compiled programs
+    (NaN in ``got`` propagates as NaN, which compares as a failure against any tolerance)."""
+    return jnp.max(jnp.stack([jnp.zeros((), jnp.float32)] + _leaf_errors(got, ref)))
+
+
+def max_budget_ratio(hand, auto, ref, budget: float = BUDGET, floor: float = BUDGET_FLOOR):
+    """The low-precision error budget as a traced JAX scalar, for use inside compiled programs
+    (the trainer's ``checked`` gradients in bfloat16 or float16).
+
+    The criterion of :func:`fbackprop.check_custom_rules` in low precision: per leaf, the
+    hand-written value's error e_h and autodiff's e_r, in the same low precision, are each
+    measured norm-wise against ``ref`` (autodiff in float32 at the highest matmul precision, at
+    the same rounded point), e = ‖g − ref‖/‖ref‖; the leaf passes when e_h ≤ ``budget`` · e_r +
+    ``floor``.
+
+    Args:
+      hand: the hand-written gradient (low precision, or already cast to float32).
+      auto: ``jax.grad``'s gradient in the same precision.
+      ref: the float32 reference, the same structure.
+      budget, floor: the error budget (2 and 1e-4 by default, as flash-attention's tests).
+
+    Returns:
+      The largest e_h / (budget · e_r + floor) over the leaves: ≤ 1 passes (NaN fails).
+    """
+    def norm_rel(g, r):
+        g, r = stable(g), stable(r)
+        scale = jnp.linalg.norm(r)
+        return jnp.linalg.norm(g - r) / jnp.where(scale > 0, scale, 1.0)
+
+    ratios = [jnp.zeros((), jnp.float32)]
+    for h, a, r in zip(jax.tree.leaves(hand), jax.tree.leaves(auto), jax.tree.leaves(ref)):
+        if r.size:
+            ratios.append((norm_rel(h, r) / (budget * norm_rel(a, r) + floor))
+                          .astype(jnp.float32))
+    return jnp.max(jnp.stack(ratios))

@@ -13,7 +13,16 @@ from typing import NamedTuple
 from ..inputs import require_choice, require_int, require_number
 from .fd import FDPlan, fd_settings
 from .kinks import KINK_TOL
-from .numerics import FD_EPS, FD_NOISE, FD_TOLERANCE, LOW_PRECISION, TOLERANCE, dtype_name
+from .numerics import (
+    BUDGET,
+    BUDGET_FLOOR,
+    FD_EPS,
+    FD_NOISE,
+    FD_TOLERANCE,
+    LOW_PRECISION,
+    TOLERANCE,
+    dtype_name,
+)
 
 __all__ = ["CheckOptions", "Tolerances", "options_from", "FIELDS"]
 
@@ -66,8 +75,8 @@ class CheckOptions:
     jit: bool = True
     raise_on_failure: bool = False
     matmul_precision: str = "highest"
-    budget: float = 2.0
-    budget_floor: float = 1e-4
+    budget: float = BUDGET
+    budget_floor: float = BUDGET_FLOOR
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtype_name(self.dtype, low_precision=True))

@@ -29,6 +29,11 @@ runs, as batched matrix products over (batch, head); and :func:`attention_input_
 :func:`attention_param_grads`, the two Euler derivatives, index by index (``einsum`` over named
 axes b, h, t, s, k), sharing :func:`attention_qkv_delta`. :func:`causal_self_attention` only
 wires them into a :class:`~fbackprop.Layer`.
+
+Precision: in bfloat16 or float16 the scores S, the softmax P and its backward ∂J/∂S are computed
+in float32 (a row's normaliser sums up to T terms, and a probability of 1e-3 beside 0.9 is lost
+in 8 significant bits); the products with V, K and Q run in the input's dtype
+(:mod:`fbackprop.dtypes`).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ..dtypes import narrow, stable
 from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer
 
@@ -77,8 +83,10 @@ def merge_heads(t):
 
 
 def softmax_backward(s, d):
-    """∂J/∂S from d = ∂J/∂P and P = s = softmax(S) over the last axis: s ⊙ (d − Σ_j d_j s_j)."""
-    return s * (d - jnp.sum(d * s, axis=-1, keepdims=True))
+    """∂J/∂S from d = ∂J/∂P and P = s = softmax(S) over the last axis: s ⊙ (d − Σ_j d_j s_j);
+    in float32 for a bfloat16 or float16 ``d``, the result in ``d``'s dtype."""
+    like, s, d = d, stable(s), stable(d)
+    return narrow(s * (d - jnp.sum(d * s, axis=-1, keepdims=True)), like)
 
 
 def scores_backward(dS, Q, K, scale):
@@ -91,13 +99,13 @@ def attention_forward(p, a, n_heads: int):
     Q, K, V = (split_heads(t, n_heads) for t in jnp.split(a @ p["W_qkv"].T + p["b_qkv"], 3,
                                                          axis=-1))  # [Q K V] = a W_qkvᵀ + b
     scale = 1.0 / math.sqrt(Q.shape[-1])
-    S = scale * Q @ jnp.swapaxes(K, -1, -2)                     # S = Q Kᵀ / √d_k
+    S = scale * stable(Q @ jnp.swapaxes(K, -1, -2))             # S = Q Kᵀ / √d_k
     T = a.shape[1]
     causal = jnp.tril(jnp.ones((T, T), bool))
     S = jnp.where(causal, S, -jnp.inf)                          # S_ij = −∞ for j > i
     P = jnp.exp(S - jnp.max(S, axis=-1, keepdims=True))
     P = P / jnp.sum(P, axis=-1, keepdims=True)                  # softmax over each row
-    O = merge_heads(P @ V)                                      # O = P V
+    O = merge_heads(narrow(P, V) @ V)                           # O = P V
     return AttentionCache(Q, K, V, P, O), O @ p["W_o"].T + p["b_o"]  # f p a = O W_oᵀ + b_o
 
 
@@ -110,7 +118,7 @@ def attention_backward(p, a, d, n_heads: int):
     grads = {"W_o": d_rows.T @ O_rows, "b_o": jnp.sum(d_rows, axis=0)}  # BP4, BP3
     dO = split_heads(d @ p["W_o"], n_heads)                     # ∂J/∂O = d W_o
     dP = dO @ jnp.swapaxes(V, -1, -2)                           # ∂J/∂P = ∂J/∂O Vᵀ
-    dV = jnp.swapaxes(P, -1, -2) @ dO                           # ∂J/∂V = Pᵀ ∂J/∂O
+    dV = jnp.swapaxes(narrow(P, dO), -1, -2) @ dO               # ∂J/∂V = Pᵀ ∂J/∂O
     dS = softmax_backward(P, dP)                                # P ⊙ (dP − rowsum(dP ⊙ P))
     dQ, dK = scores_backward(dS, Q, K, 1.0 / math.sqrt(Q.shape[-1]))  # both carry the 1/√d_k
     dqkv = jnp.concatenate([merge_heads(dQ), merge_heads(dK), merge_heads(dV)], axis=-1)
@@ -128,9 +136,9 @@ def attention_qkv_delta(p, a, d, n_heads: int):
     scale = 1.0 / math.sqrt(D // n_heads)
     dO = jnp.einsum("bte,ed->btd", d, p["W_o"]).reshape(B, T, n_heads, -1)  # ∂J/∂O = d W_o
     dP = jnp.einsum("bthk,bhsk->bhts", dO, c.V)        # ∂J/∂P_ts = Σ_k ∂J/∂O_tk V_sk
-    dV = jnp.einsum("bhts,bthk->bshk", c.P, dO)        # ∂J/∂V_sk = Σ_t P_ts ∂J/∂O_tk
-    row = jnp.einsum("bhts,bhts->bht", dP, c.P)        # Σ_s ∂J/∂P_ts P_ts
-    dS = c.P * (dP - row[..., None])                   # softmax: P_ts (∂J/∂P_ts − row_t)
+    dV = jnp.einsum("bhts,bthk->bshk", narrow(c.P, dO), dO)  # ∂J/∂V_sk = Σ_t P_ts ∂J/∂O_tk
+    row = jnp.einsum("bhts,bhts->bht", stable(dP), c.P)  # Σ_s ∂J/∂P_ts P_ts (float32)
+    dS = narrow(c.P * (stable(dP) - row[..., None]), dP)  # softmax: P_ts (∂J/∂P_ts − row_t)
     dQ = scale * jnp.einsum("bhts,bhsk->bthk", dS, c.K)  # ∂J/∂Q_tk = Σ_s ∂J/∂S_ts K_sk / √d_k
     dK = scale * jnp.einsum("bhts,bhtk->bshk", dS, c.Q)  # ∂J/∂K_sk = Σ_t ∂J/∂S_ts Q_tk / √d_k
     return c.O, jnp.concatenate([t.reshape(B, T, D) for t in (dQ, dK, dV)], axis=-1)

@@ -10,11 +10,16 @@ The backward pass (this derivation is the project's own; ``fbackprop check`` com
 The easy step to get wrong is dropping one of the two subtracted terms: ``mean(g)`` comes from
 μ (the mean term), ``x̂ ⊙ mean(g ⊙ x̂)`` from σ² (the variance term). Parameters: ∂J/∂γ = Σ_rows
 d ⊙ x̂, ∂J/∂β = Σ_rows d.
+
+Precision: in bfloat16 or float16 the statistics μ, σ² and r, x̂ and the backward's two means are
+computed in float32 (a mean of many squares loses too much in 8 or 11 significant bits); each
+result returns to the input's dtype (:mod:`fbackprop.dtypes`).
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..dtypes import narrow, stable
 from ..inputs import require_float_dtype, require_number, require_positive_int
 from .base import Layer
 
@@ -22,7 +27,9 @@ __all__ = ["layer_norm", "normalize", "normalize_backward"]
 
 
 def normalize(a, eps):
-    """(x̂, r): x̂ = (a − μ) r, r = 1/√(σ² + ε), over the last axis."""
+    """(x̂, r): x̂ = (a − μ) r, r = 1/√(σ² + ε), over the last axis; float32 for a bfloat16 or
+    float16 ``a`` (the statistics need it)."""
+    a = stable(a)
     mu = jnp.mean(a, axis=-1, keepdims=True)
     var = jnp.mean((a - mu) ** 2, axis=-1, keepdims=True)
     r = 1.0 / jnp.sqrt(var + eps)
@@ -30,10 +37,12 @@ def normalize(a, eps):
 
 
 def normalize_backward(x_hat, r, g):
-    """∂J/∂a from g = ∂J/∂x̂: r · (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂)) (module docstring)."""
+    """∂J/∂a from g = ∂J/∂x̂: r · (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂)) (module docstring); the
+    means in float32 for a bfloat16 or float16 ``g``, the result in ``g``'s dtype."""
+    like, g = g, stable(g)
     mean_term = jnp.mean(g, axis=-1, keepdims=True)                  # through μ
     var_term = x_hat * jnp.mean(g * x_hat, axis=-1, keepdims=True)   # through σ²
-    return r * (g - mean_term - var_term)
+    return narrow(r * (g - mean_term - var_term), like)
 
 
 def layer_norm(n: int, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
@@ -58,12 +67,12 @@ def layer_norm(n: int, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
 
     def apply(p, a):
         x_hat, _ = normalize(a, eps)
-        return p["gamma"] * x_hat + p["beta"]
+        return narrow(p["gamma"] * x_hat + p["beta"], a)
 
     def param_grads(x_hat, d):
         rows = d.reshape(-1, n)
-        return {"gamma": jnp.sum(rows * x_hat.reshape(-1, n), axis=0),  # Σ_rows d ⊙ x̂
-                "beta": jnp.sum(rows, axis=0)}                           # Σ_rows d
+        return {"gamma": narrow(jnp.sum(rows * x_hat.reshape(-1, n), axis=0), d),  # Σ d ⊙ x̂
+                "beta": jnp.sum(rows, axis=0)}                                      # Σ_rows d
 
     def D_input(p, a, d):
         x_hat, r = normalize(a, eps)

@@ -43,7 +43,7 @@ from .loop import (
     train,
     train_prepared,
 )
-from .optim import OPTIMIZERS, gordon_gd, make_optimizer
+from .optim import OPTIMIZERS, PRECISIONS, Policy, get_policy, gordon_gd, make_optimizer
 from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 from .sampling import sample_text, sample_tokens
 
@@ -51,7 +51,8 @@ __all__ = ["train", "prepare", "train_prepared", "TrainResult", "TrainingStopped
            "CheckpointWarning", "NearChanceWarning", "load_run", "predict", "device_info",
            "TrainConfig", "Settings", "gordon_gd", "make_optimizer", "build_model",
            "shape_inputs", "targets", "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK",
-           "rundir", "sample_text", "sample_tokens", "distributed", "sharding", "clear_caches"]
+           "rundir", "sample_text", "sample_tokens", "distributed", "sharding", "clear_caches",
+           "PRECISIONS", "Policy", "get_policy"]
 
 
 def clear_caches():

@@ -14,7 +14,7 @@ import pathlib
 import numpy as np
 
 from ..inputs import require_choice, require_int, require_positive_int
-from .optim import LR_DEFAULTS, OPTIMIZERS, check_lr, check_weight_decay
+from .optim import LR_DEFAULTS, OPTIMIZERS, PRECISIONS, check_lr, check_weight_decay
 
 __all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "Settings",
            "resolve", "data_defaults"]
@@ -27,9 +27,10 @@ RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence 
 # Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000). Its recurrent
 # networks read 8 features per step (5 steps of the 40-sample signal): over 40 steps of one
 # feature a plain tanh RNN barely learns (Jin §3.2's vanishing and exploding deltas).
+# checkpoint_every None: every epochs // 20 (≥ 1)
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
-            "check_every": 10, "checkpoint_every": None,  # None: every epochs // 20 (≥ 1)
-            "shard_params": False}
+            "check_every": 10, "checkpoint_every": None, "shard_params": False,
+            "precision": "fp32"}
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
     "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2},
@@ -80,6 +81,8 @@ class TrainConfig:
       weight_decay: ``"adamw"``'s decoupled weight decay λ (``None`` for other optimizers).
       shard_params: split each parameter and its optimizer state over the devices that split
         the batch (:mod:`.sharding`); ``False`` replicates them.
+      precision: ``"fp32"``, or mixed precision ``"bf16" | "fp16"`` (float32 master weights,
+        :class:`.optim.Policy`).
     """
 
     model: str
@@ -97,6 +100,7 @@ class TrainConfig:
     features_per_step: int | None = None
     weight_decay: float | None = None
     shard_params: bool = False
+    precision: str = "fp32"
 
     def as_dict(self) -> dict:
         """The settings as JSON-ready values (what ``config.json`` holds).
@@ -164,6 +168,7 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
     require_choice(cfg["mode"], MODES, "mode")
     require_choice(cfg["grad"], GRADS, "grad")
     require_choice(cfg["optimizer"], OPTIMIZERS, "optimizer")
+    require_choice(cfg["precision"], PRECISIONS, "precision")
     if given.get("weight_decay") is None and isinstance(cfg.get("weight_decay"), dict):
         cfg["weight_decay"] = cfg["weight_decay"].get(cfg["optimizer"])  # the data set's λ
     if net_name in RECURRENT and given.get("lr") is None and not saved:
@@ -197,7 +202,8 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
             fix="E.g. --checkpoint-every 1 (leave it out for epochs // 20)."),
         features_per_step=features,
         weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
-        shard_params=_shard_params(cfg["shard_params"]))
+        shard_params=_shard_params(cfg["shard_params"]),
+        precision=cfg["precision"])
 
 
 def _shard_params(value) -> bool:

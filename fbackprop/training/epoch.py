@@ -12,6 +12,15 @@ with ``jax.grad`` every ``check_every`` steps by :func:`fbackprop.gradcheck.max_
 Every gradient is of the batch mean of the per-example cost. A non-finite value or a divergence
 freezes the parameters from that step on and is reported in the epoch's status.
 
+Precision (:class:`.optim.Policy`): the parameters and optimizer state stay float32; under
+``"bf16"``/``"fp16"`` each step casts the parameters and the inputs to the compute dtype, takes
+the gradient there and casts it back to float32 for the update; the metrics are computed by the
+network in the compute dtype too. A ``checked`` gradient in low precision is judged by the error
+budget (:func:`fbackprop.gradcheck.max_budget_ratio`): the hand-written gradient and
+``jax.grad``'s, both in the low precision, against ``jax.grad`` in float32 at the same rounded
+point. Under ``"fp16"`` the gradient is of the scaled loss S·J, divided by S in float32; a step
+whose gradient overflows is skipped (:func:`.optim.dynamic_loss_scale`), not stopped.
+
 The cache (:func:`compiled_epoch`): one jitted epoch per :class:`EpochSetup` and shardings, so a
 second ``fb.train`` with the same settings skips tracing and compiling. Its key holds values
 (names, sizes, the optimizer's name and rate) and the network object itself: a network is equal
@@ -30,11 +39,11 @@ import jax.numpy as jnp
 import optax
 
 from ..costs import get_cost
-from ..gradcheck import max_relative_error
+from ..gradcheck import max_budget_ratio, max_relative_error
 from ..loss import backprop, batch_mean_cost, loss_fn
 from ..network import Network
 from .batches import batch_order
-from .optim import make_optimizer
+from .optim import get_policy, loss_scale, make_optimizer
 
 __all__ = ["EpochSetup", "epoch_function", "compile_epoch", "compiled_epoch", "clear_cache",
            "gradient_source", "leaf_names", "encode_targets", "accuracy"]
@@ -56,6 +65,7 @@ class EpochSetup(NamedTuple):
       tolerance: the largest relative error a checked gradient may have.
       task: the data set's task.
       n_classes: the vocabulary size of a ``"sequence"`` task (its targets are token ids).
+      precision: the :class:`.optim.Policy`'s name, ``"fp32" | "bf16" | "fp16"``.
     """
 
     net: Network
@@ -70,6 +80,7 @@ class EpochSetup(NamedTuple):
     tolerance: float
     task: str
     n_classes: int = 0
+    precision: str = "fp32"
 
     def make_optimizer(self):
         """The optax optimizer these settings name (a new, equal object each call).
@@ -77,7 +88,7 @@ class EpochSetup(NamedTuple):
         Returns:
           An ``optax.GradientTransformation``.
         """
-        return make_optimizer(self.optimizer, self.lr, self.weight_decay)
+        return make_optimizer(self.optimizer, self.lr, self.weight_decay, self.precision)
 
 
 def encode_targets(s: EpochSetup, y):
@@ -89,14 +100,23 @@ def encode_targets(s: EpochSetup, y):
 
 
 def gradient_source(net, cost, grad):
-    """(params, x, y, mask) → (loss, ∂J/∂params) from the chosen source; J is the mean over the
-    unmasked examples of the batch."""
+    """(params, x, y, mask, scale=None) → (loss, ∂J/∂params) from the chosen source; J is the
+    mean over the unmasked examples of the batch. With a loss scale S the gradient is of S·J
+    (the loss returned stays J)."""
     if grad == "autodiff":
-        return jax.value_and_grad(loss_fn(net, cost))
+        loss = loss_fn(net, cost)
+
+        def auto(params, x, y, mask, scale=None):
+            if scale is None:
+                return jax.value_and_grad(loss)(params, x, y, mask)
+            scaled, grads = jax.value_and_grad(lambda p: loss(p, x, y, mask) * scale)(params)
+            return scaled / scale, grads
+
+        return auto
     run = backprop(net, cost, input_grad=False)
 
-    def manual(params, x, y, mask):
-        r = run(params, x, y, mask)
+    def manual(params, x, y, mask, scale=None):
+        r = run(params, x, y, mask, scale)
         return r.loss, r.grads
 
     return manual
@@ -125,15 +145,9 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
     for the forward and backward passes and scatters the gradient back to the slices."""
     value_and_grad = gradient_source(s.net, s.cost, s.grad)
     optimizer = s.make_optimizer()
-    manual = backprop(s.net, s.cost, input_grad=False)
-    reference = jax.grad(loss_fn(s.net, s.cost))
+    policy = get_policy(s.precision)
+    check_error = functools.partial(_check_error, s, policy)
     steps_per_epoch = -(-s.n_train // s.batch_size)
-
-    def check_error(params, x, y, mask):
-        # jax.grad against the hand-written gradient, both at the highest matmul precision.
-        with jax.default_matmul_precision("highest"):
-            return max_relative_error(manual(params, x, y, mask).grads,
-                                      reference(params, x, y, mask))
 
     def epoch(params, opt_state, key, epoch_index, data):
         def step(carry, batch):
@@ -144,10 +158,12 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
             else:  # indices into the training set, which sits whole on the device
                 idx, mask = batch
                 x, y = data["x_train"][idx], data["y_train"][idx]
-            x = _constrain(x, batch_sharding)
+            x = policy.cast_to_compute(_constrain(x, batch_sharding))
             y = _constrain(encode_targets(s, y), batch_sharding)
             whole = params if sharded is None else _constrain(params, replicated)  # all-gather
-            loss, grads = value_and_grad(whole, x, y, mask)
+            low_params = policy.cast_to_compute(whole)  # the master weights stay float32
+            scale = loss_scale(opt_state)  # fp16 only, else None
+            loss, grads = _float32_grads(value_and_grad, policy, low_params, x, y, mask, scale)
             if sharded is not None:  # the sum over devices, each device keeping its slice
                 grads = sharded.constrain(grads)
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
@@ -159,9 +175,12 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
             finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
                                       _all_finite(new_params)])
             error = (jax.lax.cond(global_step % s.check_every == 0, check_error,
-                                  lambda *_: jnp.zeros((), jnp.float32), whole, x, y, mask)
+                                  lambda *_: jnp.zeros((), jnp.float32), low_params, x, y, mask)
                      if s.grad == "checked" else jnp.zeros((), jnp.float32))
-            bad = ~jnp.all(finite) | (error > s.tolerance)
+            n_grads = len(jax.tree.leaves(grads))
+            # under loss scaling an overflowing gradient is a skipped step, not a failure
+            counted = finite if scale is None else finite.at[1:1 + n_grads].set(True)
+            bad = ~jnp.all(counted) | (error > s.tolerance)
             go = ~status["stopped"] & ~bad  # after a failure, parameters stay frozen
             first = ~status["stopped"] & bad
             now = {"stopped": jnp.bool_(True), "step": global_step, "finite": finite,
@@ -183,10 +202,34 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
         if sharded is not None:  # returned split as they came in, small leaves replicated
             params, opt_state = sharded.constrain((params, opt_state))
         status = dict(status, step=status["step"] - first_step)
-        metrics = _metrics(s, params, data, totals, errors)
-        return params, opt_state, metrics, status
+        return params, opt_state, _metrics(s, params, data, totals, errors, opt_state), status
 
     return epoch
+
+
+def _float32_grads(value_and_grad, policy, low_params, x, y, mask, scale):
+    """(loss, gradient) in the compute precision, the gradient returned in the parameters'
+    float32 and, under loss scaling, divided by the scale there."""
+    loss, grads = value_and_grad(low_params, x, y, mask, scale)
+    grads = policy.cast_to_param(grads)
+    if scale is not None:
+        grads = jax.tree.map(lambda g: g / scale, grads)
+    return loss, grads
+
+
+def _check_error(s, policy, params, x, y, mask):
+    """jax.grad against the hand-written gradient, both at the highest matmul precision: their
+    relative error in float32; in low precision both computed in it and judged by the error
+    budget against float32 jax.grad at the same rounded point (the ratio, ≤ 1 passes)."""
+    manual = backprop(s.net, s.cost, input_grad=False)
+    reference = jax.grad(loss_fn(s.net, s.cost))
+    with jax.default_matmul_precision("highest"):
+        if not policy.low:
+            return max_relative_error(manual(params, x, y, mask).grads,
+                                      reference(params, x, y, mask))
+        widened = policy.cast_to_param((params, x))  # the rounded point, exactly in float32
+        return max_budget_ratio(manual(params, x, y, mask).grads, reference(params, x, y, mask),
+                                reference(*widened, y, mask))
 
 
 def _constrain(tree, sharding):
@@ -194,11 +237,11 @@ def _constrain(tree, sharding):
     return tree if sharding is None else jax.lax.with_sharding_constraint(tree, sharding)
 
 
-def _metrics(s: EpochSetup, params, data, totals, errors) -> dict:
+def _metrics(s: EpochSetup, params, data, totals, errors, opt_state) -> dict:
     """The epoch's metrics: the mean training cost over its steps, the test cost and the
     accuracies at the final parameters (and, by task and source, the per-token cost and the
-    largest checked error)."""
-    test_out = s.net.apply(params, data["x_test"])  # one forward pass: loss and accuracy
+    largest checked error; under fp16 the loss scale and the skipped steps)."""
+    test_out = _apply(s, params, data["x_test"])  # one forward pass: loss and accuracy
     y_test = encode_targets(s, data["y_test"])
     metrics = {"loss": jnp.sum(totals) / s.n_train,
                "test_loss": batch_mean_cost(get_cost(s.cost), y_test, test_out),
@@ -211,17 +254,27 @@ def _metrics(s: EpochSetup, params, data, totals, errors) -> dict:
         metrics["loss_per_token"] = (metrics["loss"] * y_test.shape[0]
                                      / jnp.maximum(jnp.sum(y_test), 1.0))
     if s.grad == "checked":  # the largest hand–autodiff relative error of the epoch's checks
-        metrics["check_max_rel_error"] = jnp.max(errors)
+        low = get_policy(s.precision).low  # (in low precision: the largest budget ratio)
+        metrics["check_max_budget_ratio" if low else "check_max_rel_error"] = jnp.max(errors)
+    if loss_scale(opt_state) is not None:  # fp16: the scale reached, the steps skipped
+        metrics["loss_scale"] = opt_state.scale
+        metrics["skipped_steps"] = opt_state.inner.total_notfinite
     return metrics
+
+
+def _apply(s, params, x):
+    """The network's output in the run's compute precision (float32 and float64 unchanged)."""
+    policy = get_policy(s.precision)
+    return s.net.apply(policy.cast_to_compute(params), policy.cast_to_compute(x))
 
 
 def _train_accuracy(s, params, data):
     """Accuracy on the training set: on the whole set on the device, or, when several processes
     each brought their rows of every batch, on those batches without the padding."""
     if "x_batches" not in data:
-        return accuracy(s.task, s.net.apply(params, data["x_train"]),
+        return accuracy(s.task, _apply(s, params, data["x_train"]),
                          encode_targets(s, data["y_train"]))
-    out = jax.vmap(lambda x: s.net.apply(params, x))(data["x_batches"])
+    out = jax.vmap(lambda x: _apply(s, params, x))(data["x_batches"])
     return accuracy(s.task, out, encode_targets(s, data["y_batches"]), data["mask"])
 
 

@@ -57,7 +57,7 @@ def load_run(path):
     ds = datasets.load(config.data) if vocab is None else _shapes_of(config.data, vocab)
     net = build_model(config.model, ds, config.hidden, config.features_per_step)
     params = net.init(jax.random.PRNGKey(config.seed))
-    opt = make_optimizer(config.optimizer, config.lr, config.weight_decay)
+    opt = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.precision)
     like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
             "epoch": jnp.zeros((), jnp.int32)}
     restored = restore_latest(pathlib.Path(path), like)

@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import data as datasets
 from ..costs import get_cost
-from ..gradcheck import TOLERANCE, check
+from ..gradcheck import BUDGET, BUDGET_FLOOR, TOLERANCE, check
 from ..inputs import require_bool, require_choice
 from ..network import Network
 from . import distributed as multiprocess
@@ -50,6 +50,7 @@ from .batches import Feed, batch_at, placement
 from .checkpoints import Checkpoints, move_aside, restore_latest
 from .config import Settings, TrainConfig, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
+from .optim import get_policy
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
 from .sharding import ParamSharding, host_value
 
@@ -152,8 +153,8 @@ ASYNC_CHECKPOINTS = True
 
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
-          checkpoint_every=None, features_per_step=None, weight_decay=None, out=None,
-          resume=False, force=False, devices=None, distributed=None, shard_params=None,
+          checkpoint_every=None, features_per_step=None, weight_decay=None, precision=None,
+          out=None, resume=False, force=False, devices=None, distributed=None, shard_params=None,
           progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
@@ -173,6 +174,11 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         checkpoint_every, features_per_step, weight_decay: the settings of the run, each
         described under :class:`TrainConfig`; ``None`` means the data set's default (or the
         global one), or on ``resume`` the saved value.
+      precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the forward pass and the
+        hand-written backward in bfloat16 or float16, the parameters and optimizer state in
+        float32 (:class:`.optim.Policy`; fp16 with dynamic loss scaling). With
+        ``grad="checked"`` the hand-written gradient is judged against ``jax.grad`` in the same
+        precision by the error budget.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
         with its saved settings when it has none); ``lr``, ``epochs``, ``checkpoint_every``
@@ -205,9 +211,9 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
     options = dict(mode=mode, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
                    grad=grad, seed=seed, hidden=hidden, check_every=check_every,
                    checkpoint_every=checkpoint_every, features_per_step=features_per_step,
-                   weight_decay=weight_decay, out=out, resume=resume, force=force,
-                   devices=devices, distributed=distributed, shard_params=shard_params,
-                   progress=progress)
+                   weight_decay=weight_decay, precision=precision, out=out, resume=resume,
+                   force=force, devices=devices, distributed=distributed,
+                   shard_params=shard_params, progress=progress)
     return train_prepared(prepare(model, data, options))
 
 
@@ -347,6 +353,8 @@ def settle(model, data, options: dict) -> Settings:
                          "resume continues the run in out, force replaces it. Pass one of them.")
     out = rundir.check_out(out) if out is not None else None
     saved = rundir.read_config(out) if resume else None
+    if saved is not None and "precision" not in saved:
+        saved = {**saved, "precision": "fp32"}  # a run saved before mixed precision existed
     vocab = rundir.read_vocab(out) if resume else None
     if saved is not None:
         model = saved.get("model") if model is None and saved.get("model") in MODELS else model
@@ -429,8 +437,10 @@ def build_state(s: Settings) -> Built:
                 batch_sharding)
     setup = EpochSetup(net, get_cost(COST_FOR_TASK[ds.task]), config.optimizer, config.lr,
                        config.weight_decay, len(ds.x_train), config.batch_size, config.grad,
-                       config.check_every, TOLERANCE["float32"], ds.task,
-                       ds.n_classes if ds.task == "sequence" else 0)
+                       config.check_every,
+                       # low precision: the error budget's ratio, ≤ 1 passes
+                       1.0 if get_policy(config.precision).low else TOLERANCE["float32"],
+                       ds.task, ds.n_classes if ds.task == "sequence" else 0, config.precision)
     init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = net.init(init_key)
     state = {"params": params, "opt_state": setup.make_optimizer().init(params)}
@@ -540,6 +550,8 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
     params, opt_state, key = (opened.state[k] for k in ("params", "opt_state", "key"))
     last_saved = opened.start if checkpoints is not None else None
     writes = s.out is not None and multiprocess.is_primary()  # metrics and plot: process 0
+    if writes:
+        metrics.prefetch_plot_modules()  # the import overlaps the epochs, not the end
     bar = tqdm(total=config.epochs, initial=opened.start, unit="epoch",
                disable=not s.progress or not multiprocess.is_primary(),
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
@@ -631,9 +643,12 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
                    if not report.ok else
                    "In float64 the checker finds every layer's rules correct at this batch, so "
                    "the divergence is float32 rounding: raise the check tolerance.")
+        error = (f"its error exceeds the error budget, {BUDGET:g} × jax.grad's error in "
+                 f"{s.config.precision} + {BUDGET_FLOOR:g} (ratio {float(status['error']):.2f} > "
+                 f"1)" if get_policy(s.config.precision).low else
+                 f"relative error {float(status['error']):.2e} > {b.setup.tolerance:g}")
         msg = (f"training stopped at {where}: the hand-written gradient differs from jax.grad "
-               f"(relative error {float(status['error']):.2e} > {b.setup.tolerance:g}). "
-               f"{located}")
+               f"({error}). {located}")
     if last_saved is not None:
         msg += (f" The last good checkpoint (epoch {last_saved}) is in "
                 f"{s.out / rundir.CHECKPOINTS}.")

@@ -2,15 +2,20 @@
 plot."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import pathlib
+import threading
 
 from .rundir import METRICS, PLOT, atomic_write
 
 __all__ = ["append_metrics", "read_metrics", "rewrite_metrics", "write_plot",
-           "loss_unit"]
+           "loss_unit", "prefetch_plot_modules", "PLOT_MODULES"]
+
+# What write_plot imports (the Agg canvas included, which savefig loads).
+PLOT_MODULES = ("matplotlib.figure", "matplotlib.ticker", "matplotlib.backends.backend_agg")
 
 
 def _json_row(row: dict) -> str:
@@ -95,6 +100,30 @@ def rewrite_metrics(out: pathlib.Path, rows: list):
     """
     atomic_write(pathlib.Path(out) / METRICS,
                   lambda f: f.write("".join(_json_row(r) + "\n" for r in rows).encode()))
+
+
+def prefetch_plot_modules() -> threading.Thread:
+    """Start importing matplotlib (:data:`PLOT_MODULES`) on a daemon thread.
+
+    A run writes its plot only at the end, and importing matplotlib takes a noticeable part of a
+    short run; started when the epochs start, the import overlaps compiling and training (XLA
+    releases the GIL while it works) instead of adding to the end. :func:`write_plot` needs
+    nothing from it: an import still under way in the thread is waited for by Python's import
+    lock, and one that failed is retried (and reported) there.
+
+    Returns:
+      The started thread.
+    """
+    def load():
+        for name in PLOT_MODULES:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                return  # write_plot imports it again and reports the error
+
+    thread = threading.Thread(target=load, name="fbackprop-prefetch-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def loss_unit(row: dict) -> tuple:
