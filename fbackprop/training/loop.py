@@ -46,14 +46,22 @@ from ..network import Network
 from . import distributed as multiprocess
 from . import metrics, rundir
 from .batches import Feed, batch_at, placement
-from .checkpoints import Checkpoints, move_aside, restore_latest
+from .checkpoints import (
+    CheckpointError,
+    Checkpoints,
+    CheckpointWarning,
+    move_aside,
+    restore_latest,
+    run_stamp,
+)
 from .config import Settings, TrainConfig, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
 
 __all__ = ["train", "prepare", "train_prepared", "settle", "build_state", "open_run",
            "run_epochs", "Prepared", "Built", "Opened", "TrainResult", "TrainingStopped",
-           "CheckpointWarning", "NearChanceWarning", "device_info"]
+           "CheckpointWarning", "CheckpointError", "NearChanceWarning", "DivergenceWarning",
+           "PlotWarning", "device_info"]
 
 
 class TrainResult(NamedTuple):
@@ -103,12 +111,17 @@ def device_info(devices, count: int) -> dict:
             "count": int(count)}
 
 
-class CheckpointWarning(UserWarning):
-    """A resume skipped damaged or incomplete checkpoints, or found none and started over."""
-
-
 class NearChanceWarning(RuntimeWarning):
     """A classifier ended near chance accuracy: it did not learn."""
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A run ended with a training loss above its first epoch's: it diverged (the learning rate
+    is likely too large)."""
+
+
+class PlotWarning(UserWarning):
+    """``plot.png`` could not be written; the run's metrics and checkpoints are saved."""
 
 
 class TrainingStopped(RuntimeError):
@@ -284,7 +297,8 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                 if restored is not None and (restored.skipped or restored.epoch is None):
                     warnings.warn(f"{s.out}: {restored.message()}", CheckpointWarning,
                                   stacklevel=3)
-                checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS)
+                checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS,
+                                          stamp=_stamp(s))
                 try:
                     if restored is None or restored.epoch is None:  # epoch 0 not saved yet
                         checkpoints.save(0, opened.state)
@@ -292,6 +306,7 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                 finally:
                     checkpoints.close()
     _warn_if_near_chance(history, s.data, s.config)
+    _warn_if_diverged(history, s.config)
     return TrainResult(params, history, s.config, s.net, s.data, s.out, b.devices,
                        b.device, restored)
 
@@ -325,6 +340,8 @@ def settle(model, data, options: dict) -> Settings:
         raise ValueError("resume=True (--resume) and force=True (--force) contradict each other: "
                          "resume continues the run in out, force replaces it. Pass one of them.")
     out = rundir.check_out(out) if out is not None else None
+    if out is not None:
+        rundir.check_layout(out, resume=resume)
     saved = rundir.read_config(out) if resume else None
     vocab = rundir.read_vocab(out) if resume else None
     if saved is not None:
@@ -448,7 +465,7 @@ def open_run(s: Settings, b: Built) -> Opened:
 
         multiprocess.on_primary(create, "create the run directory")
         return Opened(0, b.state, [], None)
-    restored = restore_latest(s.out, b.state, agree=multiprocess.agree)
+    restored = restore_latest(s.out, b.state, agree=multiprocess.agree, stamp=_stamp(s))
     start, state, history = 0, b.state, []
     if restored.epoch is not None:
         start, state = restored.epoch, restored.state
@@ -462,6 +479,14 @@ def open_run(s: Settings, b: Built) -> Opened:
 
     restored.quarantined = multiprocess.on_primary(resume, "resume the run") or []
     return Opened(start, state, history, restored)
+
+
+def _stamp(s: Settings) -> dict:
+    """The :func:`~.checkpoints.run_stamp` of a run: recorded with each checkpoint, and what a
+    resumed run's checkpoints are compared with."""
+    vocab = (None if s.data.vocab is None else
+             {"vocab": s.data.vocab, "seq_len": int(s.data.x_train.shape[1])})
+    return run_stamp(s.config.as_dict(), vocab)
 
 
 def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
@@ -514,10 +539,20 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
     finally:
         bar.close()
         if writes and history:
-            metrics.write_plot(s.out, history,
-                               f"{config.model} on {config.data}, {config.mode}, "
-                               f"{config.optimizer} η={config.lr:g}, {config.grad} gradients")
+            _plot(s, history)
     return params, history
+
+
+def _plot(s: Settings, history):
+    """Write ``plot.png``; a failure is a :class:`PlotWarning`, never the loss of the run."""
+    c = s.config
+    try:
+        metrics.write_plot(s.out, history, f"{c.model} on {c.data}, {c.mode}, {c.optimizer} "
+                                           f"η={c.lr:g}, {c.grad} gradients")
+    except (OSError, ValueError) as err:
+        warnings.warn(f"{s.out / rundir.PLOT} could not be written ({type(err).__name__}: "
+                      f"{err}); the metrics and checkpoints are saved. Plot them again from "
+                      f"{s.out / rundir.METRICS}.", PlotWarning, stacklevel=2)
 
 
 def _row(epoch, values, task, seconds, device) -> dict:
@@ -581,6 +616,21 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
                 f"{s.out / rundir.CHECKPOINTS}.")
     return TrainingStopped(msg, epoch=epoch, step=step, history=history,
                            last_checkpoint=last_saved, report=report)
+
+
+def _warn_if_diverged(history, config):
+    """Warn when the final training loss exceeds the first epoch's: the run diverged, although
+    every value stayed finite (a learning rate too large for the optimizer)."""
+    if len(history) < 2 or history[0].get("loss") is None or history[-1].get("loss") is None:
+        return
+    first, last = history[0]["loss"], history[-1]["loss"]
+    if last > first:
+        warnings.warn(
+            f"{config.model} on {config.data} diverged: the final training loss {last:.4g} "
+            f"(epoch {history[-1]['epoch']}) exceeds the first epoch's {first:.4g}. The "
+            f"learning rate ({config.optimizer}, lr={config.lr:g}) is likely too large: train "
+            f"again with a smaller --lr, e.g. {config.lr / 10:g}.", DivergenceWarning,
+            stacklevel=4)
 
 
 def _warn_if_near_chance(history, ds, config):
