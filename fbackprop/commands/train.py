@@ -136,14 +136,17 @@ def _distributed(args):
 
 
 def _quiet_third_party_logs():
-    """Silence absl's and orbax's INFO/WARNING chatter (checkpoint saves, async managers)."""
-    for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.distributed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Silence absl's and orbax's chatter (checkpoint saves, async managers), and orbax's
+    error logs too: a save that fails in orbax's background thread logs its traceback there,
+    and the trainer reports the same failure as one line (``--verbose`` shows them)."""
+    for name in ("absl", "orbax", "orbax.checkpoint"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("jax._src.distributed").setLevel(logging.ERROR)
     try:
         from absl import logging as absl_logging
     except ImportError:  # absl comes with orbax; without it there is nothing to silence
         return
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.FATAL)
 
 
 def _default_out() -> pathlib.Path:

@@ -339,8 +339,9 @@ def _changed(out, epoch, expected, like, stamp):
                          f"{tuple(e['shape'])}, the settings build {dtype}{tuple(shape)}")
     if diffs:
         raise RunChanged(
-            f"{pathlib.Path(out) / CHECKPOINTS / str(epoch)} verifies, but it disagrees with the "
-            f"run's {CONFIG} and {VOCAB}: " + "; ".join(diffs[:6]) + f". They were edited "
+            f"{pathlib.Path(out) / CHECKPOINTS / str(epoch)}: its checksum file is intact, but "
+            f"the step disagrees with the run's {CONFIG} and {VOCAB}: " + "; ".join(diffs[:3])
+            + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "") + f". They were edited "
             f"after it was saved (a resume may change only {', '.join(MAY_CHANGE)}): restore "
             f"them, or start a new run. Nothing was moved or changed.")
 

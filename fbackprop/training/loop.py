@@ -306,7 +306,7 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                 finally:
                     checkpoints.close()
     _warn_if_near_chance(history, s.data, s.config)
-    _warn_if_diverged(history, s.config)
+    _warn_if_diverged(history, s.data, s.config)
     return TrainResult(params, history, s.config, s.net, s.data, s.out, b.devices,
                        b.device, restored)
 
@@ -618,19 +618,31 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
                            last_checkpoint=last_saved, report=report)
 
 
-def _warn_if_diverged(history, config):
-    """Warn when the final training loss exceeds the first epoch's: the run diverged, although
-    every value stayed finite (a learning rate too large for the optimizer)."""
-    if len(history) < 2 or history[0].get("loss") is None or history[-1].get("loss") is None:
+def _warn_if_diverged(history, ds, config):
+    """Warn when the final training loss exceeds the first epoch's, or the loss of a network that
+    learned nothing (every class equally likely: ln K; regression: the mean target), although
+    every value stayed finite: a learning rate too large for the optimizer."""
+    if not history or history[-1].get("loss") is None:
         return
-    first, last = history[0]["loss"], history[-1]["loss"]
-    if last > first:
+    last, first = history[-1]["loss"], history[0].get("loss")
+    if ds.task == "regression":
+        y = np.asarray(ds.y_train, np.float64).reshape(len(ds.y_train), -1)
+        floor, what = 0.5 * float(np.mean(np.sum((y - y.mean(0)) ** 2, 1))), "the mean target"
+    else:
+        k = ds.n_classes if ds.task in ("classification", "sequence") else 2
+        floor, what = math.log(k), f"every one of {k} classes equally likely"
+    if ds.task == "sequence":
+        floor *= float(np.sum(np.asarray(ds.y_train) >= 0)) / len(ds.y_train)  # summed over
+        # the scored positions of each example (id −1: unscored)
+    above = ([f"the first epoch's {first:.4g}"] if len(history) > 1 and first is not None
+             and last > first else []) + ([f"{floor:.4g}, the loss of predicting {what}"]
+                                          if last > floor else [])
+    if above:
         warnings.warn(
             f"{config.model} on {config.data} diverged: the final training loss {last:.4g} "
-            f"(epoch {history[-1]['epoch']}) exceeds the first epoch's {first:.4g}. The "
-            f"learning rate ({config.optimizer}, lr={config.lr:g}) is likely too large: train "
-            f"again with a smaller --lr, e.g. {config.lr / 10:g}.", DivergenceWarning,
-            stacklevel=4)
+            f"(epoch {history[-1]['epoch']}) is above {' and '.join(above)}. The learning rate "
+            f"({config.optimizer}, lr={config.lr:g}) is likely too large: train again with a "
+            f"smaller --lr, e.g. {config.lr / 10:g}.", DivergenceWarning, stacklevel=4)
 
 
 def _warn_if_near_chance(history, ds, config):
