@@ -345,7 +345,8 @@ def test_load_run_falls_back_from_a_malformed_checksum_with_a_warning(run, finis
     assert _equal(params, checkpoints.restore_latest(run, _like()).state["params"])
 
 
-def test_load_run_passes_over_a_step_rotated_out_while_it_reads(run, monkeypatch):
+def test_load_run_passes_over_a_step_rotated_out_while_it_reads(run, finished,
+                                                                monkeypatch):
     """A running training deletes its oldest step (orbax's max_to_keep) while load_run reads it:
     load_run takes the next verified step, with no warning (nothing is damaged)."""
     real = checkpoints.restore
@@ -361,9 +362,11 @@ def test_load_run_passes_over_a_step_rotated_out_while_it_reads(run, monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("error", training.CheckpointWarning)
         _, params, _ = fb.load_run(run)
+    shutil.copytree(finished[0] / "checkpoints" / str(EPOCHS), run / "checkpoints" / str(EPOCHS))
+    restored = checkpoints.restore_latest(run, _like())  # main: skipped as damaged, then a
+    assert restored.epoch == EPOCHS - 1 and restored.skipped == []  # resume failed to move it
     monkeypatch.undo()
-    assert _equal(params, checkpoints.restore_latest(run, _like()).state["params"])
-    assert checkpoints.restore_latest(run, _like()).epoch == EPOCHS - 1
+    assert _equal(params, restored.state["params"])
 
 
 def _replace_by_file(path):
