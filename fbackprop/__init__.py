@@ -13,6 +13,7 @@ from .activations import Activation, get_activation
 from .costs import Cost, get_cost
 from .gradcheck import (GradientCheckError, GradientReport, check, check_grad, check_layer,
                         check_vjp)
+from .gradcheck import CustomRulesReport, check_custom_rules
 from .interop import as_custom_vjp
 from .layers import Layer, Probes, dense
 from .layers import (conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer,
@@ -23,7 +24,7 @@ from .models import cnn, delta_norms, gru, lstm, mlp, rnn, transformer, with_dro
 from .loss import Backprop, astype, backprop, loss_fn, manual_grad
 from .network import Network, backward, dag, forward, serial
 from .notation import D, compose, nabla, star
-from . import data
+from . import data, testing
 from .training import TrainResult, TrainingStopped, load_run, train
 
 __version__ = "0.1.0"
@@ -34,6 +35,8 @@ _RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
 
 
 def __getattr__(name):
+    if name == "kernels":  # Pallas kernels: imported on first use (Pallas is slow to import)
+        return importlib.import_module("fbackprop.kernels")
     if name in _RENAMED:
         warnings.warn(f"fbackprop.{name} is deprecated; use {_RENAMED[name]}.", DeprecationWarning,
                       stacklevel=2)
@@ -54,6 +57,7 @@ __all__ = [
     "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms",
     # checking
     "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
+    "check_custom_rules", "CustomRulesReport", "testing",
     # the JAX ecosystem
     "as_custom_vjp",
     # training and data

@@ -53,6 +53,10 @@ def add_parser(subparsers):
                         "MODULE (importable from the current directory) returns (obj, args) or "
                         "(obj, args, options); args are (params, a) for a Layer, (cost, params, "
                         "x, y) for a Network, the function's arguments for a custom_vjp")
+    p.add_argument("--custom-rules", action="store_true",
+                   help="with --target: FACTORY() returns (fn, args) or (fn, args, options) for "
+                        "any JAX function; every jax.custom_vjp/custom_jvp rule fn(*args) "
+                        "reaches is checked at the operands it received (fb.check_custom_rules)")
     p.set_defaults(func=run)
 
 
@@ -150,7 +154,30 @@ def run_target(args) -> int:
     return 0 if report.ok else 1
 
 
+def run_custom_rules(args) -> int:
+    """``--target module:factory --custom-rules``: ``fb.check_custom_rules(fn, *args, **options)``
+    with the factory's ``(fn, args[, options])``; ``--seed`` and ``--json`` apply."""
+    from ..gradcheck import check_custom_rules
+
+    if not args.target:
+        return _usage_error("--custom-rules checks your own program: add --target "
+                            "MODULE:FACTORY, FACTORY() returning (fn, args).")
+    if args.model != "all" or args.cost or args.fd or args.dtype:
+        return _usage_error("--custom-rules checks each rule at the operands and dtype it "
+                            "received; drop --model, --cost, --fd and --dtype.")
+    try:
+        fn, call_args, options = _load_target(args.target)
+        report = check_custom_rules(fn, *call_args, **{"seed": args.seed, **options})
+    except (TypeError, ValueError) as err:
+        return _usage_error(str(err))
+    print(json.dumps({"ok": report.ok, "target": args.target, "report": report.to_dict()},
+                     indent=1) if args.json else report)
+    return 0 if report.ok else 1
+
+
 def run(args) -> int:
+    if args.custom_rules:
+        return run_custom_rules(args)
     if args.target:
         return run_target(args)
     from .. import suite

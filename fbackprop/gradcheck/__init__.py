@@ -14,10 +14,15 @@ with one role:
 * :mod:`.rows` — from program outputs to rows;
 * :mod:`.kinks` — resampling away from kinks;
 * :mod:`.check` — ``check`` and ``check_grad``;
-* :mod:`.custom` — ``check_vjp`` (any ``jax.custom_vjp`` function) and ``check_layer``.
+* :mod:`.custom` — ``check_vjp`` (any ``jax.custom_vjp`` function) and ``check_layer``;
+* :mod:`.jaxpr_reader` — every read of JAX internals, for the sweep below;
+* :mod:`.custom_rules`, :mod:`.custom_report` — ``check_custom_rules`` (every custom rule a run
+  of any JAX function reaches) and its report.
 """
 from .check import check, check_grad
 from .custom import check_layer, check_vjp
+from .custom_report import CustomRulesReport, RuleCheck
+from .custom_rules import check_custom_rules
 from .kinks import KINK_TOL, RESAMPLE_SCALE
 from .numerics import (FD_EPS, FD_NOISE, FD_TOLERANCE, TOLERANCE, error_stats,
                        max_relative_error, precision_for, relative_error, tree_relative_error)
@@ -25,7 +30,8 @@ from .report import GradientCheckError, GradientReport, Row
 from .rules import layer_reference, time_deltas_reference
 from .sampling import sample_params, sample_point, sample_target
 
-__all__ = ["check", "check_grad", "check_vjp", "check_layer", "GradientReport",
+__all__ = ["check", "check_grad", "check_vjp", "check_layer", "check_custom_rules",
+           "CustomRulesReport", "RuleCheck", "GradientReport",
            "GradientCheckError", "Row", "FD_EPS",
            "FD_TOLERANCE", "FD_NOISE", "KINK_TOL", "RESAMPLE_SCALE", "TOLERANCE", "error_stats",
            "relative_error", "tree_relative_error", "max_relative_error", "precision_for",
