@@ -126,11 +126,17 @@ def kills(n, work, env, rng):
                      "seconds": round(secs, 1), "last": (stderr.strip().splitlines() or [""])[-1]
                      if code != 0 else ""})
         print(f"kill {i}: {rows[-1]}", flush=True)
+    return summarize(rows), rows
+
+
+def summarize(rows):
+    """The counts of the kill rows: landed, resumed bit-identical, dead ends, in the epoch-0
+    window (no step past epoch 0 verified when the kill landed)."""
     landed = [r for r in rows if r["landed"]]
     return {"kills": len(landed), "resumed": sum(r["identical"] for r in landed),
             "dead_ends": sum(not r["identical"] for r in landed),
             "epoch0_window": sum(r["newest_verified"] in (None, 0) for r in landed),
-            "finished_before_kill": len(rows) - len(landed)}, rows
+            "finished_before_kill": len(rows) - len(landed)}
 
 
 def _step(out, epoch=4):
@@ -350,7 +356,19 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--json", type=pathlib.Path, help="write every row here")
+    parser.add_argument("--tables-from", type=pathlib.Path, nargs="+", metavar="JSON",
+                        help="run nothing: render the tables from earlier --json files (the "
+                             "kills of one, the damage of another)")
     args = parser.parse_args(argv)
+    if args.tables_from:
+        saved = [json.loads(path.read_text()) for path in args.tables_from]
+        rows = [r for d in saved for r in d.get("kill_rows") or []]
+        table = _tables(summarize(rows) if rows else None,
+                        [r for d in saved for r in d.get("damage") or []])
+        print(table)
+        if args.write_docs:
+            _write_docs(table)
+        return
     work = pathlib.Path(tempfile.mkdtemp(prefix="fault-campaign-"))
     env = _env(work / "jax-cache")
     try:
