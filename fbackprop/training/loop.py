@@ -286,7 +286,7 @@ def train_prepared(prepared: Prepared) -> TrainResult:
       The errors :func:`train` raises once training starts.
     """
     s, b = prepared
-    with multiprocess.reporting_lost_peers(s.out, keep=(TrainingStopped,)):
+    with multiprocess.reporting_lost_peers(s.out, keep=(TrainingStopped, CheckpointError)):
         if s.out is None:
             restored = None
             params, history = run_epochs(s, b, Opened(0, b.state, [], None), None)
