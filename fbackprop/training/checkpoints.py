@@ -39,8 +39,9 @@ class CheckpointError(RuntimeError):
 
 
 class RunChanged(ValueError):
-    """A checkpoint that verifies disagrees with the run's ``config.json`` or ``vocab.json``:
-    the files were edited after it was saved, so the checkpoint is refused, never moved aside."""
+    """A checkpoint whose checksum file is intact records other settings, or arrays of other
+    shapes, than the run's ``config.json`` and ``vocab.json`` describe: the files were edited
+    after it was saved, so the run is refused and the checkpoint never moved aside."""
 
 
 def run_stamp(config: dict, vocab=None) -> dict:
