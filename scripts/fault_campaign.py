@@ -282,14 +282,16 @@ def _classify(code, stdout, stderr):
 def damage(work, env):
     """Each kind of damage on a copy of a finished run, resumed. Returns one row per kind."""
     xor_run, text_run = work / "xor-run", work / "text-run"
-    code, _, err, _ = _cli(BASE + ["--epochs", "4", "--out", str(xor_run)], env, drop=False)
-    assert code == 0, err
+    code, _, err, _ = _cli(BASE + ["--epochs", "4", "--out", str(xor_run)], env, drop=False,
+                           timeout=600)
+    assert code == 0, (code, err)
     corpus = work / "corpus.txt"
     corpus.write_text(" ".join(f"line {i} of a small corpus" for i in range(120)))
     text = ["--model", "transformer", "--data", f"text:{corpus}", "--hidden", "16",
             "--checkpoint-every", "1", "--no-progress"]
-    code, _, err, _ = _cli(text + ["--epochs", "4", "--out", str(text_run)], env, drop=False)
-    assert code == 0, err
+    code, _, err, _ = _cli(text + ["--epochs", "4", "--out", str(text_run)], env, drop=False,
+                           timeout=600)
+    assert code == 0, (code, err)
     rows = []
     for kinds, base, args in ((XOR_DAMAGE, xor_run, BASE), (TEXT_DAMAGE, text_run, text)):
         for i, (name, act) in enumerate(kinds.items()):
@@ -302,7 +304,9 @@ def damage(work, env):
             said = [line for line in (stderr + stdout).splitlines()
                     if "error:" in line or "skipped" in line or "from scratch" in line]
             rows.append({"damage": name, "outcome": outcome, "exit": code,
-                         "seconds": round(secs, 1), "said": said[-1][:300] if said else ""})
+                         "seconds": round(secs, 1), "said": said[-1][:300] if said else "",
+                         "stderr": stderr[-3000:] if outcome not in ("fallen back", "resumed",
+                                                                     "refused") else ""})
             print(f"{name}: {rows[-1]}", flush=True)
             for p in [out, *out.rglob("*")]:  # undo chmods so the directory can be removed
                 if not p.is_symlink():
