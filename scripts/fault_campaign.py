@@ -314,7 +314,16 @@ def damage(work, env):
     return rows
 
 
+def _outcome(row):
+    """The outcome as the table states it: a run that exited 0 after falling back, while
+    orbax's reader threads printed tracebacks on stderr, is told apart from a failed run."""
+    if row["outcome"] == "traceback" and row["exit"] == 0 and "skipped" in row["said"]:
+        return "fallen back (stray tracebacks)"
+    return row["outcome"]
+
+
 def _tables(summary, damage_rows):
+    damage_rows = [dict(r, outcome=_outcome(r)) for r in damage_rows]
     lines = []
     if summary:
         lines += [f"Kills: **{summary['kills']}** random SIGKILLs landed during a run "
@@ -331,8 +340,8 @@ def _tables(summary, damage_rows):
         lines += [f"| {r['damage']} | {r['outcome']} | {r['exit']} | "
                   f"{_abridge(r['said'])} |" for r in damage_rows]
         lines += ["", f"{len(damage_rows)} kinds: " + ", ".join(
-            f"{counts.get(k, 0)} {k}" for k in ("fallen back", "resumed", "refused",
-                                               "traceback", "hang")) + "."]
+            f"{counts.get(k, 0)} {k}" for k in ("fallen back", "fallen back (stray tracebacks)",
+                                               "resumed", "refused", "traceback", "hang")) + "."]
     return "\n".join(lines)
 
 
