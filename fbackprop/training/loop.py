@@ -465,7 +465,8 @@ def open_run(s: Settings, b: Built) -> Opened:
 
         multiprocess.on_primary(create, "create the run directory")
         return Opened(0, b.state, [], None)
-    restored = restore_latest(s.out, b.state, agree=multiprocess.agree, stamp=_stamp(s))
+    restored = restore_latest(s.out, b.state, agree=multiprocess.agree,
+                              stamp=_stamp(s, s.saved))
     start, state, history = 0, b.state, []
     if restored.epoch is not None:
         start, state = restored.epoch, restored.state
@@ -481,12 +482,14 @@ def open_run(s: Settings, b: Built) -> Opened:
     return Opened(start, state, history, restored)
 
 
-def _stamp(s: Settings) -> dict:
-    """The :func:`~.checkpoints.run_stamp` of a run: recorded with each checkpoint, and what a
-    resumed run's checkpoints are compared with."""
+def _stamp(s: Settings, config=None) -> dict:
+    """The :func:`~.checkpoints.run_stamp` of a run: recorded with each checkpoint; on resume,
+    that of the saved ``config.json`` (``config``) is what the checkpoints are compared with, so
+    that a setting given on the command line is refused by :func:`.rundir.open_for_resume`,
+    not reported as an edited file."""
     vocab = (None if s.data.vocab is None else
              {"vocab": s.data.vocab, "seq_len": int(s.data.x_train.shape[1])})
-    return run_stamp(s.config.as_dict(), vocab)
+    return run_stamp(s.config.as_dict() if config is None else config, vocab)
 
 
 def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
