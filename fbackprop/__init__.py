@@ -6,42 +6,49 @@ generic recurrence turns them into the backward pass, and every rule is checked 
 ``jax.grad``.
 """
 import importlib
-import warnings
-
-from . import graph, notation
-from .activations import Activation, get_activation
-from .costs import Cost, get_cost
-from .gradcheck import (GradientCheckError, GradientReport, check, check_grad, check_layer,
-                        check_vjp)
-from .gradcheck import CustomRulesReport, check_custom_rules
-from .interop import as_custom_vjp
-from .layers import Layer, Probes, dense
-from .layers import (conv, flatten, gate_params, gru_gate_params, gru_layer, lstm_layer,
-                     max_pool, mean_pool, rnn_layer)
-from .layers import (add, causal_self_attention, concat, dropout, elementwise, embedding, gelu,
-                     layer_norm, positional, residual)
-from .models import cnn, delta_norms, gru, lstm, mlp, rnn, transformer, with_dropout_key
-from .loss import Backprop, astype, backprop, loss_fn, manual_grad
-from .network import Network, backward, dag, forward, serial
-from .notation import D, compose, nabla, star
-from . import data, testing
-from .training import TrainResult, TrainingStopped, load_run, train
+import importlib.util
 
 __version__ = "0.1.0"
 
-# Modules renamed when the checker became a package; the old names still import, with a warning.
-_RENAMED = {"checker": "fbackprop.gradcheck", "verify": "fbackprop.gradcheck",
-            "validate": "fbackprop.inputs", "rundir": "fbackprop.training.rundir"}
+# Each public name and the module that defines it. They are imported on first use (PEP 562), so
+# that `import fbackprop` and `fbackprop --help` do not import JAX; `fb.mlp` imports what it needs.
+_HOME = {
+    **dict.fromkeys(("D", "compose", "nabla", "star"), "notation"),
+    **dict.fromkeys(("Activation", "get_activation"), "activations"),
+    **dict.fromkeys(("Cost", "get_cost"), "costs"),
+    **dict.fromkeys(("CheckOptions", "GradientCheckError", "GradientReport", "check", "check_grad",
+                     "check_layer", "check_vjp", "check_custom_rules", "CustomRulesReport"),
+                    "gradcheck"),
+    "as_custom_vjp": "interop",
+    **dict.fromkeys(("Layer", "Probes", "dense", "conv", "flatten", "gate_params",
+                     "gru_gate_params", "gru_layer", "lstm_layer", "max_pool", "mean_pool",
+                     "rnn_layer", "add", "causal_self_attention", "concat", "dropout",
+                     "elementwise", "embedding", "gelu", "layer_norm", "positional",
+                     "residual"), "layers"),
+    **dict.fromkeys(("cnn", "delta_norms", "gru", "lstm", "mlp", "rnn", "transformer",
+                     "with_dropout_key"), "models"),
+    **dict.fromkeys(("Backprop", "astype", "backprop", "loss_fn", "manual_grad"), "loss"),
+    **dict.fromkeys(("Network", "backward", "dag", "forward", "serial"), "network"),
+    **dict.fromkeys(("TrainResult", "TrainingStopped", "load_run", "predict", "train"),
+                    "training"),
+}
+_SUBMODULES = ("graph", "notation", "data", "testing")  # and fb.kernels (Pallas), on use
 
 
 def __getattr__(name):
-    if name == "kernels":  # Pallas kernels: imported on first use (Pallas is slow to import)
-        return importlib.import_module("fbackprop.kernels")
-    if name in _RENAMED:
-        warnings.warn(f"fbackprop.{name} is deprecated; use {_RENAMED[name]}.", DeprecationWarning,
-                      stacklevel=2)
-        return importlib.import_module(_RENAMED[name])
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        globals()[name] = value  # found directly from now on
+        return value
+    if name in _SUBMODULES or (not name.startswith("_")
+                               and importlib.util.find_spec(f"{__name__}.{name}") is not None):
+        return importlib.import_module(f"{__name__}.{name}")  # e.g. fb.training, fb.gradcheck
     raise AttributeError(f"module 'fbackprop' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     # notation, activations, costs
@@ -56,10 +63,10 @@ __all__ = [
     # models
     "mlp", "cnn", "rnn", "lstm", "gru", "transformer", "with_dropout_key", "delta_norms",
     # checking
-    "check", "check_grad", "check_vjp", "check_layer", "GradientReport", "GradientCheckError",
-    "check_custom_rules", "CustomRulesReport", "testing",
+    "check", "check_grad", "check_vjp", "check_layer", "CheckOptions", "GradientReport",
+    "GradientCheckError", "check_custom_rules", "CustomRulesReport", "testing",
     # the JAX ecosystem
     "as_custom_vjp",
     # training and data
-    "data", "train", "TrainResult", "TrainingStopped", "load_run",
+    "data", "train", "TrainResult", "TrainingStopped", "load_run", "predict",
 ]

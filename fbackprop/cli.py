@@ -7,11 +7,22 @@ import os
 import sys
 
 from . import __version__
+from .commands import SUMMARIES
 
-COMMANDS = ("train", "sample", "check", "errata")  # modules under fbackprop.commands, in the order --help lists them
+COMMANDS = tuple(SUMMARIES)  # modules under fbackprop.commands, in the order --help lists them
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only=None) -> argparse.ArgumentParser:
+    """The ``fbackprop`` argument parser.
+
+    Args:
+      only: build the options of this subcommand alone; every other subcommand gets just its
+        name and one-line help, and its module (with JAX behind it) is not imported, so that
+        ``fbackprop --help`` and ``--version`` stay fast. ``None`` builds every subcommand.
+
+    Returns:
+      The :class:`argparse.ArgumentParser`.
+    """
     parser = argparse.ArgumentParser(
         prog="fbackprop",
         description="Backpropagation derived, executed and checked against jax.grad.")
@@ -19,8 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"fbackprop.commands.{name}").add_parser(sub)
+        if only is None or name == only:
+            importlib.import_module(f"fbackprop.commands.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=SUMMARIES[name], add_help=False)
     return parser
+
+
+def _command(argv) -> str:
+    """The subcommand ``argv`` names: its first word not starting with ``-`` (the top level has
+    no option that takes a value), or ``""``."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv=None) -> int:
@@ -37,7 +57,9 @@ def main(argv=None) -> int:
       The exit status: 0 ok, 1 a check or run failed, 2 bad usage, 141 when the reader of the
       output went away (``fbackprop errata --markdown | head``), quietly, as a shell tool does.
     """
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(only=_command(argv)).parse_args(argv)
+    args.argv = argv  # a supervised run starts it again
     from .jax_cache import enable_compilation_cache  # after parsing, so --help stays fast
 
     enable_compilation_cache()  # before the first compilation of this process

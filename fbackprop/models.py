@@ -14,16 +14,17 @@ import jax
 import jax.numpy as jnp
 
 from .activations import get_activation
+from .inputs import require_bool, require_choice, require_positive_int, require_positive_ints
 from .layers.attention import causal_self_attention
-from .layers.combinators import dropout as dropout_layer, residual
+from .layers.combinators import dropout as dropout_layer
+from .layers.combinators import residual
 from .layers.conv import conv
-from .layers.embedding import embedding, positional
-from .layers.norm import layer_norm
 from .layers.dense import dense
+from .layers.embedding import embedding, positional
 from .layers.gru import gru_layer
 from .layers.lstm import lstm_layer
+from .layers.norm import layer_norm
 from .layers.pool import flatten, max_pool, mean_pool
-from .inputs import require_bool, require_choice, require_positive_int, require_positive_ints
 from .layers.recurrent import require_output, rnn_layer
 from .loss import backprop
 from .network import Network, dag
@@ -66,8 +67,35 @@ def mlp(sizes, activation="sigmoid", output_activation=None, bias: bool = True) 
     acts = [hidden] * (len(sizes) - 2) + [out]
     layers = tuple(dense(n_in, n_out, g, bias=bias)
                    for n_in, n_out, g in zip(sizes[:-1], sizes[1:], acts))
-    name = f"mlp({'-'.join(map(str, sizes))}, {hidden.name}/{out.name}{'' if bias else ', no bias'})"
+    name = (f"mlp({'-'.join(map(str, sizes))}, {hidden.name}/{out.name}"
+            f"{'' if bias else ', no bias'})")
     return Network(layers, (sizes[0],), name)
+
+
+def _require_counts(value, argument: str, expected: str) -> tuple:
+    """``cnn``'s ``conv_channels`` or ``hidden``: a sequence of positive ints, as a tuple."""
+    if isinstance(value, int) or not hasattr(value, "__iter__"):
+        raise TypeError(f"cnn: {argument} must be {expected}, received {value!r}.")
+    return tuple(require_positive_int(c, f"{argument} entries", who="cnn") for c in value)
+
+
+def _conv_blocks(shape, conv_channels, ks, ps, pool_layer, g):
+    """The CNN's conv+pool blocks, each map size checked before anything is built, and the
+    width of the flattened output of the last one."""
+    layers, channels, spatial = [], shape[0], shape[1:]
+    for block, c_out in enumerate(conv_channels, start=1):
+        if any(s < k for s, k in zip(spatial, ks)):
+            raise ValueError(f"cnn: block {block}'s kernel {ks} is larger than its input map "
+                             f"{spatial} (valid convolution, no padding). Use a smaller "
+                             f"kernel_size, fewer blocks, or a larger input.")
+        spatial = tuple(s - k + 1 for s, k in zip(spatial, ks))
+        if any(s % q for s, q in zip(spatial, ps)):
+            raise ValueError(f"cnn: block {block}'s convolution gives a map of size {spatial}, "
+                             f"which the pool size {ps} does not divide (non-overlapping pooling "
+                             f"needs whole windows). Change kernel_size, pool_size or input_shape.")
+        layers += [conv(channels, c_out, ks, g), pool_layer(ps)]
+        channels, spatial = c_out, tuple(s // q for s, q in zip(spatial, ps))
+    return layers, channels * math.prod(spatial)
 
 
 def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean", hidden=(),
@@ -102,41 +130,24 @@ def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean
     except ValueError:
         shape = ()
     if len(shape) not in (2, 3):
-        raise ValueError(f"cnn: input_shape must be (C, L) for 1-D signals or (C, H, W) for images, "
-                         f"with positive ints, received {input_shape!r}.")
+        raise ValueError(f"cnn: input_shape must be (C, L) for 1-D signals or (C, H, W) for "
+                         f"images, with positive ints, received {input_shape!r}.")
     n = len(shape) - 1
     per_axis = "One entry per spatial axis of the input."
     ks = require_positive_ints(kernel_size, "kernel_size", n=n, who="cnn", fix=per_axis)
     ps = require_positive_ints(pool_size, "pool_size", n=n, who="cnn", fix=per_axis)
     require_choice(pool, tuple(_POOLS), "pool", who="cnn")
-    if isinstance(conv_channels, int) or not hasattr(conv_channels, "__iter__"):
-        raise TypeError(f"cnn: conv_channels must be a sequence of channel counts such as (4, 8), "
-                        f"received {conv_channels!r}.")
-    if isinstance(hidden, int) or not hasattr(hidden, "__iter__"):
-        raise TypeError(f"cnn: hidden must be a sequence of dense widths such as (32,) (or () for "
-                        f"none), received {hidden!r}.")
-    conv_channels = tuple(require_positive_int(c, "conv_channels entries", who="cnn")
-                          for c in conv_channels)
-    hidden = tuple(require_positive_int(h, "hidden entries", who="cnn") for h in hidden)
+    conv_channels = _require_counts(conv_channels, "conv_channels",
+                                    "a sequence of channel counts such as (4, 8)")
+    hidden = _require_counts(hidden, "hidden",
+                             "a sequence of dense widths such as (32,) (or () for none)")
     n_out = require_positive_int(n_out, "n_out", who="cnn")
     g = get_activation(activation)
     out = get_activation(output_activation, argument="output_activation")
 
-    layers, channels, spatial = [], shape[0], shape[1:]
-    for block, c_out in enumerate(conv_channels, start=1):
-        if any(s < k for s, k in zip(spatial, ks)):
-            raise ValueError(f"cnn: block {block}'s kernel {ks} is larger than its input map "
-                             f"{spatial} (valid convolution, no padding). Use a smaller "
-                             f"kernel_size, fewer blocks, or a larger input.")
-        spatial = tuple(s - k + 1 for s, k in zip(spatial, ks))
-        if any(s % q for s, q in zip(spatial, ps)):
-            raise ValueError(f"cnn: block {block}'s convolution gives a map of size {spatial}, "
-                             f"which the pool size {ps} does not divide (non-overlapping pooling "
-                             f"needs whole windows). Change kernel_size, pool_size or input_shape.")
-        layers += [conv(channels, c_out, ks, g), _POOLS[pool](ps)]
-        channels, spatial = c_out, tuple(s // q for s, q in zip(spatial, ps))
+    layers, flat_width = _conv_blocks(shape, conv_channels, ks, ps, _POOLS[pool], g)
     layers.append(flatten())
-    widths = (channels * math.prod(spatial),) + hidden
+    widths = (flat_width,) + hidden
     layers += [dense(a, b, g) for a, b in zip(widths[:-1], widths[1:])]
     layers.append(dense(widths[-1], n_out, out))
     name = (f"cnn({'x'.join(map(str, shape))}, conv {'-'.join(map(str, conv_channels)) or 'none'}, "
@@ -145,7 +156,8 @@ def cnn(input_shape, *, conv_channels, kernel_size, pool_size, pool: str = "mean
     return Network(tuple(layers), shape, name)
 
 
-def rnn(n_in: int, n_hidden: int, n_out: int, *, activation="tanh", output: str = "last") -> Network:
+def rnn(n_in: int, n_hidden: int, n_out: int, *, activation="tanh",
+        output: str = "last") -> Network:
     """A recurrent network (Jin eqs. 26–27): ``h_τ = φ(W_xh x_τ + W_hh h_{τ−1} + b)``, then a
     linear dense head ``W_hy h + b_y`` (logits; Jin's softmax is the softmax cross-entropy cost).
 
@@ -271,6 +283,11 @@ def with_dropout_key(net: Network, key) -> Network:
     Returns:
       The same network with keyed dropout layers (same parameters).
     """
+    if not isinstance(key, jax.Array) or not (
+            jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+            or (key.dtype == jnp.uint32 and key.shape == (2,))):
+        raise TypeError(f"with_dropout_key: key must be a jax.random key (jax.random.key(0) or "
+                        f"jax.random.PRNGKey(0)), received {type(key).__name__}: {key!r}.")
     layers = tuple(
         dropout_layer(float(layer.name[len("dropout("):-1]), jax.random.fold_in(key, i))
         if layer.name.startswith("dropout(") and layer.name.endswith(")") and "keyed" not in
@@ -301,7 +318,8 @@ def delta_norms(net: Network, cost, params, x, y) -> dict:
     recurrent = [l for l, layer in enumerate(net.layers) if layer.time_deltas is not None]
     if not recurrent:
         raise ValueError(f"delta_norms needs a network with a recurrent layer (one with "
-                         f"time_deltas, such as fbackprop.rnn, fbackprop.lstm or fbackprop.gru); {net!r} has none.")
+                         f"time_deltas, such as fbackprop.rnn, fbackprop.lstm or fbackprop.gru); "
+                         f"{net!r} has none.")
     out = {}
     for l in recurrent:
         layer = net.layers[l]

@@ -2,8 +2,10 @@
 for each. Used by the command; the gradient checker itself is :mod:`fbackprop.gradcheck`."""
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from .gradcheck import check, precision_for, sample_point
 from .gradcheck.report import FAIL, HAND_AUTO, PASS, GradientReport
@@ -59,12 +61,9 @@ def model_configs():
         ((2, 7, 8), (3,), (2, 3), (3, 2), "max", (), "identity", "sse"),
     ]
     for shape, chans, k, ps, pool, hidden, act, cost in cnn_rows:
-        out = act if cost in ("mse", "sse") else "identity"
-
-        def make(shape=shape, chans=chans, k=k, ps=ps, pool=pool, hidden=hidden, act=act, out=out):
-            return cnn(shape, conv_channels=chans, kernel_size=k, pool_size=ps, pool=pool,
-                       hidden=hidden, n_out=3, activation=act, output_activation=out)
-
+        make = functools.partial(cnn, shape, conv_channels=chans, kernel_size=k, pool_size=ps,
+                                 pool=pool, hidden=hidden, n_out=3, activation=act,
+                                 output_activation=act if cost in ("mse", "sse") else "identity")
         rows.append(Config("cnn", make().name, act, cost, make, batch=3 if len(shape) == 2 else 2))
     rnn_rows = [  # (model, activation, output, T, cost)
         ("rnn", "tanh", "last", 5, "softmax_cross_entropy"),

@@ -60,7 +60,8 @@ def test_no_import_circle_and_no_import_inside_a_function():
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(fn):
                     if isinstance(node, (ast.Import, ast.ImportFrom)):
-                        mod = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                        mod = (node.module if isinstance(node, ast.ImportFrom)
+                               else node.names[0].name)
                         if not (mod or "").startswith(LAZY) and not name.startswith(COMMAND):
                             hidden.append(f"{name}.{fn.name}: import {mod}")
     assert not hidden, hidden
@@ -138,23 +139,26 @@ def test_a_wrong_fused_rule_is_what_the_recurrence_runs_and_what_the_checker_nam
     assert not any(r.rule in ("D_param", "D_input") for r in report.failures)
 
 
+def test_a_slip_in_the_fused_attention_rule_alone_fails_the_fused_euler_row(monkeypatch):
+    """Attention's Euler rules are written apart from its fused rule, so the fused–Euler row
+    compares two writings: the softmax backward without its row-sum term, planted in the fused
+    rule only, fails that row while D_input and D_param still pass."""
+    from fbackprop.layers import attention
+
+    good = fb.causal_self_attention(4, 2, dtype=jax.numpy.float64)
+    params = good.init(jax.random.PRNGKey(0))
+    a = jax.random.normal(jax.random.PRNGKey(1), (2, 3, 4), jax.numpy.float64)
+    assert fb.check_layer(good, params, a).ok
+    monkeypatch.setattr(attention, "softmax_backward", lambda s, d: s * d)  # no − Σ_j d_j s_j
+    report = fb.check_layer(fb.causal_self_attention(4, 2, dtype=jax.numpy.float64), params, a)
+    failing = {(r.rule, r.pair) for r in report.failures}
+    assert ("backward", "fused–Euler") in failing
+    assert not any(r.rule in ("D_param", "D_input") for r in report.failures)
+
+
 def test_swapping_a_rule_drops_the_fused_rule_built_from_the_old_one():
     good = fb.dense(3, 2, "sigmoid")
     swapped = good._replace(D_param=lambda p, a, d: good.D_param(p, a, d))
     assert good.backward is not None and swapped.backward is None
     kept = good._replace(name="renamed")
     assert kept.backward is good.backward
-
-
-def test_renamed_modules_and_layer_keywords_still_work_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="fbackprop.gradcheck"):
-        assert fb.verify.TOLERANCE is fb.gradcheck.TOLERANCE
-    with pytest.warns(DeprecationWarning, match="fbackprop.gradcheck"):
-        assert fb.checker.check is fb.check
-    good = fb.dense(2, 2, "relu")
-    with pytest.warns(DeprecationWarning, match="probes=fb.Probes"):
-        old = fb.Layer(good.init, good.apply, good.D_input, good.D_param,
-                       kink_distance=good.kink_distance)
-    assert old.kink_distance is good.kink_distance
-    with pytest.raises(TypeError, match="offset_apply"):
-        fb.Layer(good.init, good.apply, good.D_input, good.D_param, time_deltas_ref=None)

@@ -2,6 +2,7 @@
 correct user-written network, is caught and located in that layer; the three-way comparison
 tells a wrong rule from finite-difference noise; kinks are resampled or reported, never failed;
 recurrent layers get per-time-step rows."""
+import dataclasses
 import json
 
 import jax
@@ -140,7 +141,8 @@ def test_wrong_shapes_are_reported_with_a_hint():
     report = fb.check(user_net("transposed weight gradient", 0), "mse",
                       *_point(user_net()), jit=False)
     (row,) = [r for r in report.failures if r.layer == 0]
-    assert row.leaf == "['W']" and "returned shape (4, 5), expected (5, 4) (transposed?)" in row.note
+    assert row.leaf == "['W']"
+    assert "returned shape (4, 5), expected (5, 4) (transposed?)" in row.note
     report = fb.check(user_net("bias gradient not summed over the batch", 3), "mse",
                       *_point(user_net()), jit=False)
     (row,) = [r for r in report.failures if r.layer == 3]
@@ -186,7 +188,8 @@ def test_three_way_says_the_hand_written_rule_is_wrong():
     assert "hand-written gradient is wrong" in w["hand–autodiff"].note
     assert w["hand–FD"].status == "fail" and w["autodiff–FD"].status == "pass"
     # every other leaf: all three agree, to the FD tolerance
-    others = [r for r in report.rows if r.layer is None and r.leaf not in ("[3]['W']", "all leaves")]
+    others = [r for r in report.rows
+              if r.layer is None and r.leaf not in ("[3]['W']", "all leaves")]
     assert others and all(r.status == "pass" for r in others)
 
 
@@ -427,10 +430,45 @@ def test_check_rejects_bad_input():
     with pytest.raises(TypeError, match=r"net must be an fbackprop.Network.*check_grad"):
         fb.check(net.apply, "mse", params, x, y)
     with pytest.raises(ValueError, match=r"dtype must be one of"):
-        fb.check(net, "mse", params, x, y, dtype="float16")
+        fb.check(net, "mse", params, x, y, dtype="int8")
     with pytest.raises(ValueError, match=r"directions must be a positive int, received 0"):
         fb.check(net, "mse", params, x, y, finite_differences=True, directions=0)
     with pytest.raises(ValueError, match=r"tolerance must be a finite number ≥ 0.*received -1"):
         fb.check(net, "mse", params, x, y, tolerance=-1)
     with pytest.raises(ValueError, match=r"width 5, but the network expects 3"):
         fb.check(net, "mse", params, jnp.ones((2, 5)), y)
+
+
+def test_one_options_object_or_its_keywords_give_the_same_report():
+    net = fb.mlp((3, 4, 2), "tanh")
+    point = _point(net)
+    options = fb.CheckOptions(dtype="float32", seed=2, tolerance=1e-3)
+    by_object = fb.check(net, "mse", *point, options=options).to_dict()
+    by_keywords = fb.check(net, "mse", *point, dtype="float32", seed=2, tolerance=1e-3).to_dict()
+    assert by_object == by_keywords and by_object["tolerance"] == 1e-3
+    # a keyword beside the object overrides its field
+    assert fb.check(net, "mse", *point, options=options, tolerance=1e-2).tolerance == 1e-2
+    f = fb.as_custom_vjp(fb.dense(3, 2, "tanh"))
+    p, x = point[0][0], point[1]
+    assert fb.check_vjp(f, p, x, options=fb.CheckOptions(jvp=False)).to_dict() == \
+        fb.check_vjp(f, p, x, jvp=False).to_dict()
+
+
+def test_check_options_are_checked_when_built_and_named_when_unknown():
+    net = fb.mlp((3, 2), "tanh")
+    params, x, y = _point(net)
+    with pytest.raises(ValueError, match=r"resample must be .*received -1"):
+        fb.CheckOptions(resample=-1)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['tol'\]"):
+        fb.check(net, "mse", params, x, y, tol=1e-3)
+    with pytest.raises(TypeError, match=r"check_grad: unexpected .*\['resample'\]"):
+        fb.check_grad(lambda p: jnp.sum(p ** 2), lambda p: 2 * p, jnp.ones(2), resample=1)
+    with pytest.raises(TypeError, match="options must be an fb.CheckOptions, received dict"):
+        fb.check(net, "mse", params, x, y, options={"dtype": "float32"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fb.CheckOptions().dtype = "float32"
+
+
+def test_the_old_module_aliases_are_gone():
+    for name in ("checker", "verify", "validate", "rundir"):
+        assert not hasattr(fb, name)

@@ -2,6 +2,7 @@
 process on the same run. Each fault ends in the outcome docs/TRAINING.md documents: a resume
 bit-identical to an uninterrupted run, a fallback that says what it skipped, or an error naming
 the file — never silence."""
+import gc
 import json
 import os
 import pathlib
@@ -547,3 +548,20 @@ def test_checkpoints_made_read_only_during_a_run_end_it_with_one_line(tmp_path):
     lines = [line for line in stderr.splitlines() if line.startswith("fbackprop train:")]
     assert len(lines) == 1 and "could not be written to" in lines[0], stderr
     assert "Permission denied" in lines[0] and "--resume" in lines[0]
+
+
+def test_reading_a_damaged_step_leaves_no_event_loop_errors_behind(finished, tmp_path,
+                                                                   monkeypatch):
+    """orbax closes its event loop when one read of a step fails; tensorstore's reads still in
+    flight then call into the closed loop from their own threads ('Event loop is closed', an
+    unraisable exception each). Restoring must leave nothing of the kind behind."""
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    for i in range(6):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(finished[0], run)
+        _truncate(run)
+        assert checkpoints.restore_latest(run, _like()).epoch == EPOCHS - 1
+    time.sleep(0.5)  # the reads left in flight finish
+    gc.collect()
+    assert not [str(u.exc_value) for u in seen], [str(u.exc_value) for u in seen]

@@ -1,19 +1,29 @@
-"""CNN, RNN, LSTM and GRU: manual_grad against jax.grad(loss_fn) over one table of models crossed with
-shapes and costs; every layer's rules and per-time-step deltas against jax.vjp; Jin's convolution
-convention; the chosen values at ReLU kinks and max-pool ties; vanishing and exploding deltas.
-Adding a row to MODELS or LAYERS adds its tests. Everything is jitted: one compile per row."""
+"""CNN, RNN, LSTM and GRU: manual_grad against jax.grad(loss_fn) over one table of models crossed
+with shapes and costs; every layer's rules and per-time-step deltas against jax.vjp; the recurrent
+rules run alone, outside their Layer; Jin's convolution convention; the chosen values at ReLU kinks
+and max-pool ties; vanishing and exploding deltas. Adding a row to MODELS or LAYERS adds its
+tests. Everything is jitted: one compile per row."""
 import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import both_grads, run_configs
 
 import fbackprop as fb
 from fbackprop import suite
-from fbackprop.gradcheck import (TOLERANCE, layer_reference, precision_for, relative_error,
-                                 sample_point, time_deltas_reference, tree_relative_error)
-from helpers import both_grads, run_configs
+from fbackprop.activations import get_activation
+from fbackprop.gradcheck import (
+    TOLERANCE,
+    layer_reference,
+    precision_for,
+    relative_error,
+    sample_point,
+    time_deltas_reference,
+    tree_relative_error,
+)
+from fbackprop.layers import gru, lstm, recurrent
 
 COSTS = ("mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy", "logistic")
 LOGIT_COSTS = {"sigmoid_cross_entropy", "softmax_cross_entropy", "logistic"}
@@ -186,7 +196,8 @@ LAYERS = (
     + [(fb.rnn_layer(3, 4, act, output=out), (b, T, 3)) for act, out, b, T in
        [("sigmoid", "last", 2, 4), ("tanh", "all", 1, 1), ("relu", "all", 3, 3),
         ("identity", "last", 1, 2)]]
-    + [(fb.lstm_layer(3, 4, output=out), (b, T, 3)) for out, b, T in [("last", 2, 5), ("all", 1, 1)]]
+    + [(fb.lstm_layer(3, 4, output=out), (b, T, 3))
+       for out, b, T in [("last", 2, 5), ("all", 1, 1)]]
     + [(fb.gru_layer(3, 4, output=out), (b, T, 3)) for out, b, T in
        [("last", 2, 5), ("all", 1, 1), ("all", 3, 4), ("last", 1, 1)]]
     + [(fb.add(), [(2, 3, 4), (2, 3, 4)]), (fb.concat(), [(2, 3), (2, 1), (2, 4)]),
@@ -383,3 +394,34 @@ def test_every_parametrised_layer_family_has_a_fused_rule_where_it_shares_work()
     fused = {layer.name.split("(")[0] for layer, _ in LAYERS if layer.backward is not None}
     assert fused == {"dense", "conv1d", "conv2d", "rnn", "lstm", "gru", "layer_norm",
                      "causal_self_attention"}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_a_recurrent_layers_rules_run_alone_outside_the_layer(kind):
+    """The rules are module-level functions: the forward scan, the reverse scan (a NamedTuple
+    carrying delta = ∂J/∂pre-activation and dh = ∂J/∂h_τ) and the weight gradients, composed by
+    hand without the Layer, give ∂J/∂p and ∂J/∂x as jax.vjp of the layer's apply does."""
+    layer = {"rnn": fb.rnn_layer(3, 4, "tanh", output="all"),
+             "lstm": fb.lstm_layer(3, 4, output="all"),
+             "gru": fb.gru_layer(3, 4, output="all")}[kind]
+    p = jax.tree.map(lambda t: t.astype(jnp.float64), layer.init(jax.random.PRNGKey(0)))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 3), jnp.float64)
+    d = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 4), jnp.float64)
+    def alone(p, x, d):
+        if kind == "rnn":
+            g = get_activation("tanh")
+            z = recurrent.rnn_forward(p["W_hh"], recurrent.project_inputs(p["W_xh"], p["b"], x), g)
+            rev = recurrent.rnn_reverse(p["W_hh"], z, d, g, last=False)
+            return rev, recurrent.rnn_param_grads(x, g, rev), p["W_xh"]
+        module = lstm if kind == "lstm" else gru
+        xz = recurrent.project_inputs(p["W_x"], p["b"], x)
+        rev = getattr(module, f"{kind}_reverse")(p["W_h"], getattr(module, f"{kind}_states")(
+            p["W_h"], xz), d, False)
+        return rev, getattr(module, f"{kind}_param_grads")(x, rev), p["W_x"]
+
+    rev, grads, W_x = jax.jit(alone)(p, x, d)
+    assert {"delta", "dh"} <= set(rev._fields)
+    ref_p, ref_x = jax.jit(lambda p, x, d: jax.vjp(layer.apply, p, x)[1](d))(p, x, d)
+    assert tree_relative_error(grads, ref_p) < TOLERANCE["float64"]
+    assert relative_error(recurrent.sequence_input_delta(W_x, rev.delta), ref_x) < \
+        TOLERANCE["float64"]

@@ -20,15 +20,20 @@ import sys
 
 from ..costs import COSTS
 from ..training.registry import MODELS as TRAINABLE
-from . import any_case
+from . import SUMMARIES, any_case
 
 # every family the trainer builds, and the residual graph network, which is checked only
 MODELS = TRAINABLE + tuple(m for m in ("residual", "transformer") if m not in TRAINABLE)
 
 
 def add_parser(subparsers):
+    """Register ``fbackprop check`` and its options.
+
+    Args:
+      subparsers: the ``argparse`` sub-parser collection of the ``fbackprop`` command.
+    """
     p = subparsers.add_parser(
-        "check", help="check hand-written gradients against jax.grad, layer by layer",
+        "check", help=SUMMARIES["check"],
         description="Check each built-in configuration at a random point: every layer's "
                     "hand-written D_param and D_input against jax.vjp of its forward at the "
                     "autodiff delta, the cost's derivative, and the whole gradient against "
@@ -135,6 +140,14 @@ def check_target(obj, args: tuple, options: dict):
 
 
 def run_target(args) -> int:
+    """Run ``fbackprop check --target MODULE:FACTORY``: check the object the factory returns.
+
+    Args:
+      args: the parsed command line.
+
+    Returns:
+      The exit status: 0 when the check passes, 1 when it fails, 2 for a usage error.
+    """
     if args.model != "all" or args.cost:
         return _usage_error("--target checks your own object; drop --model and --cost.")
     if args.fd and args.dtype == "float32":
@@ -152,6 +165,27 @@ def run_target(args) -> int:
     else:
         print(report)
     return 0 if report.ok else 1
+
+
+def _print_table(rows, fd: bool):
+    """The table of ``fbackprop check``: one line per (configuration, dtype), and its legend."""
+    width = max(len(r["model"]) for r in rows)
+    fd_col = f"  {'FD rel err':>10}  {'FD tol':>7}" if fd else ""
+    print(f"{'model':{width}}  {'activation':10}  {'cost':22}  {'dtype':7}  "
+          f"{'max rel err':>11}{fd_col}  {'tolerance':>9}  pass")
+    for r in rows:
+        fd_cells = (f"  {_fmt(r['fd_max_rel_error']):>10}  {_fmt_tol(r['fd_tolerance']):>7}"
+                    if fd else "")
+        note = (f"  (layers {r['failing_layers']})" if r["failing_layers"] else
+                f"  (at a kink: layers {r['at_kink']})" if r["at_kink"] else "")
+        print(f"{r['model']:{width}}  {r['activation']:10}  {r['cost']:22}  {r['dtype']:7}  "
+              f"{_fmt(r['max_rel_error']):>11}{fd_cells}  {r['tolerance']:9.0e}  "
+              f"{'yes' if r['pass'] else 'NO'}{note}")
+    print("max rel err: largest max|hand − autodiff| / max|autodiff| over every layer rule, the "
+          "cost and the whole gradient" + ("; FD rows in float64 only (— in float32), "
+                                           "FD tol: their bound, 1e-6 plus the rounding floor "
+                                           "of J(p ± εu)/2ε"
+                                           if fd else ""))
 
 
 def run_custom_rules(args) -> int:
@@ -176,6 +210,17 @@ def run_custom_rules(args) -> int:
 
 
 def run(args) -> int:
+    """Run ``fbackprop check``: every selected built-in configuration in each dtype, the
+    ``--target``, or (``--custom-rules``) the target program's custom rules; print the table (or
+    JSON).
+
+    Args:
+      args: the parsed command line.
+
+    Returns:
+      The exit status: 0 when every check passes, 1 on a failure, 2 when nothing matches the
+      selection or the usage is wrong.
+    """
     if args.custom_rules:
         return run_custom_rules(args)
     if args.target:
@@ -213,23 +258,7 @@ def run(args) -> int:
         print(json.dumps({"ok": ok, "rows": rows,
                           "failures": [rep.to_dict() for _, rep in failed]}, indent=1))
         return 0 if ok else 1
-    width = max(len(r["model"]) for r in rows)
-    fd_col = f"  {'FD rel err':>10}  {'FD tol':>7}" if args.fd else ""
-    print(f"{'model':{width}}  {'activation':10}  {'cost':22}  {'dtype':7}  "
-          f"{'max rel err':>11}{fd_col}  {'tolerance':>9}  pass")
-    for r in rows:
-        fd = (f"  {_fmt(r['fd_max_rel_error']):>10}  {_fmt_tol(r['fd_tolerance']):>7}"
-              if args.fd else "")
-        note = (f"  (layers {r['failing_layers']})" if r["failing_layers"] else
-                f"  (at a kink: layers {r['at_kink']})" if r["at_kink"] else "")
-        print(f"{r['model']:{width}}  {r['activation']:10}  {r['cost']:22}  {r['dtype']:7}  "
-              f"{_fmt(r['max_rel_error']):>11}{fd}  {r['tolerance']:9.0e}  "
-              f"{'yes' if r['pass'] else 'NO'}{note}")
-    print("max rel err: largest max|hand − autodiff| / max|autodiff| over every layer rule, the "
-          "cost and the whole gradient" + ("; FD rows in float64 only (— in float32), "
-                                           "FD tol: their bound, 1e-6 plus the rounding floor "
-                                           "of J(p ± εu)/2ε"
-                                           if args.fd else ""))
+    _print_table(rows, args.fd)
     for row, rep in failed:
         print(f"\n--- {row['model']} · {row['cost']} · {row['dtype']}: per-layer report ---")
         print(rep)

@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import json
 
-from . import any_case
+from . import SUMMARIES, any_case
 
 TEXTS = ("Kamper", "Gordon", "Bradbury", "Fleuret", "Jin")
 
 
 def add_parser(subparsers):
+    """Register ``fbackprop errata`` and its options.
+
+    Args:
+      subparsers: the ``argparse`` sub-parser collection of the ``fbackprop`` command.
+    """
     p = subparsers.add_parser(
-        "errata", help="check the source texts' equations against jax.grad",
+        "errata", help=SUMMARIES["errata"],
         description="Evaluate every equation of the five source texts that fbackprop implements, "
                     "as written, at random points, and compare it with jax.grad; print which hold, "
                     "which do not, which are debatable (the literal reading fails, the intent is a "
@@ -25,7 +30,8 @@ def add_parser(subparsers):
                         "included")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
-    fmt.add_argument("--markdown", action="store_true", help="the table as Markdown (docs/ERRATA.md)")
+    fmt.add_argument("--markdown", action="store_true",
+                     help="the table as Markdown (docs/ERRATA.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random points (default 0)")
     p.set_defaults(func=run)
 
@@ -47,6 +53,14 @@ def consistent(result) -> bool:
 
 
 def run(args) -> int:
+    """Run ``fbackprop errata``: evaluate the selected equations and print the table.
+
+    Args:
+      args: the parsed command line.
+
+    Returns:
+      The exit status: 0 when every equation behaves as the table says, else 1.
+    """
     from .. import errata
 
     entries = [e for e in errata.REGISTRY if args.text in (None, e.text)]

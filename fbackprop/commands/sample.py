@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import sys
 
+from . import SUMMARIES
+
 
 def add_parser(subparsers):
+    """Register ``fbackprop sample`` and its options.
+
+    Args:
+      subparsers: the ``argparse`` sub-parser collection of the ``fbackprop`` command.
+    """
     p = subparsers.add_parser(
-        "sample", help="generate text with a trained character model",
+        "sample", help=SUMMARIES["sample"],
         description="Continue a prompt with the character-level transformer trained in a run "
                     "directory (fbackprop train --model transformer --data text:PATH --out "
                     "DIR). The network is rebuilt from the run's config.json and vocab.json "
@@ -22,6 +29,14 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    """Run ``fbackprop sample``: print the prompt's continuation by the run's character model.
+
+    Args:
+      args: the parsed command line.
+
+    Returns:
+      The exit status: 0, or 2 when the run directory or the arguments are unusable.
+    """
     from ..training.sampling import sample_text
 
     try:

@@ -10,7 +10,7 @@ import time
 from ..data import DATASETS, SEQUENCE_DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS
 from ..training.registry import MODELS
-from . import any_case
+from . import SUMMARIES, any_case, plural, supervisor
 
 
 def _widths(text: str):
@@ -37,7 +37,7 @@ def _data(text: str) -> str:
 
 def add_parser(subparsers):
     p = subparsers.add_parser(
-        "train", help="train a network with the hand-written gradients",
+        "train", help=SUMMARIES["train"],
         description="Train a network with the hand-written backward rules (or jax.grad, or both "
                     "compared) and save config, metrics, a plot and checkpoints. With no "
                     "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
@@ -83,6 +83,10 @@ def add_parser(subparsers):
     p.add_argument("--features-per-step", type=int,
                    help="rnn/lstm/gru on 1-D signals: samples per time step (default: the data "
                         "set's, 8 for mnist1d: 5 steps of 8)")
+    p.add_argument("--shard-params", action="store_true", default=None,
+                   help="split each parameter and its optimizer state over the devices that "
+                        "split the batch (FSDP-style; leaves under 1024 elements stay "
+                        "replicated; see docs/DISTRIBUTED.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="keep the log messages of third-party libraries (absl, orbax)")
@@ -100,6 +104,9 @@ def add_parser(subparsers):
     g.add_argument("--heartbeat-timeout", type=int, default=30, metavar="SECONDS",
                    help="with --coordinator: a process silent this long counts as dead and "
                         "stops the others (default 30)")
+    g.add_argument("--connect-timeout", type=int, default=60, metavar="SECONDS",
+                   help="with --coordinator: how long a process waits for all the others to "
+                        "start and join; then it stops (default 60)")
     p.set_defaults(func=run)
 
 
@@ -115,7 +122,7 @@ def _distributed(args):
     Raises:
       ValueError: the flags are given partly, or together with --distributed auto.
     """
-    from ..training.distributed import Distributed
+    from ..training.distributed import Distributed, check_spec
 
     flag = {f: "--" + f.replace("_", "-") for f in _CLUSTER_FLAGS}
     given = [f for f in _CLUSTER_FLAGS if getattr(args, f) is not None]
@@ -131,8 +138,9 @@ def _distributed(args):
         missing = [flag[f] for f in _CLUSTER_FLAGS if f not in given]
         raise ValueError("a multi-process run needs --coordinator, --num-processes and "
                          "--process-id together; missing " + ", ".join(missing) + ".")
-    return Distributed(args.coordinator, args.num_processes, args.process_id,
-                       heartbeat_timeout=args.heartbeat_timeout)
+    return check_spec(Distributed(args.coordinator, args.num_processes, args.process_id,
+                                  heartbeat_timeout=args.heartbeat_timeout,
+                                  initialization_timeout=args.connect_timeout))
 
 
 def _quiet_third_party_logs():
@@ -168,7 +176,7 @@ def _options(args, distributed) -> dict:
     """The keyword arguments of ``fbackprop.train`` that the command line gives."""
     names = ("mode", "optimizer", "lr", "epochs", "batch_size", "grad", "seed", "hidden",
              "check_every", "checkpoint_every", "features_per_step", "weight_decay", "out",
-             "resume", "force")
+             "resume", "force", "shard_params")
     return {**{n: getattr(args, n) for n in names}, "distributed": distributed,
             "progress": not args.no_progress}
 
@@ -186,8 +194,10 @@ def run(args) -> int:
       args: the parsed arguments of ``fbackprop train``.
 
     Returns:
-      The exit status: 0 trained, 1 training stopped, 2 bad input, 3 another process of a
-      multi-process run was lost, 130 interrupted.
+      The exit status: 0 trained, 1 training stopped, 2 bad input (in a multi-process run,
+      also settings that differ between the processes), 3 another process of a multi-process
+      run was lost or never joined (a multi-process run is supervised:
+      :mod:`.supervisor`), 130 interrupted.
     """
     import warnings
 
@@ -201,6 +211,11 @@ def run(args) -> int:
         if distributed is not None and args.out is None:
             raise ValueError("a multi-process run needs --out DIR, the same directory for "
                              "every process on a file system they share.")
+        if distributed is not None and supervisor.WORKER not in os.environ:
+            # JAX aborts a process that loses its peers: watch the training from outside
+            return supervisor.supervise(args.argv, distributed, args.out, args.verbose)
+        if distributed is not None:
+            supervisor.start_worker(distributed)
         prepared = prepare(args.model, args.data, _options(args, distributed))
         if args.out is None:
             prepared = prepared.writing_to(_default_out())
@@ -271,10 +286,12 @@ def _report(result, caught):
     print(f"{c.model} on {c.data}: {c.mode}, {c.optimizer} lr={c.lr:g}"
           + (f" weight decay {c.weight_decay:g}" if c.weight_decay is not None else "")
           + f", batch {c.batch_size}, "
-          f"{c.epochs} epochs, {c.grad} gradients"
-          + (f", {c.features_per_step} features per step" if c.features_per_step else "")
+          f"{plural(c.epochs, 'epoch')}, {c.grad} gradients"
+          + (f", {plural(c.features_per_step, 'feature')} per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
-          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")
+          + (", parameters and optimizer state split across them"
+             if c.shard_params and result.devices > 1 else ""))
     if last is not None:
         if last["test_accuracy"] is not None:
             print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% "

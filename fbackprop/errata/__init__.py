@@ -3,7 +3,7 @@
 
 Importing this package registers the entries of each text, in the texts' order.
 """
-from . import kamper, gordon, bradbury, fleuret, jin  # noqa: F401  (registration, in order)
+from . import kamper, gordon, bradbury, fleuret, jin  # noqa: F401, I001  (registration order)
 from .core import (DEBATABLE, DRAWS, FAILS, HOLDS, HOLDS_TOL, REGISTRY, TEXTS, Entry, Result,
                    Values, counts, discrepancy, headline, render_markdown, render_text, run)
 

@@ -5,17 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import Values, equation
+from .core import Values, dsig, equation, sig
 
 B = "Bradbury"
-
-
-def sig(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def dsig(z):
-    return sig(z) * (1 - sig(z))
 
 
 @equation(B, "eq. (6)", "y = 2a, a = 3x:  ∂y/∂x = (∂y/∂a)(∂a/∂x) = (2)(3) = 6")

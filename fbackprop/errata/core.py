@@ -15,7 +15,8 @@ hold.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -43,7 +44,33 @@ class Values(NamedTuple):
     corrected_reference: object = None  # when the correction speaks of another quantity
 
 
+def sig(z):
+    """The logistic σ(z) = 1 / (1 + e^(−z)) in NumPy, as the texts write it.
+
+    Args:
+        z: a number or NumPy array.
+
+    Returns:
+        σ(z), elementwise.
+    """
+    return 1 / (1 + np.exp(-z))
+
+
+def dsig(z):
+    """σ'(z) = σ(z)(1 − σ(z)) in NumPy (the texts' derivative of the logistic).
+
+    Args:
+        z: a number or NumPy array.
+
+    Returns:
+        σ'(z), elementwise.
+    """
+    return sig(z) * (1 - sig(z))
+
+
 class Entry(NamedTuple):
+    """One equation of a source text in the errata table, and how to evaluate it."""
+
     text: str          # key of TEXTS
     where: str         # equation number or section
     written: str       # the equation as written (plain text)
@@ -116,25 +143,31 @@ HOLDS, FAILS, DEBATABLE = "holds", "does not hold", "debatable"
 
 
 class Result(NamedTuple):
+    """The outcome of evaluating one :class:`Entry` at random points: whether it holds as
+    written, its largest error, and the largest error of its correction (errata only)."""
+
     entry: Entry
     holds: bool
     error: float                     # largest error of the formula as written
-    corrected_error: Optional[float]  # largest error of the corrected formula (errata only)
+    corrected_error: float | None  # largest error of the corrected formula (errata only)
 
     @property
-    def corrected_holds(self) -> Optional[bool]:
+    def corrected_holds(self) -> bool | None:
+        """Whether the correction holds (``None`` for an entry without one)."""
         return None if self.corrected_error is None else self.corrected_error <= HOLDS_TOL
 
     @property
     def status(self) -> str:
         """``HOLDS``, ``FAILS`` (does not hold as written) or ``DEBATABLE`` (the literal reading
         fails, the intended one is a convention; a debatable entry that holds as written is
-        reported as holding, and ``fbackprop errata`` flags it as behaving other than documented)."""
+        reported as holding, and ``fbackprop errata`` flags it as behaving other than
+        documented)."""
         if self.holds:
             return HOLDS
         return DEBATABLE if self.entry.debatable else FAILS
 
     def as_dict(self) -> dict:
+        """The result as a JSON-ready dict (``fbackprop errata --json``)."""
         e = self.entry
         return {"text": e.text, "where": e.where, "written": e.written, "status": self.status,
                 "holds": self.holds, "debatable": e.debatable, "error": self.error,
@@ -187,7 +220,7 @@ def run(entries=None, *, draws: int = DRAWS, seed: int = 0) -> list[Result]:
     return results
 
 
-def _fmt_err(e: Optional[float]) -> str:
+def _fmt_err(e: float | None) -> str:
     """Errors within the tolerance print as a bound, so the table does not depend on rounding
     noise that differs between machines; larger ones print with two significant digits."""
     if e is None:

@@ -4,18 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import Values, equation
+from .core import Values, dsig, equation, sig
 
 G = "Gordon"
 ETA = 0.5
-
-
-def sig(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def dsig(z):
-    return sig(z) * (1 - sig(z))
 
 
 @equation(G, "The chain rule using Euler notation",

@@ -7,14 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import Values, equation
+from .core import Values, equation, sig
 
 J = "Jin"
 GATES = ("i", "f", "o", "a")
-
-
-def sig(z):
-    return 1 / (1 + np.exp(-z))
 
 
 # --- §1: multi-label MLP with sigmoid cross-entropy --------------------------------------------
@@ -222,7 +218,7 @@ def _eq29(rng):
     return Values(written, ref, corrected)
 
 
-# --- §3.3: LSTM ------------------------------------------------------------------------------------
+# --- §3.3: LSTM ---------------------------------------------------------------------------------
 
 def _lstm(rng, recurrent=True, T=3, n_in=3, H=4):
     P = {"Wx": {g: rng.standard_normal((H, n_in)) * 0.7 for g in GATES},
@@ -273,7 +269,8 @@ def _lstm_bptt(P, steps, ys):
 
 def _cell_path(steps, ys, extra_o=False):
     """Jin's δC_τ: Σ_{t ≥ τ} (h_t − y_t) ⊙ (1 − tanh²C_t) ⊙ o_t ⊙ f_t ⋯ f_{τ+1} — paths through the
-    cell state only; with ``extra_o`` the t > τ terms carry the extra factor o_τ of eqs. (38)-(39)."""
+    cell state only; with ``extra_o`` the t > τ terms carry the extra factor o_τ of
+    eqs. (38)-(39)."""
     T = len(steps)
     out = []
     for tau in range(T):

@@ -15,25 +15,25 @@ v: J by ``jax.jvp`` of the forward, Jᵀ the hand-written rule.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..inputs import require_number
+from ..inputs import as_float_input, require_finite, require_tree_like
 from ..layers.base import Layer
 from ..loss import astype
 from ..network import serial
-from .check import _bound, _layer_rows, _settings, _tolerances
-from .fd import fd_inputs, fd_settings, fd_summary
-from .kinks import KINK_TOL, mark_kinks, resample_away_from_kinks
-from .numerics import FD_EPS, dtype_name, precision_for
-from .program import layer_core, program, spec, vjp_core
-from .report import GradientReport
-from .rows import gradient_rows, jvp_row
+from .kinks import mark_kinks
+from .numerics import precision_for
+from .options import FIELDS, CheckOptions, options_from
+from .program import layer_core, vjp_core
+from .report import HAND_REFERENCE, GradientReport
+from .rows import Place, gradient_rows, jvp_row, layer_rows, leaf_rows
+from .skeleton import Prepared, finish, judged_rows, kink_record, measured, run_program
 
 __all__ = ["check_vjp", "check_layer"]
+
+VJP_OPTIONS = FIELDS - {"resample"}
 
 
 def _random_like(tree, rng: np.random.Generator, dtype):
@@ -51,45 +51,7 @@ def _require_float_leaves(args, who):
                 f"integer arguments (functools.partial) and check the function of the rest.")
 
 
-def _finish(report: GradientReport, raise_on_failure: bool) -> GradientReport:
-    return report.raise_if_failed() if raise_on_failure else report
-
-
-def check_vjp(f, *args, dtype="float64", jvp: bool = True, finite_differences: bool = False,
-              tolerance: Optional[float] = None, eps: float = FD_EPS, directions: int = 16,
-              fd_elements: int = 8, fd_tolerance: Optional[float] = None,
-              kink_tol: float = KINK_TOL, seed: int = 0, jit: bool = True,
-              raise_on_failure: bool = False) -> GradientReport:
-    """Check the backward rule of a ``jax.custom_vjp`` function against autodiff of its primal.
-
-    At a random output cotangent u (seeded), ``jax.vjp(f, *args)`` (the custom rule) is compared
-    with ``jax.vjp(f.fun, *args)`` (autodiff of the function ``f`` was defined from), one row per
-    argument leaf, with the measure and tolerances of :func:`fbackprop.check`.
-
-    Args:
-      f: a ``jax.custom_vjp`` function, e.g. from ``@jax.custom_vjp`` with ``f.defvjp(fwd, bwd)``
-        or from :func:`fbackprop.as_custom_vjp`; no ``nondiff_argnums``.
-      *args: its arguments, pytrees of floating-point arrays (cast to ``dtype``).
-      dtype: ``"float64"`` (tolerance 1e-10) or ``"float32"`` (1e-4).
-      jvp: add the row ⟨u, J v⟩ = ⟨Jᵀu, v⟩ with J from ``jax.jvp(f.fun, …)`` and Jᵀu from the
-        custom rule, at random u and v.
-      finite_differences, eps, directions, fd_elements, fd_tolerance: central differences of
-        J = ⟨u, f(args)⟩ (float64 only), as for :func:`fbackprop.check`.
-      tolerance: override the bound of the hand–autodiff rows (a number ≥ 0).
-      kink_tol: when ``f`` has a ``kink_distance(*args)`` attribute (functions from
-        :func:`fbackprop.as_custom_vjp` of layers with kinks do) and the point is closer than
-        this to a kink, mismatches are reported as ``"kink"``, not failures.
-      seed: seeds u, v and the FD directions.
-      jit: compile the check as one program (cached per shapes).
-      raise_on_failure: raise instead of returning a failing report.
-
-    Returns:
-      A :class:`~fbackprop.GradientReport`.
-
-    Raises:
-      TypeError: ``f`` is not a ``jax.custom_vjp`` function, or an argument is not floating.
-      GradientCheckError: with ``raise_on_failure=True``, naming the first failing leaf.
-    """
+def _require_custom_vjp(f, args):
     if not isinstance(f, jax.custom_vjp):
         raise TypeError(
             f"check_vjp: f must be a jax.custom_vjp function, received {type(f).__name__}. "
@@ -101,107 +63,217 @@ def check_vjp(f, *args, dtype="float64", jvp: bool = True, finite_differences: b
     if not args:
         raise TypeError("check_vjp: expected the arguments to call f with, received none. "
                         "Pass them after f: fb.check_vjp(f, params, x).")
+
+
+def _undifferentiable(primal, point) -> str:
+    """Why reverse-mode autodiff cannot differentiate ``primal`` at ``point`` ('' if it can):
+    a Pallas kernel, ``pure_callback`` or FFI call fails when traced for ``jax.vjp``. The forward
+    is traced first, outside the ``try``: an error there is the caller's, and propagates."""
+    def pullback(*args):
+        y, back = jax.vjp(primal, *args)
+        return back(y)
+
+    jax.eval_shape(primal, *point)
+    try:
+        jax.eval_shape(pullback, *point)
+    except Exception as err:  # whatever autodiff raises, the check reports it as the reason
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        return f"{type(err).__name__}: {first}"
+    return ""
+
+
+def _require_reference(f, reference, point):
+    """``TypeError`` unless ``reference`` is a function returning what ``f`` returns."""
+    if not callable(reference):
+        raise TypeError(f"check_vjp: reference must be a function of f's arguments, received "
+                        f"{type(reference).__name__}. Pass the implementation autodiff can "
+                        f"differentiate, e.g. reference=lambda x: jnp.sum(x, axis=-1).")
+    want, got = jax.eval_shape(f, *point), jax.eval_shape(reference, *point)
+    if jax.tree.structure(want) != jax.tree.structure(got) or any(
+            (w.shape, w.dtype) != (g.shape, g.dtype)
+            for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got))):
+        raise TypeError(f"check_vjp: reference must return what f returns.\n  expected: "
+                        f"{want}\n  received: {got}\nMake the reference compute the same "
+                        f"outputs as f.")
+
+
+def _vjp_point(f, args, reference, opts):
+    """``(point, why)``: the arguments cast to the check's dtype and checked, and why autodiff
+    cannot differentiate f's primal ('' if it can); ``TypeError`` for a bad reference."""
+    with precision_for(opts.dtype, opts.matmul_precision):
+        point = astype(tuple(args), jnp.dtype(opts.dtype))
+        _require_float_leaves(point, "check_vjp")
+        # NaN or inf would make every row fail and blame the rule (fb.check refuses them too)
+        require_finite(point, "check_vjp: args", fix="Check the rule at finite values.")
+        if reference is not None:
+            _require_reference(f, reference, point)
+        why = _undifferentiable(f.fun if reference is None else reference, point)
+    if why and reference is not None:
+        raise TypeError(f"check_vjp: autodiff cannot differentiate the reference ({why}); "
+                        f"expected an implementation of f in differentiable JAX operations.")
+    return point, why
+
+
+def _skipped(opts, name: str, why: str) -> GradientReport:
+    return finish(opts, GradientReport(
+        subject=name, cost=None, dtype=opts.dtype, tolerance=opts.tolerances(0.0).tol, rows=(),
+        layer_names=(name,), skipped=f"primal not differentiable — pass a reference "
+                                     f"(check_vjp(f, *args, reference=g); autodiff of {name}'s "
+                                     f"primal raised {why})"))
+
+
+def check_vjp(f, *args, reference=None, options: CheckOptions | None = None,
+              **overrides) -> GradientReport:
+    """Check the backward rule of a ``jax.custom_vjp`` function against autodiff of its primal,
+    or of a reference implementation.
+
+    At a random output cotangent u (seeded), ``jax.vjp(f, *args)`` (the custom rule) is compared
+    with ``jax.vjp(f.fun, *args)`` (autodiff of the function ``f`` was defined from) or, given
+    ``reference=g``, with ``jax.vjp(g, *args)`` plus a forward row f(args) against g(args) (pair
+    ``"kernel–reference"``): for a primal autodiff cannot differentiate (a Pallas kernel,
+    ``pure_callback``, an FFI call). Without a reference such a primal gives a report with
+    ``status == "skipped"`` saying so, not an error. One row per argument leaf, with the measure
+    and tolerances of :func:`fbackprop.check` (the error budget in low precision). With ``jvp``
+    (the default) the row ⟨u, J v⟩ = ⟨Jᵀu, v⟩ is added, J from ``jax.jvp`` of the primal (or
+    reference) and Jᵀu from the rule. When ``f`` has a ``kink_distance(*args)`` attribute (as
+    :func:`fbackprop.as_custom_vjp` gives) and the point is within ``kink_tol`` of a kink,
+    mismatches are reported as ``"kink"``, not failures.
+
+    Args:
+      f: a ``jax.custom_vjp`` function, e.g. from ``@jax.custom_vjp`` with ``f.defvjp(fwd, bwd)``
+        or from :func:`fbackprop.as_custom_vjp`; no ``nondiff_argnums``.
+      *args: its arguments, pytrees of floating-point arrays (cast to the check's dtype).
+      reference: ``g(*args)``, an implementation of f's forward that autodiff can differentiate.
+      options: a :class:`~fbackprop.CheckOptions`; finite differences are of
+        J = ⟨u, f(args)⟩, and ``seed`` seeds u, v and the FD directions.
+      **overrides: its fields as keywords, as for :func:`fbackprop.check`, plus ``jvp``
+        (``resample`` does not apply: the point is the caller's).
+
+    Returns:
+      A :class:`~fbackprop.GradientReport`.
+
+    Raises:
+      TypeError: ``f`` is not a ``jax.custom_vjp`` function, an argument is not floating, the
+        reference does not return what ``f`` returns or is not differentiable, or an option is
+        unknown.
+      GradientCheckError: with ``raise_on_failure=True``, naming the first failing leaf.
+    """
+    _require_custom_vjp(f, args)
+    opts = options_from(options, overrides, who="check_vjp", accepts=VJP_OPTIONS)
     name = getattr(f, "__name__", "f")
-    dtype = dtype_name(dtype)
-    fd = fd_settings(dtype, finite_differences, eps, directions, fd_elements)
-    tolerance, fd_tolerance = _bound(tolerance, "tolerance"), _bound(fd_tolerance, "fd_tolerance")
-    kink_tol = require_number(kink_tol, "kink_tol", minimum=0)
-    rng = np.random.default_rng(seed)
-    with precision_for(dtype):
-        args = astype(tuple(args), jnp.dtype(dtype))
-        _require_float_leaves(args, "check_vjp")
-        u = _random_like(jax.eval_shape(f.fun, *args), rng, dtype)
-        v = _random_like(args, rng, dtype)
-        plan, V, rand_idx = fd_inputs(fd, args, rng)
-        call = (args, u, v, jnp.asarray(V, dtype), jnp.asarray(rand_idx))
-        fn, notes = program(vjp_core, (f, fd, plan, bool(jvp)), spec(call), jit)
-        out = jax.device_get(fn(*call))
-        kink_distance = getattr(f, "kink_distance", None)
-        distance = float(kink_distance(*args)) if kink_distance is not None else float("inf")
-    tol, fd_rtol, fd_tol = _tolerances(dtype, tolerance, fd, fd_tolerance, out["loss"])
-    rows = gradient_rows(out, notes["grad"], tol=tol, fd=fd, fd_tol=fd_tol, plan=plan,
-                         where=f"∂⟨u, {name}⟩/∂args by the custom rule")
-    if jvp:
-        rows.append(jvp_row(out["jvp"], tol=tol))
-    at_kink = [0] if distance < kink_tol else []
-    report = GradientReport(
-        subject=name, cost=None, dtype=dtype, tolerance=tol,
-        rows=tuple(mark_kinks(rows, at_kink)), layer_names=(name,),
-        fd=fd_summary(fd, (fd_rtol, fd_tol)),
-        kinks=None if kink_distance is None else {
-            "kink_tol": kink_tol, "distance": [distance], "resampled": 0,
-            "perturbed_examples": [], "at_kink": at_kink},
-        loss=float(out["loss"]))
-    return _finish(report, raise_on_failure)
+    point, why = _vjp_point(f, args, reference, opts)
+    if why:
+        return _skipped(opts, name, why)
+    kink_distance = getattr(f, "kink_distance", None)
+
+    def prepare(rng):
+        u = _random_like(jax.eval_shape(f.fun, *point), rng, opts.dtype)
+        v = _random_like(point, rng, opts.dtype)
+        distance = None if kink_distance is None else float(kink_distance(*point))
+        return Prepared(vjp_core, (f, reference), (point, u, v), point, kink_distance=distance)
+
+    outcome = run_program(opts, prepare, jvp=opts.jvp)
+    rows = judged_rows(opts, outcome, lambda out: _vjp_rows(out, outcome, opts, name))
+    at_kink, kinks = kink_record(opts, outcome.found, [0])
+    return finish(opts, GradientReport(
+        subject=name, cost=None, rows=tuple(mark_kinks(rows, at_kink)), layer_names=(name,),
+        kinks=None if kink_distance is None else kinks, **measured(opts, outcome)))
 
 
-def check_layer(layer: Layer, params, a, *, dtype="float64", jvp: bool = True,
-                finite_differences: bool = False, tolerance: Optional[float] = None,
-                eps: float = FD_EPS, directions: int = 16, fd_elements: int = 8,
-                fd_tolerance: Optional[float] = None, kink_tol: float = KINK_TOL,
-                resample: int = 5, seed: int = 0, jit: bool = True,
-                raise_on_failure: bool = False) -> GradientReport:
+def _vjp_rows(out, outcome, opts, name):
+    """The rows of :func:`check_vjp` from the program's outputs ``out``."""
+    rows = []
+    if "forward" in out:
+        rows += leaf_rows(out["forward"]["hand"], out["forward"]["auto"],
+                          outcome.notes["forward"],
+                          Place(None, f"{name}(args) against the reference", outcome.tols.tol),
+                          "forward", HAND_REFERENCE)
+    rows += gradient_rows(out, outcome.notes["grad"], f"∂⟨u, {name}⟩/∂args by the custom rule",
+                          outcome.tols, opts.fd, outcome.plan)
+    if opts.jvp:
+        rows.append(jvp_row(out["jvp"], tol=outcome.tols.tol))
+    return rows
+
+
+def check_layer(layer: Layer, params, a, *, options: CheckOptions | None = None,
+                **overrides) -> GradientReport:
     """Check one layer's hand-written rules at a random incoming delta (seeded).
 
     The rows are those :func:`fbackprop.check` gives each layer of a network — ``D_param``,
     ``D_input`` and the fused ``backward`` against ``jax.vjp`` of ``apply``, the fused rule
     against the Euler derivatives, ``time_deltas`` per step — here at a random delta u in place
     of the autodiff one, plus (``jvp=True``) the forward-mode row and (``finite_differences``)
-    central differences of J = ⟨u, f p a⟩ for the rule the recurrence runs.
+    central differences of J = ⟨u, f p a⟩ for the rule the recurrence runs. Examples of ``a``
+    within ``kink_tol`` of a kink (``layer.kink_distance``) are perturbed, up to ``resample``
+    rounds, as in :func:`fbackprop.check`; a layer still at a kink reports mismatches as
+    ``"kink"``.
 
     Args:
       layer: an :class:`~fbackprop.Layer`.
-      params: its parameters (``layer.init(key)`` or your own), cast to ``dtype``.
-      a: its input, with a leading batch axis, cast to ``dtype``.
-      dtype, jvp, finite_differences, tolerance, eps, directions, fd_elements, fd_tolerance,
-        seed, jit, raise_on_failure: as for :func:`check_vjp`.
-      kink_tol, resample: examples of ``a`` within ``kink_tol`` of a kink
-        (``layer.kink_distance``) are perturbed, up to ``resample`` rounds, as in
-        :func:`fbackprop.check`; a layer still at a kink reports mismatches as ``"kink"``.
+      params: its parameters (``layer.init(key)`` or your own), cast to the check's dtype.
+      a: its input, with a leading batch axis, cast to the check's dtype.
+      options: a :class:`~fbackprop.CheckOptions`.
+      **overrides: its fields as keywords, as for :func:`check_vjp`, plus ``resample``.
 
     Returns:
       A :class:`~fbackprop.GradientReport` whose rows have ``layer=0``.
 
     Raises:
-      TypeError: ``layer`` is not a Layer, or ``a`` is not floating.
+      TypeError: ``layer`` is not a Layer, ``a`` is not floating, or an option is unknown.
+      ValueError: ``a`` is an empty batch or has no batch axis, or does not fit the layer, or
+        ``a`` or ``params`` hold NaN or inf (every row would fail and blame the rule).
       GradientCheckError: with ``raise_on_failure=True``, naming the first failing rule.
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"check_layer: layer must be an fbackprop.Layer, received "
                         f"{type(layer).__name__}. For a network use fb.check(net, cost, params, "
                         f"x, y); for a jax.custom_vjp function, fb.check_vjp(f, *args).")
-    dtype, fd, resample, tolerance, fd_tolerance, kink_tol = _settings(
-        dtype, finite_differences, eps, directions, fd_elements, resample, tolerance,
-        fd_tolerance, kink_tol)
-    rng = np.random.default_rng(seed)
-    with precision_for(dtype):
-        params, a = astype((params, jnp.asarray(a)), jnp.dtype(dtype))
-        _require_float_leaves((a,), "check_layer")
-        u = _random_like(jax.eval_shape(layer.apply, params, a), rng, dtype)
-        v = _random_like((params, a), rng, dtype)
-        plan, V, rand_idx = fd_inputs(fd, (params, a), rng)
-        V, rand_idx = jnp.asarray(V, dtype), jnp.asarray(rand_idx)
-        fn, notes = program(layer_core, (layer, fd, plan, bool(jvp)),
-                            spec((params, a, u, v, V, rand_idx)), jit)
-        found = resample_away_from_kinks(lambda a_: fn(params, a_, u, v, V, rand_idx), a,
-                                         kink_tol=kink_tol, resample=resample, rng=rng)
-    out, dist = found.out, found.distance
-    tol, fd_rtol, fd_tol = _tolerances(dtype, tolerance, fd, fd_tolerance, out["loss"])
-    rows = _layer_rows(serial(layer), 0, out["layers"][0], notes, tol, {}, in_network=False)
-    if fd is not None:
+    opts = options_from(options, overrides, who="check_layer")
+
+    require_tree_like(params, jax.eval_shape(layer.init, jax.random.PRNGKey(0)),
+                      what="check_layer: params",
+                      fix="Pass layer.init(key) or a tree shaped like it.")
+
+    def prepare(rng):
+        p, x = astype((params, jnp.asarray(a)), jnp.dtype(opts.dtype))
+        _require_float_leaves((x,), "check_layer")
+        u = _random_like(_layer_output(layer, p, x), rng, opts.dtype)
+        v = _random_like((p, x), rng, opts.dtype)
+        return Prepared(layer_core, layer, (p, x, u, v), (p, x), move=1)
+
+    outcome = run_program(opts, prepare, jvp=opts.jvp)
+    rows = judged_rows(opts, outcome, lambda out: _layer_rows_of(layer, opts, outcome, out))
+    at_kink, kinks = kink_record(opts, outcome.found, [0])
+    return finish(opts, GradientReport(
+        subject=layer.name, cost=None, rows=tuple(mark_kinks(rows, at_kink)),
+        layer_names=(layer.name,), kinks=kinks, **measured(opts, outcome)))
+
+
+def _layer_output(layer, p, x):
+    """The output spec of ``layer`` at ``(p, x)`` after checking x (a non-empty batch) and both
+    for NaN/inf; a raw JAX shape error becomes a ``ValueError`` naming ``a``."""
+    as_float_input(x, argument="check_layer: a")  # an empty batch would check nothing
+    for what, tree in (("params", p), ("a", x)):  # NaN would fail every row
+        require_finite(tree, f"check_layer: {what}", fix="Check the rule at finite values.")
+    try:
+        return jax.eval_shape(layer.apply, p, x)
+    except TypeError as err:  # a raw JAX shape error: the input does not fit the layer
+        raise ValueError(f"check_layer: a of shape {x.shape} does not fit {layer.name}: "
+                         f"{str(err).rstrip('.')}. Give a the shape the layer expects, with a "
+                         f"leading batch axis.") from err
+
+
+def _layer_rows_of(layer, opts, outcome, out):
+    """The rows of :func:`check_layer` from the program's outputs ``out``."""
+    tol = outcome.tols.tol
+    rows = layer_rows(serial(layer), 0, out["layers"][0], outcome.notes, tol, {},
+                      in_network=False)
+    if opts.fd is not None:
         rule = "backward" if layer.backward is not None else "D_param, D_input"
         rows += [r._replace(layer=0) for r in gradient_rows(
-            out, notes.get((0, "backward"), {}), tol=tol, fd=fd, fd_tol=fd_tol, plan=plan,
-            where=f"layer 0: {layer.name}, ∂⟨u, f p a⟩ by {rule}")]
-    if jvp:
+            out, outcome.notes.get((0, "backward"), {}),
+            f"layer 0: {layer.name}, ∂⟨u, f p a⟩ by {rule}", outcome.tols, opts.fd,
+            outcome.plan)]
+    if opts.jvp:
         rows.append(jvp_row(out["jvp"], tol=tol, layer=0))
-    at_kink = [0] if np.min(dist[0], initial=np.inf) < kink_tol else []
-    report = GradientReport(
-        subject=layer.name, cost=None, dtype=dtype, tolerance=tol,
-        rows=tuple(mark_kinks(rows, at_kink)), layer_names=(layer.name,),
-        fd=fd_summary(fd, (fd_rtol, fd_tol)),
-        kinks={"kink_tol": kink_tol, "distance": [float(np.min(dist[0], initial=np.inf))],
-               "resampled": found.rounds, "perturbed_examples": list(found.perturbed),
-               "at_kink": at_kink},
-        loss=float(out["loss"]))
-    return _finish(report, raise_on_failure)
+    return rows

@@ -73,9 +73,25 @@ def _random_elements(plan, rng: np.random.Generator) -> np.ndarray:
                            in plan] + [np.zeros(0, int)]).astype(np.int32)
 
 
-def fd_block(loss_of, params, hand, auto, hand_ok: bool, V, rand_idx, plan, eps):
+def fd_block(loss_of, params, compared, draws, fd: FDPlan, plan):
     """Central differences of ``loss_of`` along the rows of V and along single elements, as one
-    vmapped batch; returns the FD values and ⟨hand, u⟩, ⟨auto, u⟩ for each direction u."""
+    vmapped batch (traced inside a check's program).
+
+    Args:
+      loss_of: J as a function of ``params``.
+      params: the point, a pytree.
+      compared: ``(hand, auto, hand_ok)``: the hand-written and autodiff gradients at
+        ``params``, and whether the hand-written one could be computed (else the worst elements
+        are chosen by |auto|).
+      draws: ``(V, rand_idx)`` from :func:`fd_inputs`.
+      fd: the :class:`FDPlan` (its step ε).
+      plan: the element plan from :func:`fd_inputs`.
+
+    Returns:
+      A dict: the chosen element indices ``idx``, the FD values ``fd`` and ⟨hand, u⟩, ⟨auto, u⟩
+      for each direction u (the V rows first, then the elements).
+    """
+    (hand, auto, hand_ok), (V, rand_idx), eps = compared, draws, fd.eps
     theta, unravel = ravel_pytree(params)
     h_flat, r_flat = ravel_pytree(hand)[0], ravel_pytree(auto)[0]
     picks, start = [], 0
@@ -116,8 +132,21 @@ def _verdict(ha: bool, hf: bool, af: bool) -> str:
     return "hand-written and autodiff agree; FD agrees with one of them only (borderline)"
 
 
-def fd_rows(f, pos, *, where, rule, leaf, scale, index_of, fd_tol):
-    """hand–FD and autodiff–FD rows over the FD positions ``pos`` (relative to ``scale``)."""
+def fd_rows(f, pos, label, *, scale, index_of, fd_tol):
+    """hand–FD and autodiff–FD rows over the FD positions ``pos``.
+
+    Args:
+      f: the FD block's outputs on the host (:func:`fd_block`).
+      pos: a slice of its directions.
+      label: ``(where, rule, leaf)`` of the rows.
+      scale: the reference's scale the errors are divided by.
+      index_of: maps the worst position within ``pos`` to the index the row reports.
+      fd_tol: the bound.
+
+    Returns:
+      Two :class:`~.report.Row`: hand–FD, then autodiff–FD.
+    """
+    where, rule, leaf = label
     rows = []
     for pair, g in ((HAND_FD, f["hand"][pos]), (AUTO_FD, f["auto"][pos])):
         diff = np.abs(g - f["fd"][pos])
@@ -140,6 +169,17 @@ def three_way(rows, ha: bool):
 
 
 def fd_inputs(fd, params, rng):
+    """The random draws of the finite differences, made on the host before the program runs.
+
+    Args:
+      fd: the :class:`FDPlan`, or ``None`` without finite differences.
+      params: the pytree that is differentiated (arrays or shapes).
+      rng: the check's NumPy generator.
+
+    Returns:
+      ``(plan, V, rand_idx)``: the static element plan (per leaf: offset, size, worst, random),
+      ``directions`` random unit rows V over all parameters, and the random element indices.
+    """
     if fd is None:
         return None, np.zeros((0, 1)), np.zeros(0, np.int32)
     sizes = [int(np.prod(np.shape(t))) for t in jax.tree.leaves(params)]
@@ -150,5 +190,15 @@ def fd_inputs(fd, params, rng):
 
 
 def fd_summary(fd, tol):
+    """The report's record of the finite differences.
+
+    Args:
+      fd: the :class:`FDPlan`, or ``None``.
+      tol: ``(relative tolerance, whole bound)``.
+
+    Returns:
+      ``None`` without finite differences, else a dict of eps, directions, elements, rtol and
+      tolerance.
+    """
     return None if fd is None else {"eps": fd.eps, "directions": fd.directions,
                                     "elements": fd.elements, "rtol": tol[0], "tolerance": tol[1]}

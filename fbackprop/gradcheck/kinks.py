@@ -12,7 +12,8 @@ differ honestly, as may a user's rule and autodiff — never a failure.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["TOLERANCE", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name", "precision_for", "error_stats", "relative_error",
-           "tree_relative_error", "max_relative_error"]
+__all__ = ["TOLERANCE", "LOW_PRECISION", "FD_EPS", "FD_TOLERANCE", "FD_NOISE", "dtype_name",
+           "precision_for", "error_stats", "relative_error", "tree_relative_error",
+           "max_relative_error"]
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
+LOW_PRECISION = ("bfloat16", "float16")  # judged by an error budget, not a tolerance
 
 # Finite differences (float64 only): central, (J(p + εu) − J(p − εu)) / 2ε. An FD row passes when
 # |FD − g·u| ≤ (FD_TOLERANCE + FD_NOISE·max(1, |J|)/ε)·scale: the second term is the rounding
@@ -33,21 +35,38 @@ FD_TOLERANCE = 1e-6
 FD_NOISE = 1e-13        # ≈ 450 float64 roundings of the loss
 
 
-def dtype_name(dtype) -> str:
-    """``"float64"`` or ``"float32"`` for a dtype or its name; ``ValueError`` for any other."""
-    name = jnp.dtype(dtype).name
-    if name not in TOLERANCE:
-        raise ValueError(f"dtype must be one of {sorted(TOLERANCE)}, received {name!r}.")
+def dtype_name(dtype, *, low_precision: bool = False) -> str:
+    """The name of a checkable dtype.
+
+    Args:
+      dtype: a dtype or its name.
+      low_precision: also accept ``LOW_PRECISION`` (bfloat16, float16), which checks judge by
+        an error budget (:mod:`.budget`) instead of a fixed tolerance.
+
+    Returns:
+      ``"float64"``, ``"float32"`` (or, with ``low_precision``, ``"bfloat16"``, ``"float16"``).
+
+    Raises:
+      ValueError: any other dtype.
+    """
+    try:
+        name = jnp.dtype(dtype).name
+    except TypeError:
+        name = repr(dtype)
+    known = sorted(TOLERANCE) + (list(LOW_PRECISION) if low_precision else [])
+    if name not in known:
+        raise ValueError(f"dtype must be one of {known}, received {name!r}.")
     return name
 
 
 @contextlib.contextmanager
-def precision_for(dtype):
-    """A context with float64 enabled for float64 checks, and the highest matmul precision."""
+def precision_for(dtype, matmul: str = "highest"):
+    """A context with float64 enabled for float64 checks, and the matmul precision ``matmul``
+    (default the highest: no TF32 or bfloat16 passes in float32 matmuls)."""
     with contextlib.ExitStack() as stack:
-        if dtype_name(dtype) == "float64":
+        if dtype_name(dtype, low_precision=True) == "float64":
             stack.enter_context(jax.enable_x64(True))
-        stack.enter_context(jax.default_matmul_precision("highest"))
+        stack.enter_context(jax.default_matmul_precision(matmul))
         yield
 
 

@@ -83,7 +83,7 @@ def network_core(key, notes):
     accumulated delta (the recurrence's sum of those twins) compared with ∂J/∂a by autodiff of
     the whole forward pass: a sum that overwrites instead of adding fails at that node.
     """
-    net, cost, fd, plan = key
+    (net, cost), fd, plan, _ = key
     L = len(net.layers)
     fan_out = _fan_out(net)
     summed = [i for i in range(L) if fan_out[i + 1] > 1]
@@ -121,8 +121,8 @@ def network_core(key, notes):
         notes["grad"] = {k: "not computed: the recurrence " + v for k, v in why.items()}
         out["grad"] = {"hand": hand, "auto": auto}
         if fd is not None:
-            out["fd"] = fd_block(lambda q: cost_mean(y, forward(net, q, x)[-1]), params, hand,
-                                 auto, "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+            out["fd"] = fd_block(lambda q: cost_mean(y, forward(net, q, x)[-1]), params,
+                                 (hand, auto, "*" not in notes["grad"]), (V, rand_idx), fd, plan)
         return out
 
     return core
@@ -130,15 +130,15 @@ def network_core(key, notes):
 
 def grad_core(key, notes):
     """The program for :func:`fbackprop.check_grad`: ``core(params, args, V, rand_idx)``."""
-    loss, grad_fn, fd, plan = key
+    (loss, grad_fn), fd, plan, _ = key
 
     def core(params, args, V, rand_idx):
         value, auto = jax.value_and_grad(loss)(params, *args)
         hand, notes["grad"] = call_rule(grad_fn, auto, params, *args)
         out = {"loss": value, "grad": {"hand": hand, "auto": auto}}
         if fd is not None:
-            out["fd"] = fd_block(lambda q: loss(q, *args), params, hand, auto,
-                                 "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+            out["fd"] = fd_block(lambda q: loss(q, *args), params,
+                                 (hand, auto, "*" not in notes["grad"]), (V, rand_idx), fd, plan)
         return out
 
     return core
@@ -163,19 +163,24 @@ def jvp_block(fun, args, v, u, hand):
 
 def vjp_core(key, notes):
     """The program for :func:`fbackprop.check_vjp`: ``core(args, u, v, V, rand_idx)``: the
-    custom rule of ``f`` at cotangent u beside ``jax.vjp`` of its primal ``f.fun``."""
-    f, fd, plan, with_jvp = key
+    custom rule of ``f`` at cotangent u beside ``jax.vjp`` of its primal ``f.fun``, or of the
+    ``reference`` (then with f's forward beside the reference's)."""
+    (f, reference), fd, plan, with_jvp = key
+    primal = f.fun if reference is None else reference
 
     def core(args, u, v, V, rand_idx):
-        y, auto_vjp = jax.vjp(f.fun, *args)
+        y, auto_vjp = jax.vjp(primal, *args)
         auto = auto_vjp(u)
         hand, notes["grad"] = call_rule(lambda: jax.vjp(f, *args)[1](u), auto)
         out = {"loss": _inner(u, y), "grad": {"hand": hand, "auto": auto}}
+        if reference is not None:  # f's own forward (a kernel, say) against the reference
+            value, notes["forward"] = call_rule(f, y, *args)
+            out["forward"] = {"hand": value, "auto": y}
         if with_jvp:
-            out["jvp"] = jvp_block(f.fun, args, v, u, hand)
+            out["jvp"] = jvp_block(primal, args, v, u, hand)
         if fd is not None:
-            out["fd"] = fd_block(lambda q: _inner(u, f.fun(*q)), args, hand, auto,
-                                 "*" not in notes["grad"], V, rand_idx, plan, fd.eps)
+            out["fd"] = fd_block(lambda q: _inner(u, primal(*q)), args,
+                                 (hand, auto, "*" not in notes["grad"]), (V, rand_idx), fd, plan)
         return out
 
     return core
@@ -199,8 +204,8 @@ def layer_core(key, notes):
             out["grad"] = {"hand": hand, "auto": (entry["ref_p"], entry["ref_a"])}
             ok = not any("*" in notes[(0, r)] for r in ("D_param", "D_input", "backward")
                          if (0, r) in notes)
-            out["fd"] = fd_block(lambda q: _inner(u, layer.apply(*q)), (p, a), hand,
-                                 out["grad"]["auto"], ok, V, rand_idx, plan, fd.eps)
+            out["fd"] = fd_block(lambda q: _inner(u, layer.apply(*q)), (p, a),
+                                 (hand, out["grad"]["auto"], ok), (V, rand_idx), fd, plan)
         return out
 
     return core

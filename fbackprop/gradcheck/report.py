@@ -5,17 +5,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from .numerics import FD_NOISE
 
 __all__ = ["Row", "GradientReport", "GradientCheckError", "HAND_AUTO", "HAND_FD", "AUTO_FD",
-           "FUSED_EULER", "HAND_JVP", "PASS", "FAIL", "KINK", "FD_NOISE_STATUS", "AGREE"]
+           "FUSED_EULER", "HAND_JVP", "HAND_REFERENCE", "PASS", "FAIL", "KINK", "FD_NOISE_STATUS",
+           "SKIPPED", "AGREE"]
 
 HAND_AUTO, HAND_FD, AUTO_FD = "hand–autodiff", "hand–FD", "autodiff–FD"
 FUSED_EULER = "fused–Euler"  # a fused backward against the two Euler derivatives
+HAND_REFERENCE = "kernel–reference"  # the forward of f against the reference implementation
 HAND_JVP = "hand–JVP"  # ⟨Jᵀu, v⟩ by the hand-written rule against ⟨u, J v⟩ by jax.jvp
-PASS, FAIL, KINK, FD_NOISE_STATUS = "pass", "fail", "kink", "fd-noise"
+PASS, FAIL, KINK, FD_NOISE_STATUS, SKIPPED = "pass", "fail", "kink", "fd-noise", "skipped"
 AGREE = "all three agree"
 
 
@@ -23,7 +25,7 @@ class GradientCheckError(ValueError):
     """Raised by ``check``/``check_grad`` with ``raise_on_failure=True``; ``.report`` holds the
     full :class:`GradientReport`."""
 
-    def __init__(self, message: str, report: "GradientReport"):
+    def __init__(self, message: str, report: GradientReport):
         super().__init__(message)
         self.report = report
 
@@ -46,9 +48,12 @@ class Row(NamedTuple):
                ``"fd-noise"`` (FD disagrees with both hand-written and autodiff, which agree).
     note:      a remark: why a value is missing, which pair disagrees, the worst time step.
     steps:     per-time-step relative errors (time rows only).
+    budget:    for a low-precision check judged by its error budget: the rule's error, autodiff's
+               error (both against float64 autodiff), their ratio, the budget and the floor;
+               ``max_rel`` is then the rule's error and ``tolerance`` budget × autodiff's + floor.
     """
 
-    layer: Optional[int | str]
+    layer: int | str | None
     where: str
     rule: str
     leaf: str
@@ -59,7 +64,8 @@ class Row(NamedTuple):
     tolerance: float
     status: str
     note: str = ""
-    steps: Optional[tuple] = None
+    steps: tuple | None = None
+    budget: dict | None = None
 
 
 def _json_float(v):
@@ -77,15 +83,17 @@ class GradientReport:
     """
 
     subject: str
-    cost: Optional[str]
+    cost: str | None
     dtype: str
     tolerance: float
     rows: tuple
     layer_names: tuple = ()
     node_names: tuple = ()
-    fd: Optional[dict] = None
-    kinks: Optional[dict] = None
+    fd: dict | None = None
+    kinks: dict | None = None
     loss: float = float("nan")
+    budget: dict | None = None
+    skipped: str = ""
 
     @property
     def failures(self) -> tuple:
@@ -94,7 +102,18 @@ class GradientReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        """No row failed, and the check ran (it was not skipped)."""
+        return not self.failures and not self.skipped
+
+    @property
+    def status(self) -> str:
+        """``"fail"`` (a row failed), ``"skipped"`` (nothing could be checked, ``skipped`` says
+        why), ``"kink"`` (passed, with mismatches at a kink) or ``"ok"``."""
+        if self.failures:
+            return FAIL
+        if self.skipped:
+            return SKIPPED
+        return KINK if any(r.status == KINK for r in self.rows) else "ok"
 
     @property
     def failing_layers(self) -> tuple:
@@ -107,7 +126,7 @@ class GradientReport:
         """Layers that stayed within ``kink_tol`` of a kink after resampling."""
         return tuple(self.kinks["at_kink"]) if self.kinks else ()
 
-    def first_failure(self) -> Optional[Row]:
+    def first_failure(self) -> Row | None:
         """The first failing row of the lowest failing layer (else the first failing row)."""
         fails = self.failures
         if not fails:
@@ -131,9 +150,10 @@ class GradientReport:
                 f"({r.pair}), {value}"
                 + "".join(f"; {e}" for e in extra) + ".")
 
-    def raise_if_failed(self) -> "GradientReport":
-        """Raise :class:`GradientCheckError` naming the first failure; return self when ok."""
-        if not self.ok:
+    def raise_if_failed(self) -> GradientReport:
+        """Raise :class:`GradientCheckError` naming the first failure; return self when no row
+        failed (a skipped check does not raise: its ``status`` says ``"skipped"``)."""
+        if self.failures:
             raise GradientCheckError(self.failure_message(), self)
         return self
 
@@ -145,6 +165,10 @@ class GradientReport:
                 d[k] = _json_float(d[k])
             d["index"] = list(r.index)
             d["steps"] = None if r.steps is None else [_json_float(s) for s in r.steps]
+            if r.budget is None:
+                del d["budget"]
+            else:
+                d["budget"] = {k: _json_float(v) for k, v in r.budget.items()}
             rows.append(d)
         kinks = None
         if self.kinks is not None:
@@ -154,7 +178,9 @@ class GradientReport:
                 "dtype": self.dtype,
                 "tolerance": self.tolerance, "ok": self.ok,
                 "failing_layers": list(self.failing_layers), "loss": _json_float(self.loss),
-                "finite_differences": self.fd, "kinks": kinks, "rows": rows}
+                "finite_differences": self.fd, "kinks": kinks, "rows": rows,
+                **({"budget": self.budget} if self.budget else {}),
+                **({"status": SKIPPED, "skipped": self.skipped} if self.skipped else {})}
 
     def to_json(self, **kwargs) -> str:
         """The report as a JSON string (``kwargs`` go to ``json.dumps``)."""
@@ -171,11 +197,22 @@ def _fmt(v: float) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.1e}"
 
 
-def _render(rep: GradientReport) -> str:
+def _header(rep: GradientReport) -> list:
+    """The lines above the table: subject, how rows are judged, FD and kink settings."""
     head = [f"gradient check: {rep.subject}" + (f" · cost {rep.cost}" if rep.cost else "")
-            + f" · {rep.dtype} · J = {_fmt(rep.loss)}",
-            f"tolerance {rep.tolerance:.0e}: pass when max rel = max|h − r| / max|r| ≤ tol "
-            f"({'float64' if rep.dtype == 'float64' else 'float32, matmul precision highest'})"]
+            + f" · {rep.dtype} · J = {_fmt(rep.loss)}"]
+    if rep.budget:
+        b = rep.budget
+        head.append(f"error budget: pass when rule error ≤ {b['budget']:g} × autodiff error + "
+                    f"{b['floor']:.0e}, both max|· − r₆₄| / max|r₆₄| against autodiff in "
+                    f"float64 at the same point ({rep.dtype}, matmul precision "
+                    f"{b['matmul_precision']})")
+    else:
+        how = "float64" if rep.dtype == "float64" else "float32, matmul precision highest"
+        head.append(f"tolerance {rep.tolerance:.0e}: pass when max rel = max|h − r| / max|r| ≤ "
+                    f"tol ({how})")
+    if rep.skipped:
+        head.append(f"SKIPPED: {rep.skipped}")
     if rep.fd:
         head.append(f"finite differences: central, ε = {rep.fd['eps']:.0e}, "
                     f"{rep.fd['directions']} random unit directions + ≤ {rep.fd['elements']} "
@@ -192,6 +229,11 @@ def _render(rep: GradientReport) -> str:
         if k["at_kink"]:
             line += f"; layers {k['at_kink']} remain AT A KINK (mismatches there are not failures)"
         head.append(line)
+    return head
+
+
+def _render(rep: GradientReport) -> str:
+    head = _header(rep)
     cols = ("where", "rule", "leaf", "pair", "max abs", "max rel", "worst index", "tol", "status")
     table, previous = [], None
     for r in rep.rows:  # "where" is printed once per group of rows
@@ -212,7 +254,9 @@ def _render(rep: GradientReport) -> str:
     if rep.fd and all(r.status == PASS for r in rep.rows if r.layer is None):
         lines.append("three-way: hand-written, autodiff and finite differences agree on every "
                      "leaf and direction")
-    if rep.ok:
+    if rep.skipped and not rep.failures:
+        verdict = f"SKIPPED: {rep.skipped}"
+    elif rep.ok:
         verdict = "ok: every comparison passed" + (
             " (some rows at a kink or FD noise, see above)" if any(
                 r.status in (KINK, FD_NOISE_STATUS) for r in rep.rows) else "")

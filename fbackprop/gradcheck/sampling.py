@@ -72,9 +72,16 @@ def sample_point(net, cost, batch: int, *, seed: int = 0, dtype="float64", input
       y from :func:`sample_target`.
     """
     shape = tuple(input_shape if input_shape is not None else net.input_shape or ())
-    if not shape or any(s is None for s in shape):
-        raise ValueError(f"sample_point needs a concrete input_shape for {net!r}, got {shape!r}; "
-                         f"pass input_shape=(T, n_in) for a sequence model.")
+    if not shape:
+        raise ValueError(f"sample_point needs one example's shape to draw x, and {net!r} was "
+                         f"built without one; pass input_shape=(n_in,) here (or to fb.serial / "
+                         f"fb.dag when building the network), e.g. input_shape=(4,) for a first "
+                         f"layer that reads 4 features.")
+    if any(s is None for s in shape):
+        raise ValueError(f"sample_point needs a concrete input_shape; {net!r} takes examples of "
+                         f"shape {shape!r}, whose None axis (a sequence's time steps) takes any "
+                         f"length; pass input_shape with a length there, e.g. "
+                         f"input_shape={tuple(5 if s is None else s for s in shape)!r}.")
     dtype = np.dtype(dtype_name(dtype))
     rng = np.random.default_rng(seed)
     params = sample_params(net, rng, dtype)

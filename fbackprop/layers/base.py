@@ -30,10 +30,11 @@ The rules are written by hand and nothing in ``fbackprop/layers`` calls autodiff
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-__all__ = ["Layer", "Probes", "Params", "Activation", "Delta", "no_params", "no_param_grad"]
+__all__ = ["Layer", "Probes", "Params", "Activation", "Delta", "no_params", "no_param_grad",
+           "require_elementwise"]
 
 Params = Any       # a layer's parameter pytree p
 Activation = Any   # an array a with a leading batch axis (the layer's input or output)
@@ -56,9 +57,17 @@ class Probes(NamedTuple):
       autodiff. A plain forward function: no autodiff here.
     """
 
-    kink_distance: Optional[Callable] = None
-    time_deltas: Optional[Callable] = None
-    offset_apply: Optional[Callable] = None
+    kink_distance: Callable | None = None
+    time_deltas: Callable | None = None
+    offset_apply: Callable | None = None
+
+
+def require_elementwise(g, who: str):
+    """``g`` must be an elementwise activation (one with a derivative ``Dg``); returns it."""
+    if g.Dg is None:
+        raise ValueError(f"{who}: activation must be elementwise ('sigmoid', 'tanh', 'relu' or "
+                         f"'identity'), received {g.name!r}.")
+    return g
 
 
 def no_params(key) -> dict:
@@ -79,9 +88,9 @@ class _LayerFields(NamedTuple):
     D_input: Callable
     D_param: Callable
     name: str = "layer"
-    backward: Optional[Callable] = None
-    probes: Optional[Probes] = None
-    input_vocab: Optional[int] = None
+    backward: Callable | None = None
+    probes: Probes | None = None
+    input_vocab: int | None = None
 
 
 class Layer(_LayerFields):
@@ -89,25 +98,7 @@ class Layer(_LayerFields):
 
     __slots__ = ()
 
-    def __new__(cls, init, apply, D_input, D_param, name="layer", backward=None, probes=None,
-                input_vocab=None, **deprecated):
-        # Layer(…, kink_distance=…, time_deltas=…) from before Probes existed still works.
-        if deprecated:
-            unknown = set(deprecated) - {"kink_distance", "time_deltas"}
-            if unknown:
-                raise TypeError(
-                    f"Layer got unexpected keyword arguments {sorted(unknown)}; the optional "
-                    f"fields are backward and probes=fb.Probes(kink_distance, time_deltas, "
-                    f"offset_apply) (a time_deltas reference is now taken by the checker from "
-                    f"offset_apply, the forward with offsets added to each state).")
-            warnings.warn("Layer(kink_distance=…, time_deltas=…) is deprecated; pass "
-                          "probes=fb.Probes(kink_distance=…, time_deltas=…) instead.",
-                          DeprecationWarning, stacklevel=2)
-            probes = (probes or Probes())._replace(**deprecated)
-        return super().__new__(cls, init, apply, D_input, D_param, name, backward, probes,
-                               input_vocab)
-
-    def _replace(self, **changes) -> "Layer":
+    def _replace(self, **changes) -> Layer:
         """A copy with ``changes``; swapping ``D_input`` or ``D_param`` drops the fused
         ``backward`` (it was built from the old rules) unless ``backward`` is given too."""
         if ("D_input" in changes or "D_param" in changes) and "backward" not in changes:
@@ -115,11 +106,11 @@ class Layer(_LayerFields):
         return super()._replace(**changes)
 
     @property
-    def kink_distance(self) -> Optional[Callable]:
+    def kink_distance(self) -> Callable | None:
         """``probes.kink_distance``, or ``None``."""
         return None if self.probes is None else self.probes.kink_distance
 
     @property
-    def time_deltas(self) -> Optional[Callable]:
+    def time_deltas(self) -> Callable | None:
         """``probes.time_deltas``, or ``None``."""
         return None if self.probes is None else self.probes.time_deltas

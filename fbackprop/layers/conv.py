@@ -6,7 +6,7 @@ Convention: the forward pass is a true **convolution**, as Jin writes it (eq. 12
 
 with no padding, so the kernel stays inside the map and an n × n input with an m × m kernel gives
 an (n − m + 1) × (n − m + 1) output. XLA's ``conv_general_dilated`` computes a cross-correlation
-(``Σ X(i + k) W(k)``), so :func:`_convolve` feeds it the kernel rotated by 180°. With indices from
+(``Σ X(i + k) W(k)``), so :func:`convolve` feeds it the kernel rotated by 180°. With indices from
 0 and the output indexed by the window's first position (Jin indexes it by its last, i ∈ {m, …, n}),
 ``Z(i) = Σ_k X(i + m − 1 − k) W(k)``. The three hand-written rules (δ = ∂J/∂Z):
 
@@ -20,6 +20,10 @@ an (n − m + 1) × (n − m + 1) output. XLA's ``conv_general_dilated`` compute
 Layout is channel-first: X of shape (batch, C_in, L) or (batch, C_in, H, W); the kernel W has shape
 (C_out, C_in, *kernel_size) (W[o, c] is the kernel from input channel c to output channel o, like
 dense's w_jk) and b has shape (C_out,).
+
+The rules are module-level — :func:`conv_pre_activation` (Jin eq. 12), :func:`conv_input_delta`,
+:func:`conv_param_grads` (eqs. 20–21) — and :func:`conv` only wires them into a
+:class:`~fbackprop.Layer`.
 """
 from __future__ import annotations
 
@@ -30,12 +34,22 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
-from ..inputs import require_positive_int, require_positive_ints
-from .base import Layer, Probes
+from ..inputs import require_float_dtype, require_positive_int, require_positive_ints
+from .base import Layer, Probes, require_elementwise
 
-__all__ = ["conv"]
+__all__ = ["conv", "conv_pre_activation", "conv_input_delta", "conv_param_grads", "conv_specs",
+           "require_conv_input", "convolve"]
 
 _SPATIAL = {1: "H", 2: "HW"}
+
+
+def conv_specs(n: int) -> tuple:
+    """XLA dimension numbers for ``n`` spatial axes: (forward, input delta, kernel gradient)."""
+    sp = _SPATIAL[n]
+    return (("NC" + sp, "OI" + sp, "NC" + sp),   # X (b, c, …), W (o, c, …) → Z (b, o, …)
+            ("NC" + sp, "IO" + sp, "NC" + sp),   # δ (b, o, …), W read as (in=o, out=c)
+            ("CN" + sp, "IO" + sp, "CN" + sp))   # X as (feature=b, batch=c), δ as (in=b,
+    #                                              out=o) → (o, c, …): batch summed inside
 
 
 def _rot180(t, n: int):
@@ -49,9 +63,51 @@ def _correlate(x, k, specs, padding):
     return lax.conv_general_dilated(x, k, (1,) * n, padding, dimension_numbers=specs)
 
 
-def _convolve(x, k, specs, padding):
-    """True convolution ``out(i) = Σ x(i + m − 1 − k) w(k)`` (Jin eq. 12): correlate with rot180(k)."""
+def convolve(x, k, specs, padding):
+    """True convolution ``out(i) = Σ x(i + m − 1 − k) w(k)`` (Jin eq. 12): correlate with
+    rot180(k)."""
     return _correlate(x, _rot180(k, len(specs[0]) - 2), specs, padding)
+
+
+def require_conv_input(a, in_channels: int, ks: tuple, who: str):
+    """``a`` must be (batch, C_in, *spatial) with every spatial size at least the kernel's."""
+    n = len(ks)
+    spatial = tuple(a.shape[2:])
+    if a.ndim != n + 2 or a.shape[1] != in_channels:
+        layout = "(batch, C, L)" if n == 1 else "(batch, C, H, W)"
+        raise ValueError(
+            f"{who}: input must have shape {layout} with C = {in_channels} channels, "
+            f"received shape {tuple(a.shape)}.")
+    if any(s < k for s, k in zip(spatial, ks)):
+        raise ValueError(
+            f"{who}: kernel {ks} is larger than the input map {spatial} (valid convolution, "
+            f"no padding). Use a smaller kernel_size or a larger input.")
+
+
+def conv_pre_activation(p, a):
+    """Z = X * W + b, a valid, stride-1 true convolution."""
+    n = p["W"].ndim - 2
+    # Jin eq. 12: Z_o(i) = Σ_c Σ_k X_c(i − k) W_{o,c}(k) + b_o — a true convolution
+    z = convolve(a, p["W"], conv_specs(n)[0], "VALID")
+    return z + p["b"].reshape((-1,) + (1,) * n)
+
+
+def conv_input_delta(W, delta):
+    """∂J/∂X from δ = ∂J/∂Z: the full convolution of δ with rot180(W)."""
+    # full convolution of δ with rot180(W) = full cross-correlation δ ⋆ W, summed over the
+    # output channels (W read with in/out swapped)
+    full = [(k - 1, k - 1) for k in W.shape[2:]]
+    return _correlate(delta, W, conv_specs(W.ndim - 2)[1], full)
+
+
+def conv_param_grads(a, delta) -> dict:
+    """∂J/∂W and ∂J/∂b from δ = ∂J/∂Z and the layer's input X, summed over the batch."""
+    n = a.ndim - 2
+    # Jin eq. 20: ∂J/∂W = δ * rot180(X) = rot180(X ⋆ δ), with the sum over the batch done by
+    # the same convolution; Jin eq. 21: ∂J/∂b_o = Σ_{batch, i, j} δ_o(i, j).
+    dW = _rot180(_correlate(a, delta, conv_specs(n)[2], "VALID"), n)
+    db = jnp.sum(delta, axis=(0,) + tuple(range(2, n + 2)))
+    return {"W": dW, "b": db}
 
 
 def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid", *,
@@ -73,6 +129,7 @@ def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid",
       Jin eqs. 20–21 (see the module docstring); output (batch, C_out, L − m + 1) or
       (batch, C_out, H − m1 + 1, W − m2 + 1).
     """
+    dtype = require_float_dtype(dtype, who="conv")
     in_channels = require_positive_int(in_channels, "in_channels", who="conv")
     out_channels = require_positive_int(out_channels, "out_channels", who="conv")
     ks = require_positive_ints(kernel_size, "kernel_size", scalar_ok=False, who="conv",
@@ -80,74 +137,29 @@ def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid",
     if len(ks) not in _SPATIAL:
         raise ValueError(f"conv: kernel_size must be a tuple of length 1 (1-D) or 2 (2-D), such "
                          f"as (3,) or (3, 3); received {kernel_size!r}.")
-    n = len(ks)
-    g = get_activation(activation)
-    if g.Dg is None:
-        raise ValueError(f"conv: activation must be elementwise ('sigmoid', 'tanh', 'relu' or "
-                         f"'identity'), received {g.name!r}.")
-    sp = _SPATIAL[n]
-    forward_specs = ("NC" + sp, "OI" + sp, "NC" + sp)     # X (b, c, …), W (o, c, …) → Z (b, o, …)
-    input_specs = ("NC" + sp, "IO" + sp, "NC" + sp)       # δ (b, o, …), W read as (in=o, out=c)
-    kernel_specs = ("CN" + sp, "IO" + sp, "CN" + sp)      # X as (feature=b, batch=c), δ as (in=b,
-    #                                                       out=o) → (o, c, …): batch summed inside
-    fan_in = in_channels * math.prod(ks)
+    g = require_elementwise(get_activation(activation), "conv")
     gain = math.sqrt(2.0) if g.name == "relu" else 1.0
-    layout = "(batch, C, L)" if n == 1 else "(batch, C, H, W)"
+    std = gain / math.sqrt(in_channels * math.prod(ks))  # N(0, gain²/fan_in)
+    name = f"conv{len(ks)}d({in_channels}→{out_channels}, {'×'.join(map(str, ks))}, {g.name})"
 
     def init(key):
-        W = gain / math.sqrt(fan_in) * jax.random.normal(key, (out_channels, in_channels, *ks),
-                                                         dtype)
-        return {"W": W, "b": jnp.zeros((out_channels,), dtype)}
+        return {"W": std * jax.random.normal(key, (out_channels, in_channels, *ks), dtype),
+                "b": jnp.zeros((out_channels,), dtype)}
 
-    def check_input(a):
-        spatial = tuple(a.shape[2:])
-        if a.ndim != n + 2 or a.shape[1] != in_channels:
-            raise ValueError(
-                f"{name}: input must have shape {layout} with C = {in_channels} channels, "
-                f"received shape {tuple(a.shape)}.")
-        if any(s < k for s, k in zip(spatial, ks)):
-            raise ValueError(
-                f"{name}: kernel {ks} is larger than the input map {spatial} (valid convolution, "
-                f"no padding). Use a smaller kernel_size or a larger input.")
+    def z(p, a):
+        require_conv_input(a, in_channels, ks, name)
+        return conv_pre_activation(p, a)
 
-    def pre_activation(p, a):
-        check_input(a)
-        # Jin eq. 12: Z_o(i) = Σ_c Σ_k X_c(i − k) W_{o,c}(k) + b_o — a true convolution
-        z = _convolve(a, p["W"], forward_specs, "VALID")
-        return z + p["b"].reshape((-1,) + (1,) * n)
+    def delta_of(p, a, d):
+        return g.D(z(p, a), d)  # δ = d ⊙ φ'(Z)
 
-    def apply(p, a):
-        return g(pre_activation(p, a))  # Jin eq. 11: A = φ(X * W + b)
+    def backward(p, a, d):  # both rules from one δ
+        delta = delta_of(p, a, d)
+        return conv_input_delta(p["W"], delta), conv_param_grads(a, delta)
 
-    def D_input(p, a, d):
-        # d · D(f p) X.  δ = d ⊙ φ'(Z); ∂J/∂X = full convolution of δ with rot180(W)
-        return input_delta(p, g.D(pre_activation(p, a), d))
-
-    def D_param(p, a, d):
-        # d · D(λv. f v X) p, from δ = d ⊙ φ'(Z)
-        return param_grads(a, g.D(pre_activation(p, a), d))
-
-    def input_delta(p, delta):
-        # full convolution of δ with rot180(W) = full cross-correlation δ ⋆ W, summed over the
-        # output channels (W read with in/out swapped)
-        full = [(k - 1, k - 1) for k in ks]
-        return _correlate(delta, p["W"], input_specs, full)
-
-    def param_grads(a, delta):
-        # Jin eq. 20: ∂J/∂W = δ * rot180(X) = rot180(X ⋆ δ), with the sum over the batch done by
-        # the same convolution; Jin eq. 21: ∂J/∂b_o = Σ_{batch, i, j} δ_o(i, j).
-        dW = _rot180(_correlate(a, delta, kernel_specs, "VALID"), n)
-        db = jnp.sum(delta, axis=(0,) + tuple(range(2, n + 2)))
-        return {"W": dW, "b": db}
-
-    def backward(p, a, d):
-        # both rules from one δ = d ⊙ φ'(Z)
-        delta = g.D(pre_activation(p, a), d)
-        return input_delta(p, delta), param_grads(a, delta)
-
-    def kink_distance(p, a):
-        return g.kink_distance(pre_activation(p, a))  # ReLU: min |Z|
-
-    name = f"conv{n}d({in_channels}→{out_channels}, {'×'.join(map(str, ks))}, {g.name})"
-    return Layer(init, apply, D_input, D_param, name=name, backward=backward,
-                 probes=Probes(kink_distance=kink_distance))
+    return Layer(init, lambda p, a: g(z(p, a)),  # Jin eq. 11: A = φ(X * W + b)
+                 # D_input = d · D(f p) X and D_param = d · D(λv. f v X) p, both from δ
+                 lambda p, a, d: conv_input_delta(p["W"], delta_of(p, a, d)),
+                 lambda p, a, d: conv_param_grads(a, delta_of(p, a, d)),
+                 name=name, backward=backward,  # ReLU's kink distance: min |Z|
+                 probes=Probes(kink_distance=lambda p, a: g.kink_distance(z(p, a))))

@@ -16,15 +16,37 @@ import jax
 import jax.numpy as jnp
 
 from ..activations import get_activation
-from ..inputs import require_positive_int
+from ..inputs import require_bool, require_float_dtype, require_positive_int
 from .base import Layer, Probes
 
-__all__ = ["dense"]
+__all__ = ["dense", "dense_pre_activation", "dense_input_delta", "dense_param_grads"]
 
 
 def _rows(t):
     """Collapse every leading axis into one batch axis: (..., n) → (N, n)."""
     return t.reshape(-1, t.shape[-1])
+
+
+def dense_pre_activation(p, a, bias: bool = True):
+    """The weighted input z = W a + b (per example; a batch of rows gives ``a @ Wᵀ + b``)."""
+    z = a @ p["W"].T  # z_j = Σ_k w_jk a_k (+ b_j)  (Gordon; Kamper eq. 10; Bradbury eq. 28)
+    return z + p["b"] if bias else z
+
+
+def dense_input_delta(W, delta):
+    """BP2: d_prev = Wᵀ δ (per example; a batch of rows gives δ W)."""
+    return delta @ W  # d_prev = Wᵀ δ  (Kamper eq. 24)
+
+
+def dense_param_grads(a, delta, bias: bool = True) -> dict:
+    """BP4 and BP3 from δ = ∂J/∂z and the layer's input a, summed over every batch row."""
+    # BP4: ∂J/∂w_jk = δ_j a_k → dW = Σ_batch δ aᵀ, one matrix product δᵀ·a over all batch
+    # rows (Kamper eq. 23).  BP3: ∂J/∂b_j = δ_j → db = Σ_batch δ (Kamper eq. 22).
+    rows = _rows(delta)
+    grads = {"W": rows.T @ _rows(a)}
+    if bias:
+        grads["b"] = jnp.sum(rows, axis=0)
+    return grads
 
 
 def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
@@ -44,8 +66,10 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
       ``init`` draws W from N(0, 1/n_in) (2/n_in for ReLU) and sets b to zero. ``D_input``,
       ``D_param`` and the fused ``backward`` are BP1–BP4 (Gordon, Kamper eqs. 21–24).
     """
+    dtype = require_float_dtype(dtype, who="dense")
     n_in = require_positive_int(n_in, "n_in", who="dense")
     n_out = require_positive_int(n_out, "n_out", who="dense")
+    bias = require_bool(bias, "bias", who="dense", fix="Pass bias=False to drop b.")
     g = get_activation(activation)
     gain = math.sqrt(2.0) if g.name == "relu" else 1.0
 
@@ -53,42 +77,20 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
         W = gain / math.sqrt(n_in) * jax.random.normal(key, (n_out, n_in), dtype)
         return {"W": W, "b": jnp.zeros((n_out,), dtype)} if bias else {"W": W}
 
-    def pre_activation(p, a):
-        z = a @ p["W"].T  # z_j = Σ_k w_jk a_k (+ b_j)  (Gordon; Kamper eq. 10; Bradbury eq. 28)
-        return z + p["b"] if bias else z
+    def z(p, a):
+        return dense_pre_activation(p, a, bias)
 
-    def apply(p, a):
-        return g(pre_activation(p, a))  # a^l = g(z^l)  (Kamper eq. 11)
+    def delta_of(p, a, d):
+        return g.D(z(p, a), d)  # BP1: δ = d ⊙ g'(z)  (Kamper eq. 21)
 
-    def D_input(p, a, d):
-        # d · D(f p) a.  BP1/BP2 (Nielsen via Gordon; Kamper eqs. 21, 24):
-        #   δ = d ⊙ g'(z),   d_prev = Wᵀ δ   (per example; a batch of rows gives δ W)
-        return input_delta(p, g.D(pre_activation(p, a), d))
+    def backward(p, a, d):  # both rules from one δ
+        delta = delta_of(p, a, d)
+        return dense_input_delta(p["W"], delta), dense_param_grads(a, delta, bias)
 
-    def D_param(p, a, d):
-        # d · D(λv. f v a) p.  BP4 and BP3, from δ = d ⊙ g'(z)
-        return param_grads(a, g.D(pre_activation(p, a), d))
-
-    def input_delta(p, delta):
-        return delta @ p["W"]  # d_prev = Wᵀ δ  (Kamper eq. 24)
-
-    def param_grads(a, delta):
-        # BP4: ∂J/∂w_jk = δ_j a_k → dW = Σ_batch δ aᵀ, one matrix product δᵀ·a over all batch
-        # rows (Kamper eq. 23).  BP3: ∂J/∂b_j = δ_j → db = Σ_batch δ (Kamper eq. 22).
-        rows = _rows(delta)
-        grads = {"W": rows.T @ _rows(a)}
-        if bias:
-            grads["b"] = jnp.sum(rows, axis=0)
-        return grads
-
-    def backward(p, a, d):
-        # both rules from one δ = d ⊙ g'(z)
-        delta = g.D(pre_activation(p, a), d)
-        return input_delta(p, delta), param_grads(a, delta)
-
-    def kink_distance(p, a):
-        return g.kink_distance(pre_activation(p, a))  # ReLU: min |z|
-
-    return Layer(init, apply, D_input, D_param,
+    return Layer(init, lambda p, a: g(z(p, a)),  # a^l = g(z^l)  (Kamper eq. 11)
+                 # D_input = d · D(f p) a and D_param = d · D(λv. f v a) p, both from BP1's δ
+                 lambda p, a, d: dense_input_delta(p["W"], delta_of(p, a, d)),
+                 lambda p, a, d: dense_param_grads(a, delta_of(p, a, d), bias),
                  name=f"dense({n_in}→{n_out}, {g.name}{'' if bias else ', no bias'})",
-                 backward=backward, probes=Probes(kink_distance=kink_distance))
+                 backward=backward,  # ReLU's kink distance: min |z|
+                 probes=Probes(kink_distance=lambda p, a: g.kink_distance(z(p, a))))

@@ -1,11 +1,12 @@
 """The GRU layer (Cho et al. 2014, in the form of Chung et al. 2014) with its full backpropagation
-through time written by hand. No text of the project covers the GRU; the derivation is below.
+through time written by hand. The BPTT derivation below is this project's own (the texts fbackprop
+follows stop at the LSTM); ``fbackprop check`` compares it with ``jax.grad`` in float64.
 
 Forward, for τ = 1 … T with h_0 = 0 (σ the sigmoid, ⊙ the elementwise product):
 
     z_τ = σ(W_xz x_τ + W_hz h_{τ−1} + b_z)               update gate
     r_τ = σ(W_xr x_τ + W_hr h_{τ−1} + b_r)               reset gate
-    a_τ = tanh(W_xa x_τ + W_ha (r_τ ⊙ h_{τ−1}) + b_a)    candidate h̃_τ (r applied BEFORE the product)
+    a_τ = tanh(W_xa x_τ + W_ha (r_τ ⊙ h_{τ−1}) + b_a)    candidate h̃_τ (r BEFORE the product)
     h_τ = (1 − z_τ) ⊙ h_{τ−1} + z_τ ⊙ a_τ
 
 This is Cho et al.'s reset-before-product candidate, not the cuDNN/PyTorch variant
@@ -32,31 +33,136 @@ included. After the reverse scan, with δ_τ = [δz, δr, δa] and as single pro
 rows: ∂J/∂W_x = Σ_τ δ_τ x_τᵀ, ∂J/∂b = Σ_τ δ_τ, ∂J/∂x_τ = W_xᵀ δ_τ, and for W_h the z and r
 blocks read h_{τ−1} while the a block reads r_τ ⊙ h_{τ−1}: ∂J/∂W_h{z,r} = Σ_τ δ{z,r}_τ h_{τ−1}ᵀ,
 ∂J/∂W_ha = Σ_τ δa_τ (r_τ ⊙ h_{τ−1})ᵀ.
+
+The rules are module-level functions — :func:`gru_cell` (one forward step), :func:`gru_states`
+(the forward scan), :func:`gru_reverse` (the reverse scan, a :class:`GRUReverse`),
+:func:`gru_param_grads` — and :func:`gru_layer` only wires them into a :class:`~fbackprop.Layer`.
 """
 from __future__ import annotations
 
-import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer, Probes
-from .recurrent import batch_major, require_output, require_sequence, shift_right, time_major
+from .recurrent import (
+    batch_major,
+    external_deltas,
+    init_recurrent,
+    named_gate_params,
+    project_inputs,
+    require_output,
+    require_sequence,
+    select_output,
+    sequence_input_delta,
+    shift_right,
+    split_gates,
+    time_major,
+)
 
-__all__ = ["gru_layer", "gru_gate_params", "GRU_GATES"]
+__all__ = ["gru_layer", "gru_cell", "gru_states", "gru_reverse", "gru_param_grads", "GRUReverse",
+           "gru_gate_params", "GRU_GATES"]
 
 GRU_GATES = ("z", "r", "a")  # the order of the stacked row blocks
 
 
 def gru_gate_params(p) -> dict:
-    """Split stacked GRU parameters into W_xz, W_xr, W_xa, W_hz, W_hr, W_ha, b_z, b_r, b_a."""
-    out = {}
-    for stacked, prefix in (("W_x", "W_x"), ("W_h", "W_h"), ("b", "b_")):
-        for gate, block in zip(GRU_GATES, jnp.split(p[stacked], 3, axis=0)):
-            out[prefix + gate] = block
-    return out
+    """Split stacked GRU parameters into W_xz, W_xr, W_xa, W_hz, W_hr, W_ha, b_z, b_r, b_a.
+
+    Args:
+      p: a GRU layer's parameters ``{"W_x": (3H, n_in), "W_h": (3H, H), "b": (3H,)}``.
+
+    Returns:
+      A dict of nine arrays: ``"W_x<g>"`` (H, n_in), ``"W_h<g>"`` (H, H) and ``"b_<g>"`` (H,)
+      for g in ``GRU_GATES`` (z, r, a).
+    """
+    return named_gate_params(p, GRU_GATES)
+
+
+def gru_cell(W_h, xz_t, h):
+    """One forward step: (z_τ, r_τ, a_τ, h_τ) from xz_t = W_x x_τ + b and h_{τ−1}."""
+    H = h.shape[-1]
+    W_zr, W_a = W_h[:2 * H], W_h[2 * H:]
+    zr = jax.nn.sigmoid(xz_t[..., :2 * H] + h @ W_zr.T)    # z_τ, r_τ
+    z, r = split_gates(zr, 2)
+    a = jnp.tanh(xz_t[..., 2 * H:] + (r * h) @ W_a.T)      # a_τ: r ⊙ h_{τ−1} inside the product
+    return z, r, a, h + z * (a - h)                        # h_τ = (1 − z) ⊙ h_{τ−1} + z ⊙ a_τ
+
+
+def gru_states(W_h, xz):
+    """The forward scan carrying h from xz = W_x x_τ + b (all τ): [h_τ, z_τ, r_τ, a_τ] for every
+    τ as one array (T, batch, 4H), so that ``apply`` and the backward pass run the same loop."""
+
+    def step(h, xz_t):
+        z, r, a, h = gru_cell(W_h, xz_t, h)
+        return h, jnp.concatenate([h, z, r, a], axis=-1)
+
+    return lax.scan(step, jnp.zeros((xz.shape[1], W_h.shape[1]), xz.dtype), xz)[1]
+
+
+class GRUReverse(NamedTuple):
+    """What the GRU's reverse scan returns, all time-major."""
+
+    h_prev: Any  # h_{τ−1}, (T, batch, H)
+    r: Any       # the reset gate r_τ, (T, batch, H)
+    delta: Any   # δ_τ = [δz, δr, δa], ∂J/∂(stacked pre-activations), (T, batch, 3H)
+    dh: Any      # ∂J/∂h_τ (total), (T, batch, H)
+
+
+def gru_reverse(W_h, states, d, last: bool) -> GRUReverse:
+    """BPTT's reverse scan (module docstring) from the forward scan's ``states``."""
+    h, z, r, a = split_gates(states, 4)
+    H = h.shape[-1]
+    h_prev = shift_right(h)
+    W_zr, W_a = W_h[:2 * H], W_h[2 * H:]
+    # The local derivatives do not depend on the deltas: form them for all τ at once, outside
+    # the loop, so that each reverse step is two fused expressions and two products.
+    l_a = z * (1 - a * a)                  # ∂h_τ/∂s_a = z_τ ⊙ (1 − a_τ²)
+    l_z = (a - h_prev) * z * (1 - z)       # ∂h_τ/∂s_z = (a_τ − h_{τ−1}) ⊙ σ'(s_z)
+    l_r = h_prev * r * (1 - r)             # ∂(r_τ ⊙ h_{τ−1})/∂s_r = h_{τ−1} ⊙ σ'(s_r)
+
+    def step(carry, inputs):
+        g_next, = carry  # the part of ∂J/∂h_τ that comes from step τ + 1 (0 at τ = T)
+        d_t, z_t, r_t, l_a_t, l_z_t, l_r_t = inputs
+        g = g_next if d_t is None else g_next + d_t      # g_τ = ∂J/∂h_τ
+        delta_a = g * l_a_t                               # δa_τ
+        q = delta_a @ W_a                                 # q_τ = W_haᵀ δa_τ, before r
+        delta_zr = jnp.concatenate([g * l_z_t, q * l_r_t], axis=-1)  # δz_τ, δr_τ = q ⊙ h_{τ−1} ⊙ σ'
+        # g_{τ−1} − d_{τ−1} = (1 − z) ⊙ g + W_hzᵀ δz + W_hrᵀ δr + r ⊙ q
+        g_prev = g - z_t * g + delta_zr @ W_zr + r_t * q
+        return (g_prev,), (delta_zr, delta_a, g)
+
+    dh_T, direct = external_deltas(d, jnp.zeros_like(h[0]), last)
+    _, (delta_zr, delta_a, dh) = lax.scan(step, (dh_T,), (direct, z, r, l_a, l_z, l_r),
+                                          reverse=True)
+    return GRUReverse(h_prev, r, jnp.concatenate([delta_zr, delta_a], axis=-1), dh)
+
+
+def gru_param_grads(x, rev: GRUReverse) -> dict:
+    """∂J/∂W_x = Σ_τ δ_τ x_τᵀ, ∂J/∂b = Σ_τ δ_τ; W_h's z, r blocks read h_{τ−1}, its a block reads
+    r_τ ⊙ h_{τ−1}: ∂J/∂W_h{z,r} = Σ_τ δ{z,r}_τ h_{τ−1}ᵀ, ∂J/∂W_ha = Σ_τ δa_τ (r_τ ⊙ h_{τ−1})ᵀ."""
+    H = rev.h_prev.shape[-1]
+    dW_zr = jnp.einsum("tbj,tbk->jk", rev.delta[..., :2 * H], rev.h_prev)
+    dW_a = jnp.einsum("tbj,tbk->jk", rev.delta[..., 2 * H:], rev.r * rev.h_prev)
+    return {"W_x": jnp.einsum("tbj,btk->jk", rev.delta, x),
+            "W_h": jnp.concatenate([dW_zr, dW_a], axis=0),
+            "b": jnp.sum(rev.delta, axis=(0, 1))}
+
+
+def gru_offset_apply(p, x, offsets, last: bool):
+    """The forward with offsets e_τ added to every h_τ as it is passed on: ∂J/∂e_τ = ∂J/∂h_τ."""
+    xz = project_inputs(p["W_x"], p["b"], x)
+
+    def step(h, inputs):
+        xz_t, e_t = inputs
+        h = gru_cell(p["W_h"], xz_t, h)[3] + e_t
+        return h, h
+
+    h0 = jnp.zeros((xz.shape[1], p["W_h"].shape[1]), xz.dtype)
+    return select_output(lax.scan(step, h0, (xz, time_major(offsets["h"])))[1], last)
 
 
 def gru_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.float32) -> Layer:
@@ -75,115 +181,29 @@ def gru_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.float
       fused ``backward``; ``probes.time_deltas`` gives ∂J/∂h_τ for every τ. Gradients are of
       whatever J the incoming delta belongs to (the batch mean in a network).
     """
+    dtype = require_float_dtype(dtype, who="gru_layer")
     n_in = require_positive_int(n_in, "n_in", who="gru_layer")
     n_hidden = require_positive_int(n_hidden, "n_hidden", who="gru_layer")
-    require_output(output, "gru_layer")
-    last = output == "last"
-    H = n_hidden
+    last = require_output(output, "gru_layer") == "last"
     name = f"gru({n_in}→{n_hidden}, {output})"
 
-    def init(key):
-        kx, kh = jax.random.split(key)
-        return {"W_x": jax.random.normal(kx, (3 * H, n_in), dtype) / math.sqrt(n_in),
-                "W_h": jax.random.normal(kh, (3 * H, H), dtype) / math.sqrt(H),
-                "b": jnp.zeros((3 * H,), dtype)}
-
-    def input_projection(p, x):
-        require_sequence(x, n_in, name)
-        return jnp.einsum("btk,jk->tbj", x, p["W_x"]) + p["b"]  # W_x x_τ + b for all τ at once
-
-    def cell(p, xz_t, h):
-        """One step: (z_τ, r_τ, a_τ, h_τ) from W_x x_τ + b and h_{τ−1}."""
-        W_zr, W_a = p["W_h"][:2 * H], p["W_h"][2 * H:]
-        zr = jax.nn.sigmoid(xz_t[..., :2 * H] + h @ W_zr.T)    # z_τ, r_τ
-        z, r = zr[..., :H], zr[..., H:]
-        a = jnp.tanh(xz_t[..., 2 * H:] + (r * h) @ W_a.T)      # a_τ: r ⊙ h_{τ−1} inside the product
-        return z, r, a, h + z * (a - h)                        # h_τ = (1 − z) ⊙ h_{τ−1} + z ⊙ a_τ
-
     def states(p, x):
-        """Forward scan carrying h; returns [h_τ, z_τ, r_τ, a_τ] for every τ as one array
-        (T, batch, 4H), so that ``apply`` and the backward pass run the very same loop."""
-        xz = input_projection(p, x)
+        require_sequence(x, n_in, name)
+        return gru_states(p["W_h"], project_inputs(p["W_x"], p["b"], x))
 
-        def step(h, xz_t):
-            z, r, a, h = cell(p, xz_t, h)
-            return h, jnp.concatenate([h, z, r, a], axis=-1)
+    def reverse(p, x, d):
+        return gru_reverse(p["W_h"], states(p, x), d, last)
 
-        return lax.scan(step, jnp.zeros((x.shape[0], H), xz.dtype), xz)[1]
+    def backward(p, x, d):  # one reverse scan serves both rules
+        rev = reverse(p, x, d)
+        return sequence_input_delta(p["W_x"], rev.delta), gru_param_grads(x, rev)
 
-    def apply(p, x):
-        h = states(p, x)[..., :H]
-        return h[-1] if last else batch_major(h)
-
-    def bptt(p, x, d):
-        """The reverse scan; returns (h_{τ−1}, r_τ, δ_τ as ([δz, δr] (T, batch, 2H), δa
-        (T, batch, H)), ∂J/∂h_τ), time-major."""
-        s = states(p, x)
-        h, z, r, a = (s[..., k * H:(k + 1) * H] for k in range(4))
-        h_prev = shift_right(h)
-        W_zr, W_a = p["W_h"][:2 * H], p["W_h"][2 * H:]
-        # The local derivatives do not depend on the deltas: form them for all τ at once, outside
-        # the loop, so that each reverse step is two fused expressions and two products.
-        l_a = z * (1 - a * a)                  # ∂h_τ/∂s_a = z_τ ⊙ (1 − a_τ²)
-        l_z = (a - h_prev) * z * (1 - z)       # ∂h_τ/∂s_z = (a_τ − h_{τ−1}) ⊙ σ'(s_z)
-        l_r = h_prev * r * (1 - r)             # ∂(r_τ ⊙ h_{τ−1})/∂s_r = h_{τ−1} ⊙ σ'(s_r)
-
-        def step(carry, inputs):
-            g_next, = carry  # the part of ∂J/∂h_τ that comes from step τ + 1 (0 at τ = T)
-            d_t, z_t, r_t, l_a_t, l_z_t, l_r_t = inputs
-            g = g_next if d_t is None else g_next + d_t      # g_τ = ∂J/∂h_τ
-            da = g * l_a_t                                    # δa_τ
-            q = da @ W_a                                      # q_τ = W_haᵀ δa_τ, before r
-            dzr = jnp.concatenate([g * l_z_t, q * l_r_t], axis=-1)  # δz_τ, δr_τ = q ⊙ h_{τ−1} ⊙ σ'
-            # g_{τ−1} − d_{τ−1} = (1 − z) ⊙ g + W_hzᵀ δz + W_hrᵀ δr + r ⊙ q
-            g_prev = g - z_t * g + dzr @ W_zr + r_t * q
-            return (g_prev,), (dzr, da, g)
-
-        zero = jnp.zeros_like(h[0])
-        carry0, direct = ((d,), None) if last else ((zero,), time_major(d))
-        _, (dzr, da, dh) = lax.scan(step, carry0, (direct, z, r, l_a, l_z, l_r), reverse=True)
-        return h_prev, r, (dzr, da), dh
-
-    def input_delta(p, dz):
-        # ∂J/∂x_τ = W_xᵀ δ_τ (all three blocks read x_τ), all τ in one product
-        return jnp.einsum("tbj,jk->btk", jnp.concatenate(dz, axis=-1), p["W_x"])
-
-    def param_grads(x, h_prev, r, dz):
-        # ∂J/∂W_x = Σ_τ δ_τ x_τᵀ, ∂J/∂b = Σ_τ δ_τ; W_h's z, r blocks read h_{τ−1}, its a block
-        # reads r_τ ⊙ h_{τ−1}: one product each over T·batch rows
-        dW_zr = jnp.einsum("tbj,tbk->jk", dz[0], h_prev)
-        dW_a = jnp.einsum("tbj,tbk->jk", dz[1], r * h_prev)
-        dz = jnp.concatenate(dz, axis=-1)
-        return {"W_x": jnp.einsum("tbj,btk->jk", dz, x),
-                "W_h": jnp.concatenate([dW_zr, dW_a], axis=0),
-                "b": jnp.sum(dz, axis=(0, 1))}
-
-    def D_input(p, x, d):
-        return input_delta(p, bptt(p, x, d)[2])
-
-    def D_param(p, x, d):
-        h_prev, r, dz, _ = bptt(p, x, d)
-        return param_grads(x, h_prev, r, dz)
-
-    def backward(p, x, d):
-        # one reverse scan serves both rules
-        h_prev, r, dz, _ = bptt(p, x, d)
-        return input_delta(p, dz), param_grads(x, h_prev, r, dz)
-
-    def time_deltas(p, x, d):
-        return {"h": batch_major(bptt(p, x, d)[3])}  # ∂J/∂h_τ, (batch, T, H)
-
-    def offset_apply(p, x, offsets):
-        # the forward with offsets e_τ added to every h_τ as it is passed on: ∂J/∂e_τ = ∂J/∂h_τ
-        xz = input_projection(p, x)
-
-        def step(h, inputs):
-            xz_t, e_t = inputs
-            h = cell(p, xz_t, h)[3] + e_t
-            return h, h
-
-        hs = lax.scan(step, jnp.zeros_like(xz[0, ..., :H]), (xz, time_major(offsets["h"])))[1]
-        return hs[-1] if last else batch_major(hs)
-
-    return Layer(init, apply, D_input, D_param, name=name, backward=backward,
-                 probes=Probes(time_deltas=time_deltas, offset_apply=offset_apply))
+    return Layer(
+        lambda key: init_recurrent(key, n_in, n_hidden, 3, dtype),
+        lambda p, x: select_output(split_gates(states(p, x), 4)[0], last),
+        lambda p, x, d: sequence_input_delta(p["W_x"], reverse(p, x, d).delta),
+        lambda p, x, d: gru_param_grads(x, reverse(p, x, d)),
+        name=name, backward=backward,
+        probes=Probes(
+            time_deltas=lambda p, x, d: {"h": batch_major(reverse(p, x, d).dh)},  # ∂J/∂h_τ
+            offset_apply=lambda p, x, offsets: gru_offset_apply(p, x, offsets, last)))

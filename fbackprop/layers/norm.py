@@ -3,7 +3,8 @@
 Per row (one example's features, n of them): μ = mean(a), σ² = mean((a − μ)²), r = 1/√(σ² + ε),
 x̂ = (a − μ) r, f p a = γ ⊙ x̂ + β. Any leading axes are batch.
 
-The backward pass (no seed text covers it; derived here). With g = d ⊙ γ = ∂J/∂x̂:
+The backward pass (this derivation is the project's own; ``fbackprop check`` compares it with
+``jax.grad`` in float64). With g = d ⊙ γ = ∂J/∂x̂:
   ∂x̂_i/∂a_j = r (δ_ij − 1/n) − r x̂_i x̂_j / n     (μ and σ² both depend on every a_j)
   so  ∂J/∂a = r · (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂)).
 The easy step to get wrong is dropping one of the two subtracted terms: ``mean(g)`` comes from
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..inputs import require_number, require_positive_int
+from ..inputs import require_float_dtype, require_number, require_positive_int
 from .base import Layer
 
 __all__ = ["layer_norm", "normalize", "normalize_backward"]
@@ -47,6 +48,7 @@ def layer_norm(n: int, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
       A :class:`~fbackprop.Layer` with parameters ``{"gamma": (n,), "beta": (n,)}`` (init: ones,
       zeros), its two rules, and a fused ``backward`` sharing x̂ and r.
     """
+    dtype = require_float_dtype(dtype, who="layer_norm")
     n = require_positive_int(n, "n", who="layer_norm")
     eps = require_number(eps, "eps", positive=True, who="layer_norm")
 

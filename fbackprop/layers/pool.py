@@ -27,12 +27,53 @@ from jax import lax
 from ..inputs import require_positive_ints
 from .base import Layer, Probes, no_param_grad, no_params
 
-__all__ = ["mean_pool", "max_pool", "flatten"]
+__all__ = ["mean_pool", "max_pool", "flatten", "mean_pool_forward", "mean_pool_backward",
+           "max_pool_forward", "max_pool_backward", "max_pool_kink_distance"]
 
 
+def mean_pool_forward(w, axes):
+    """S = the mean of each window; ``w`` holds the windows, ``axes`` their within-window axes."""
+    return jnp.mean(w, axis=axes)  # Jin eq. 13: S = (1/(p1 p2)) Σ_window A
 
 
-def _pool_size(pool_size) -> tuple:
+def mean_pool_backward(w, d, axes):
+    """∂J/∂A on the windows ``w`` from d = ∂J/∂S (expanded over ``axes``)."""
+    # ∂J/∂A = upsample(d) / (p1 p2): each window entry gets an equal share (Jin eq. 49 has
+    # p1 p2 as a factor where 1/(p1 p2) is meant).
+    size = 1
+    for ax in axes:
+        size *= w.shape[ax]
+    return jnp.broadcast_to(d / size, w.shape)
+
+
+def max_pool_forward(w, axes):
+    """S = the maximum of each window."""
+    return jnp.max(w, axis=axes)  # S = max over the window
+
+
+def max_pool_backward(w, d, axes):
+    """∂J/∂A on the windows ``w`` from d = ∂J/∂S (expanded over ``axes``)."""
+    # ∂J/∂A = d at the window's arg-max, 0 elsewhere; k tied maxima get d/k each.
+    at_max = (w == jnp.max(w, axis=axes, keepdims=True)).astype(w.dtype)
+    return at_max * (d / jnp.sum(at_max, axis=axes, keepdims=True))
+
+
+def max_pool_kink_distance(w, axes):
+    """The smallest gap between a window's largest and second-largest entry (0 at a tie; inf
+    for 1-entry windows)."""
+    n_win = 1
+    for ax in axes:
+        n_win *= w.shape[ax]
+    if n_win == 1:
+        return jnp.asarray(jnp.inf, w.dtype)
+    keep = tuple(i for i in range(w.ndim) if i not in axes)
+    flat = jnp.transpose(w, keep + axes).reshape(tuple(w.shape[i] for i in keep) + (n_win,))
+    top2 = lax.top_k(flat, 2)[0]
+    return jnp.min(top2[..., 0] - top2[..., 1])
+
+
+def require_pool_size(pool_size) -> tuple:
+    """``pool_size`` as a tuple of 1 (1-D) or 2 (2-D) positive ints; an int p means (p,)."""
     t = require_positive_ints(pool_size, "pool_size",
                               fix="Give (p,) for 1-D signals or (p1, p2) for 2-D maps.")
     if len(t) not in (1, 2):
@@ -42,7 +83,7 @@ def _pool_size(pool_size) -> tuple:
 
 
 def _pool_layer(pool_size, kind: str, reduce, D_input, kink_distance=None) -> Layer:
-    ps = _pool_size(pool_size)
+    ps = require_pool_size(pool_size)
     n = len(ps)
     name = f"{kind}_pool({'×'.join(map(str, ps))})"
     layout = "(batch, C, L)" if n == 1 else "(batch, C, H, W)"
@@ -100,19 +141,7 @@ def mean_pool(pool_size) -> Layer:
     Raises:
       ValueError: if ``pool_size`` is not 1 or 2 positive ints.
     """
-
-    def reduce(w, axes):
-        return jnp.mean(w, axis=axes)  # Jin eq. 13: S = (1/(p1 p2)) Σ_window A
-
-    def D_input(w, d, axes):
-        # ∂J/∂A = upsample(d) / (p1 p2): each window entry gets an equal share (Jin eq. 49 has
-        # p1 p2 as a factor where 1/(p1 p2) is meant).
-        size = 1
-        for ax in axes:
-            size *= w.shape[ax]
-        return jnp.broadcast_to(d / size, w.shape)
-
-    return _pool_layer(pool_size, "mean", reduce, D_input)
+    return _pool_layer(pool_size, "mean", mean_pool_forward, mean_pool_backward)
 
 
 def max_pool(pool_size) -> Layer:
@@ -135,28 +164,8 @@ def max_pool(pool_size) -> Layer:
     Raises:
       ValueError: if ``pool_size`` is not 1 or 2 positive ints.
     """
-
-    def reduce(w, axes):
-        return jnp.max(w, axis=axes)  # S = max over the window
-
-    def D_input(w, d, axes):
-        # ∂J/∂A = d at the window's arg-max, 0 elsewhere; k tied maxima get d/k each.
-        at_max = (w == jnp.max(w, axis=axes, keepdims=True)).astype(w.dtype)
-        return at_max * (d / jnp.sum(at_max, axis=axes, keepdims=True))
-
-    def kink_distance(w, axes):
-        # gap between each window's largest and second-largest entry; its minimum (0 at a tie)
-        n_win = 1
-        for ax in axes:
-            n_win *= w.shape[ax]
-        if n_win == 1:
-            return jnp.asarray(jnp.inf, w.dtype)
-        keep = tuple(i for i in range(w.ndim) if i not in axes)
-        flat = jnp.transpose(w, keep + axes).reshape(tuple(w.shape[i] for i in keep) + (n_win,))
-        top2 = lax.top_k(flat, 2)[0]
-        return jnp.min(top2[..., 0] - top2[..., 1])
-
-    return _pool_layer(pool_size, "max", reduce, D_input, kink_distance)
+    return _pool_layer(pool_size, "max", max_pool_forward, max_pool_backward,
+                       max_pool_kink_distance)
 
 
 def flatten() -> Layer:

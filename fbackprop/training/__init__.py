@@ -15,10 +15,11 @@ The modules, each one concept, in the order a run meets them (:mod:`.loop` names
   checks, its lock, its config and vocabulary;
 * :mod:`.metrics` — one metrics line per epoch, and the plot;
 * :mod:`.checkpoints` — verified orbax checkpoints, restored newest first;
+* :mod:`.sharding` — parameters and optimizer state split over the devices (``shard_params``);
 * :mod:`.distributed` — several processes: joining them, their mesh, process 0's writes and
   the verdicts all processes share;
 * :mod:`.loop` — :func:`train` as four steps, :class:`TrainResult`, :class:`TrainingStopped`;
-* :mod:`.load` — a saved run back for use (:func:`load_run`);
+* :mod:`.load` — a saved run back for use (:func:`load_run`), predictions (:func:`predict`);
 * :mod:`.sampling` — text from a trained character model.
 
 Caches (each owned by one module, each keyed by values or by the object it serves, none
@@ -29,9 +30,9 @@ two different objects and compiles twice (the module docstring of :mod:`.epoch` 
 
 The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays the function.
 """
-from . import distributed, epoch, registry, rundir, sampling
+from . import distributed, epoch, registry, rundir, sampling, sharding
 from .config import GRADS, MODES, Settings, TrainConfig
-from .load import load_run
+from .load import load_run, predict
 from .loop import (
     CheckpointError,
     CheckpointWarning,
@@ -51,10 +52,10 @@ from .sampling import sample_text, sample_tokens
 
 __all__ = ["train", "prepare", "train_prepared", "TrainResult", "TrainingStopped",
            "CheckpointWarning", "CheckpointError", "DivergenceWarning", "PlotWarning",
-           "NearChanceWarning", "load_run", "device_info", "TrainConfig",
-           "Settings", "gordon_gd", "make_optimizer", "build_model", "shape_inputs", "targets",
-           "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK", "rundir", "sample_text",
-           "sample_tokens", "distributed", "clear_caches"]
+           "NearChanceWarning", "load_run", "predict", "device_info",
+           "TrainConfig", "Settings", "gordon_gd", "make_optimizer", "build_model",
+           "shape_inputs", "targets", "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK",
+           "rundir", "sample_text", "sample_tokens", "distributed", "sharding", "clear_caches"]
 
 
 def clear_caches():

@@ -7,7 +7,10 @@ import hashlib
 import json
 import os
 import pathlib
+import sys
+import threading
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -22,6 +25,7 @@ from .rundir import (
     fsync_dir,
     write_json,
 )
+from .sharding import host_value, spans_processes
 
 __all__ = ["Restored", "Checkpoints", "checkpoint_manager", "restore", "restore_latest",
            "checksum", "verify", "move_aside", "run_stamp", "CheckpointWarning",
@@ -79,7 +83,7 @@ def checksum(state) -> dict:
     leaves = []
     total = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        a = np.ascontiguousarray(host_value(leaf))
         digest = hashlib.sha256(a.tobytes()).hexdigest()
         total.update(digest.encode())
         leaves.append({"path": jax.tree_util.keystr(path), "dtype": str(a.dtype),
@@ -104,7 +108,7 @@ def verify(state, expected: dict):
     if len(leaves) != len(expected["leaves"]):
         return (f"it holds {len(expected['leaves'])} arrays, the run expects {len(leaves)}")
     for leaf, e in zip(leaves, expected["leaves"]):
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)).astype(e["dtype"]))
+        a = np.ascontiguousarray(host_value(leaf).astype(e["dtype"]))
         if list(a.shape) != e["shape"] or hashlib.sha256(a.tobytes()).hexdigest() != e["sha256"]:
             return f"checksum mismatch in {e['path'] or 'the state'} (the data is damaged)"
     return None
@@ -167,8 +171,9 @@ class Checkpoints:
     :meth:`finish`), so a step is never verified before it is complete.
 
     Several processes: every process calls :meth:`save` (orbax coordinates them, and its wait
-    returns only once the step is complete on all of them); process 0 alone hashes the state
-    and writes the checksum files.
+    returns only once the step is complete on all of them); process 0 alone writes the checksum
+    files. It alone hashes the state too, unless the state is split across processes
+    (``shard_params``): then every process takes part in gathering each leaf to hash it.
 
     A save that fails (orbax's background thread could not write) raises
     :class:`CheckpointError` at the next :meth:`save` or at :meth:`finish`, naming the path.
@@ -201,7 +206,12 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         self.finish()
-        digest = checksum(state) if jax.process_index() == 0 else None
+        # A state split across processes is gathered leaf by leaf by every process; otherwise
+        # process 0 alone hashes it.
+        digest = (checksum(state) if jax.process_index() == 0 or spans_processes(state)
+                  else None)
+        if jax.process_index() != 0:
+            digest = None
         if digest is not None and self.stamp is not None:
             digest["run"] = self.stamp
         self._pending = (epoch, digest)
@@ -361,12 +371,46 @@ def _try_step(manager, out, epoch, like, stamp=None):
         try:
             state = restore(manager, epoch, like)
         except Exception as err:  # orbax raises anything from a damaged step, even bare Exception
+            _drop_closed_loop_reports()
             state, reason = None, f"orbax cannot read it ({type(err).__name__}: {str(err)[:200]})"
         else:
             reason = verify(state, expected)
     if reason is not None and not step.exists():
         return None, _GONE
     return (None, reason) if reason else (state, None)
+
+
+def _closed_loop_report(unraisable) -> bool:
+    """Whether an unraisable exception is a tensorstore read calling into a closed event loop:
+    ``RuntimeError('Event loop is closed')`` from ``call_soon_threadsafe``, raised in a thread
+    Python did not start (tensorstore's)."""
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"
+            and threading.current_thread() is not threading.main_thread()
+            and any(frame.f_code.co_name == "call_soon_threadsafe"
+                    for frame, _ in traceback.walk_tb(unraisable.exc_traceback)))
+
+
+def _drop_closed_loop_reports():
+    """After orbax failed to read a step: drop the reports its abandoned reads will make.
+
+    orbax runs a step's reads in an event loop of its own and closes it as soon as one read
+    fails; the reads still in flight finish later in tensorstore's threads and call into the
+    closed loop, and Python prints each ``RuntimeError: Event loop is closed`` as an unraisable
+    exception. Their results are not wanted (the step is skipped and named), so this wraps
+    ``sys.unraisablehook`` once per process to drop those reports, and only those; every other
+    report goes to the hook that was in place.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_reports", False):
+        return
+
+    def hook(unraisable):
+        if not _closed_loop_report(unraisable):
+            previous(unraisable)
+
+    hook.drops_closed_loop_reports = True
+    sys.unraisablehook = hook
 
 
 def move_aside(out, epochs) -> list:

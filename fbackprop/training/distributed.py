@@ -40,10 +40,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ..inputs import require_positive_int
 from . import rundir
 
-__all__ = ["Distributed", "AUTO", "DistributedError", "initialize", "is_primary", "placement",
+__all__ = ["Distributed", "AUTO", "DistributedError", "check_spec", "initialize", "is_primary",
+           "placement",
            "require_same", "on_primary", "lock", "agree", "reporting_lost_peers"]
 
 AUTO = "auto"
+_REQUESTED = {}  # what this process was told (--num-processes), for require_same
 
 
 class Distributed(NamedTuple):
@@ -56,22 +58,30 @@ class Distributed(NamedTuple):
       process_id: this process's index in ``[0, num_processes)``.
       heartbeat_timeout: seconds without a heartbeat after which a process counts as dead and
         the others are stopped with an error.
-      initialization_timeout: seconds to wait for all processes to join.
+      initialization_timeout: seconds to wait for all processes to join (the command line's
+        ``--connect-timeout``); a process still alone then stops.
     """
 
     coordinator: str
     num_processes: int
     process_id: int
     heartbeat_timeout: int = 30
-    initialization_timeout: int = 120
+    initialization_timeout: int = 60
 
 
 class DistributedError(RuntimeError):
     """The processes of a multi-process run lost each other (one died or became unreachable)."""
 
 
-def _spec(distributed) -> Distributed | None:
-    """``distributed`` as a checked :class:`Distributed`, :data:`AUTO`, or ``None``.
+def check_spec(distributed) -> Distributed | str | None:
+    """``distributed`` as a checked :class:`Distributed`, :data:`AUTO`, or ``None``; nothing
+    joins yet.
+
+    Args:
+      distributed: as for :func:`initialize`.
+
+    Returns:
+      The checked :class:`Distributed` (a dict becomes one), :data:`AUTO` or ``None``.
 
     Raises:
       ValueError: a field is out of range, missing or unknown.
@@ -93,10 +103,12 @@ def _spec(distributed) -> Distributed | None:
         raise TypeError(f"distributed must be None, 'auto', a dict or a fbackprop.training."
                         f"distributed.Distributed, received {type(distributed).__name__}.")
     d = distributed
-    if not isinstance(d.coordinator, str) or not re.fullmatch(r"\[?[\w.:-]+\]?:\d{1,5}",
-                                                              d.coordinator):
-        raise ValueError(f"coordinator: expected HOST:PORT such as 10.0.0.1:1234 (process 0's "
-                         f"address, the same for every process), received {d.coordinator!r}.")
+    match = isinstance(d.coordinator, str) and re.fullmatch(r"\[?[\w.:-]+\]?:(\d{1,5})",
+                                                            d.coordinator)
+    if not match or not 1 <= int(match.group(1)) <= 65535:
+        raise ValueError(f"coordinator: expected HOST:PORT with a port from 1 to 65535, such as "
+                         f"10.0.0.1:1234 (process 0's address, the same for every process), "
+                         f"received {d.coordinator!r}.")
     n = require_positive_int(d.num_processes, "num_processes", fix="E.g. --num-processes 2.")
     if not isinstance(d.process_id, int) or isinstance(d.process_id, bool) \
             or not 0 <= d.process_id < n:
@@ -105,7 +117,7 @@ def _spec(distributed) -> Distributed | None:
                          f"of the {n} processes a different --process-id from 0 to {n - 1}.")
     require_positive_int(d.heartbeat_timeout, "heartbeat_timeout", fix="E.g. 30 (seconds).")
     require_positive_int(d.initialization_timeout, "initialization_timeout",
-                         fix="E.g. 120 (seconds).")
+                         fix="E.g. 60 (seconds, --connect-timeout 60).")
     return d
 
 
@@ -125,9 +137,11 @@ def initialize(distributed) -> bool:
         devices in this process (the processes must join before any JAX computation).
       TypeError: ``distributed`` is of another type.
     """
-    d = _spec(distributed)
+    d = check_spec(distributed)
     if jax.distributed.is_initialized() or d is None:
         return jax.process_count() > 1
+    if d != AUTO:  # compared across processes by require_same: JAX counts process 0's only
+        _REQUESTED["num_processes"] = d.num_processes
     # CPU collectives across processes need an implementation; gloo ships with jaxlib. It only
     # affects the CPU backend, and must be set before the backends start.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -195,26 +209,43 @@ def placement(batch_size: int):
 def require_same(settings: dict):
     """Check that every process was given the same settings: processes with different batch
     sizes, models or epochs would compile different programs whose collectives never match, and
-    wait for each other forever. With one process, nothing is checked.
+    wait for each other forever; processes with different run directories would wait forever in
+    the checkpoints' barrier. The process count each process was given is compared too (JAX
+    counts the processes process 0 was told of, and would silently train with those). With one
+    process, nothing is checked.
 
     Args:
-      settings: this process's settings (JSON-ready).
+      settings: this process's settings (JSON-ready), its run directory included.
+
+    Returns:
+      Nothing.
 
     Raises:
-      ValueError: another process's settings differ from process 0's; raised on every process.
+      ValueError: another process's settings differ from process 0's, naming the settings that
+        differ; raised on every process.
     """
     if jax.process_count() == 1:
         return
-    text = json.dumps(settings, sort_keys=True, default=str)
-    mine = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
-    digests = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
-    differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
-    if differ:
-        raise ValueError(f"the processes were given different settings: those of process "
-                         f"{', '.join(map(str, differ))} differ from process 0's; expected the "
-                         f"same on every process. This is process {jax.process_index()}, with "
-                         f"{text}. Start every process with the same options; only "
-                         f"--process-id differs.")
+    settings = {**settings, "num_processes": _REQUESTED.get("num_processes",
+                                                             jax.process_count())}
+    names = sorted(settings)
+    texts = [json.dumps(settings[k], sort_keys=True, default=str) for k in names]
+    mine = np.stack([np.frombuffer(hashlib.sha256(f"{k}={t}".encode()).digest()[:8], np.int32)
+                     for k, t in zip(names, texts)])
+    digests = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, len(names), 2)
+    differ = (digests != digests[:1]).any(axis=2)  # (process, setting)
+    if differ.any():
+        processes = [i for i in range(len(digests)) if differ[i].any()]
+        keys = [names[k] for k in range(len(names)) if differ[:, k].any()]
+        values = ", ".join(f"{names[k]}={texts[k]}" for k in range(len(names))
+                           if names[k] in keys)
+        raise ValueError(
+            f"the processes were given different settings: those of process "
+            f"{', '.join(map(str, processes))} differ from process 0's in {', '.join(keys)}; "
+            f"expected the same on every process. This is process {jax.process_index()}, with "
+            f"{values}. Start every process with the same options (the same --out, one "
+            f"directory every process shares, and the same --num-processes); only --process-id "
+            f"differs.")
 
 
 def on_primary(fn, what: str):
@@ -327,11 +358,19 @@ def reporting_lost_peers(out, keep=()):
     """
     try:
         yield
-    except (RuntimeError, TimeoutError) as err:  # JaxRuntimeError is a RuntimeError
+    except (RuntimeError, TimeoutError, ValueError) as err:  # JaxRuntimeError: a RuntimeError
+        # a collective that failed in the runtime also surfaced, once in the tests, as a
+        # ValueError carrying XLA's status code ("UNKNOWN: Gloo AllGather failed: …"); the
+        # run's own ValueErrors never start with one
         if (isinstance(err, (DistributedError, *keep)) or not jax.distributed.is_initialized()
-                or jax.process_count() == 1):
+                or jax.process_count() == 1
+                or isinstance(err, ValueError) and not _XLA_STATUS.match(str(err))):
             raise
         raise _peer_lost(err, out) from err
+
+
+_XLA_STATUS = re.compile(r"(UNKNOWN|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|ABORTED|CANCELLED"
+                         r"|FAILED_PRECONDITION): ")
 
 
 def _peer_lost(err: BaseException, out) -> DistributedError:

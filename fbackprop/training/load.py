@@ -2,6 +2,7 @@
 (for inference, sampling, or a look at what it learned)."""
 from __future__ import annotations
 
+import os
 import pathlib
 import warnings
 
@@ -10,13 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import data as datasets
+from ..network import Network
 from . import rundir
 from .checkpoints import CheckpointWarning, restore_latest, run_stamp
 from .config import TrainConfig
 from .optim import make_optimizer
-from .registry import MODELS, build_model
+from .registry import MODELS, build_model, shape_inputs
 
-__all__ = ["load_run"]
+__all__ = ["load_run", "predict"]
 
 
 def load_run(path):
@@ -42,6 +44,13 @@ def load_run(path):
         written by a running training), naming it; an older verified one was loaded. A step
         that a running training rotates out while it is read is passed over silently.
     """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise TypeError(f"load_run: path must be a run directory (a str or pathlib.Path), "
+                        f"received {type(path).__name__}: {path!r}.")
+    if not (pathlib.Path(path) / "config.json").is_file():
+        raise ValueError(f"load_run: path {str(path)!r} holds no run (no config.json there). "
+                         f"Pass the out directory of an earlier fb.train(out=...) or "
+                         f"fbackprop train --out run.")
     saved = rundir.read_config(path)
     fields = {k: saved[k] for k in TrainConfig.__dataclass_fields__ if k in saved}
     if fields.get("hidden") is not None:
@@ -68,6 +77,59 @@ def load_run(path):
                       f"skipped {why}.", CheckpointWarning, stacklevel=2)
     state = restored.state
     return net, state["params"], config
+
+
+def predict(net_or_run, params_or_x, x=None):
+    """The network's outputs for examples shaped as the data set holds them.
+
+    The trainer reshapes a data set's examples to the network's input shape (digits' 8×8 images
+    to 64 features for an MLP, MNIST-1D's 40 samples to 5 steps of 8 for a recurrent network,
+    a signal to one channel for a CNN); ``predict`` does the same, so that ``x_test`` of the
+    data set goes in as it is.
+
+    Args:
+      net_or_run: a :class:`~fbackprop.Network`, or a run directory (``str`` or path) written by
+        :func:`train` / ``fbackprop train --out``, loaded with :func:`load_run` (its newest
+        readable checkpoint; loaded again on every call).
+      params_or_x: the network's parameters; with a run directory, the examples ``x``.
+      x: the examples, shape ``(n, …)`` (a batch, each example in the data set's shape or the
+        network's own), floats, or int token ids for a token-sequence model; only with a
+        network.
+
+    Returns:
+      The network's outputs for ``x``, shape ``(n, …)``: the logits for classes (``argmax`` over
+      the last axis gives the class; for a two-class task the sign of the one logit), the
+      predicted targets for regression, the logits over the vocabulary at every position for
+      a transformer.
+
+    Raises:
+      ValueError: ``x`` given with a run directory or missing with a network, or examples whose
+        size does not fit the network's input shape.
+      TypeError: the first argument is neither a network nor a path.
+    """
+    if isinstance(net_or_run, Network):
+        if x is None:
+            raise ValueError("predict(net, params, x): received a network and parameters but "
+                             "no examples x; pass them as the third argument.")
+        net, params = net_or_run, params_or_x
+    elif isinstance(net_or_run, (str, pathlib.PurePath)):
+        if x is not None:
+            raise ValueError(f"predict(run_dir, x) takes the examples as its second argument; "
+                             f"received a third one as well. With a run directory "
+                             f"({net_or_run}) the parameters come from its checkpoint.")
+        net, params, _ = load_run(net_or_run)
+        x = params_or_x
+    else:
+        raise TypeError(f"predict: the first argument must be an fbackprop.Network (with its "
+                        f"params and x) or a run directory, received "
+                        f"{type(net_or_run).__name__}.")
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError("predict: x must be a batch of examples, shape (n, ...), received a "
+                         "scalar; for one example pass x[None].")
+    if net.input_vocab is None and not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)  # e.g. integer pixels; token ids for an embedding stay ints
+    return net.apply(params, shape_inputs(x, net.input_shape))
 
 
 def _shapes_of(name: str, vocab: dict) -> datasets.Dataset:

@@ -9,7 +9,8 @@ import pathlib
 
 from .rundir import METRICS, PLOT, atomic_write
 
-__all__ = ["append_metrics", "read_metrics", "rewrite_metrics", "write_plot"]
+__all__ = ["append_metrics", "read_metrics", "rewrite_metrics", "write_plot",
+           "loss_unit"]
 
 
 def _json_row(row: dict) -> str:
@@ -96,8 +97,32 @@ def rewrite_metrics(out: pathlib.Path, rows: list):
                   lambda f: f.write("".join(_json_row(r) + "\n" for r in rows).encode()))
 
 
+def loss_unit(row: dict) -> tuple:
+    """Which loss a metrics row's plot and progress bar show, and its unit.
+
+    Args:
+      row: a metrics row.
+
+    Returns:
+      ``(train_key, test_key, label, short)``: per token for token sequences
+      (``loss_per_token``, ``test_loss_per_token``: cross-entropy in nats per scored token),
+      the cross-entropy or logistic loss per example in nats where there is an accuracy, else
+      the regression's squared error per example, ½‖y − a‖²; ``label`` names it on a plot's
+      axis, ``short`` on the progress bar.
+    """
+    if row.get("test_loss_per_token") is not None or row.get("loss_per_token") is not None:
+        return ("loss_per_token", "test_loss_per_token", "cross-entropy (nats per token)",
+                "nats/token")
+    if row.get("test_accuracy") is not None:
+        return "loss", "test_loss", "loss (nats per example)", "loss (nats)"
+    return "loss", "test_loss", "squared error ½‖y − a‖² per example", "½‖y−a‖²"
+
+
 def write_plot(out: pathlib.Path, history: list, title: str = ""):
     """Plot training loss, test loss and the accuracies against epochs into ``plot.png``.
+
+    The loss is per token for token sequences, per example otherwise, in the unit of
+    :func:`loss_unit`; a regression run (no accuracy) gets the loss panel alone.
 
     Args:
       out: the run directory.
@@ -114,21 +139,20 @@ def write_plot(out: pathlib.Path, history: list, title: str = ""):
         return [math.nan if r.get(name) is None else r[name] for r in history]
 
     epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, col("loss"), label="training loss (during the epoch)")
-    ax_loss.plot(epochs, col("test_loss"), label="test loss")
-    ax_loss.set(xlabel="epoch", ylabel="loss", yscale="log")
-    ax_loss.legend()
-    if any(r.get("test_accuracy") is not None for r in history):
-        ax_acc.plot(epochs, col("train_accuracy"), label="train accuracy")
-        ax_acc.plot(epochs, col("test_accuracy"), label="test accuracy")
-        ax_acc.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01))
-        ax_acc.legend()
-    else:
-        ax_acc.text(0.5, 0.5, "regression: no accuracy", ha="center", va="center")
-        ax_acc.set_axis_off()
-    for ax in (ax_loss, ax_acc):
+    accuracy = any(r.get("test_accuracy") is not None for r in history)
+    fig = Figure(figsize=(9, 3.6) if accuracy else (5, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
+    train_key, test_key, label, _ = loss_unit(history[-1])
+    axes[0].plot(epochs, col(train_key), label="training loss (during the epoch)")
+    axes[0].plot(epochs, col(test_key), label="test loss")
+    axes[0].set(xlabel="epoch", ylabel=label, yscale="log")
+    axes[0].legend()
+    if accuracy:
+        axes[1].plot(epochs, col("train_accuracy"), label="train accuracy")
+        axes[1].plot(epochs, col("test_accuracy"), label="test accuracy")
+        axes[1].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01))
+        axes[1].legend()
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     fig.suptitle(title)
     atomic_write(pathlib.Path(out) / PLOT, lambda f: fig.savefig(f, format="png", dpi=100))

@@ -83,10 +83,16 @@ def _mlp(ds, hidden) -> Network:
 def _cnn(ds, hidden) -> Network:
     example = _example("cnn", ds, sequence_or_image=True)
     signal = len(example) == 1
-    return cnn((1, *example), conv_channels=(32, 32) if signal else (16,),
-               kernel_size=5 if signal else 3, pool_size=2, pool="mean",
-               hidden=(64,) if hidden is None else tuple(hidden), n_out=out_width(ds),
-               activation="relu", output_activation="identity")
+    channels, kernel = ((32, 32), 5) if signal else ((16,), 3)
+    try:
+        return cnn((1, *example), conv_channels=channels, kernel_size=kernel, pool_size=2,
+                   pool="mean", hidden=(64,) if hidden is None else tuple(hidden),
+                   n_out=out_width(ds), activation="relu", output_activation="identity")
+    except ValueError:  # the maps shrink below a kernel or a pooling window
+        raise ValueError(f"model 'cnn' runs {len(channels)} convolution(s) of width {kernel}, "
+                         f"each followed by pooling by 2; data {ds.name!r} has examples of "
+                         f"shape {example}, too small for them. Pick another model (mlp, rnn, "
+                         f"lstm, gru).") from None
 
 
 def _recurrent(name: str, ctor, ds, hidden, features_per_step=None) -> Network:
@@ -104,8 +110,8 @@ def _lstm(ds, hidden, features_per_step=None) -> Network:
     return _recurrent("lstm", lstm, ds, hidden, features_per_step)
 
 
-def _gru(ds, hidden) -> Network:
-    return _recurrent("gru", gru, ds, hidden)
+def _gru(ds, hidden, features_per_step=None) -> Network:
+    return _recurrent("gru", gru, ds, hidden, features_per_step)
 
 
 def _transformer(ds, hidden) -> Network:

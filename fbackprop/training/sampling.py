@@ -9,6 +9,7 @@ read, and one compiled step serves every context length.
 from __future__ import annotations
 
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -93,9 +94,12 @@ def sample_text(out, prompt=None, length: int = 200, *, temperature: float = 1.0
       The prompt followed by ``length`` sampled characters.
 
     Raises:
-      ValueError: ``out`` holds no character-model run or no readable checkpoint, or the prompt
-        uses characters the corpus does not have.
+      ValueError: ``out`` is no directory, holds no character-model run or no readable
+        checkpoint, or the prompt uses characters the corpus does not have.
     """
+    if not pathlib.Path(out).is_dir():
+        raise ValueError(f"sample: no run directory at {out} (it does not exist or is not a "
+                         f"directory). Pass the --out DIR of a character model's training run.")
     saved = read_vocab(out)
     if saved is None or not all(len(t) == 1 for t in saved["vocab"]):
         what = ("no vocab.json: it did not train on token sequences" if saved is None else
