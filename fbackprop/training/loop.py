@@ -697,7 +697,7 @@ def _warn_if_diverged(history, ds, config):
         # the scored positions of each example (id −1: unscored)
     above = ([f"the first epoch's {first:.4g}"] if len(history) > 1 and first is not None
              and last > first else []) + ([f"{floor:.4g}, the loss of predicting {what}"]
-                                          if last > floor else [])
+                                          if last > 1.1 * floor else [])
     if above:
         warnings.warn(
             f"{config.model} on {config.data} diverged: the final training loss {last:.4g} "
