@@ -6,6 +6,7 @@ import gc
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -106,8 +107,33 @@ def _damaged_checksum(out):
     (out / "checkpoints" / str(EPOCHS) / rundir.CHECKSUM).write_text('{"sha256": ')
 
 
+def _edit_checksum(out, change):
+    path = out / "checkpoints" / str(EPOCHS) / rundir.CHECKSUM
+    saved = json.loads(path.read_text())
+    change(saved)
+    path.write_text(json.dumps(saved))
+
+
+def _checksum_leaves_a_number(out):  # main: "object of type 'int' has no len()"
+    _edit_checksum(out, lambda saved: saved.update(leaves=5))
+
+
+def _checksum_leaf_without_sha256(out):  # main: KeyError 'sha256'
+    _edit_checksum(out, lambda saved: saved["leaves"][0].pop("sha256"))
+
+
+def _checksum_leaf_of_unknown_dtype(out):
+    _edit_checksum(out, lambda saved: saved["leaves"][0].update(dtype="float99"))
+
+
+def _checksum_not_utf8(out):
+    (out / "checkpoints" / str(EPOCHS) / rundir.CHECKSUM).write_bytes(b"\xff\xfe{")
+
+
 CHECKPOINT_DAMAGE = [_truncate, _empty, _random_bytes, _bit_flip, _swapped_arrays,
-                     _deleted_metadata, _deleted_checksum, _damaged_checksum]
+                     _deleted_metadata, _deleted_checksum, _damaged_checksum,
+                     _checksum_leaves_a_number, _checksum_leaf_without_sha256,
+                     _checksum_leaf_of_unknown_dtype, _checksum_not_utf8]
 
 
 @pytest.mark.parametrize("damage", CHECKPOINT_DAMAGE, ids=lambda f: f.__name__[1:])
@@ -305,6 +331,223 @@ def test_default_run_names_are_unique_within_a_second(tmp_path, monkeypatch):
     names = {command._default_out() for _ in range(3)}
     assert names == {pathlib.Path("runs/20260101-000000"), pathlib.Path("runs/20260101-000000-2"),
                      pathlib.Path("runs/20260101-000000-3")}
+
+
+# --- issue 21: damage named, edits refused, load_run's fallbacks, divergence ------------------
+
+@pytest.mark.parametrize("damage", [_checksum_leaves_a_number, _checksum_leaf_without_sha256],
+                         ids=["leaves-a-number", "leaf-without-sha256"])
+def test_load_run_falls_back_from_a_malformed_checksum_with_a_warning(run, finished, damage):
+    damage(run)
+    with pytest.warns(training.CheckpointWarning, match=rf"loaded the checkpoint of epoch "
+                                                        rf"{EPOCHS - 1}; skipped epoch {EPOCHS}: "
+                                                        rf"fbackprop_checksum.json is damaged"):
+        _, params, _ = fb.load_run(run)
+    assert _equal(params, checkpoints.restore_latest(run, _like()).state["params"])
+
+
+def test_load_run_passes_over_a_step_rotated_out_while_it_reads(run, finished,
+                                                                monkeypatch):
+    """A running training deletes its oldest step (orbax's max_to_keep) while load_run reads it:
+    load_run takes the next verified step, with no warning (nothing is damaged)."""
+    real = checkpoints.restore
+
+    def rotating(manager, epoch, like):
+        if epoch == EPOCHS:  # the newest step is rotated out under the reader
+            shutil.rmtree(run / "checkpoints" / str(epoch))
+            raise FileNotFoundError(f"{run}/checkpoints/{epoch}/default/_METADATA")
+        return real(manager, epoch, like)
+
+    monkeypatch.setattr(checkpoints, "restore", rotating)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", training.CheckpointWarning)
+        _, params, _ = fb.load_run(run)
+    shutil.copytree(finished[0] / "checkpoints" / str(EPOCHS), run / "checkpoints" / str(EPOCHS))
+    restored = checkpoints.restore_latest(run, _like())  # main: skipped as damaged, then a
+    assert restored.epoch == EPOCHS - 1 and restored.skipped == []  # resume failed to move it
+    monkeypatch.undo()
+    assert _equal(params, restored.state["params"])
+
+
+def _replace_by_file(path):
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    path.write_text("not a directory")
+
+
+def _replace_by_directory(path):
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    path.mkdir()
+
+
+@pytest.mark.parametrize("name, replace", [
+    (rundir.CHECKPOINTS, _replace_by_file), (rundir.QUARANTINE, _replace_by_file),
+    (rundir.METRICS, _replace_by_directory), (rundir.PLOT, _replace_by_directory),
+    (rundir.LOCK, _replace_by_directory), (rundir.CONFIG, _replace_by_directory)])
+def test_a_run_file_of_the_wrong_kind_is_refused_naming_it(run, name, replace):
+    """main: tracebacks (IsADirectoryError, FileExistsError, orbax's mkdir), the plot one after
+    training had finished."""
+    replace(run / name)
+    with pytest.raises(ValueError, match=re.escape(str(run / name)) + " must be a"):
+        fb.train(out=run, resume=True, epochs=EPOCHS + 1)
+    assert not (run / rundir.QUARANTINE).is_dir()  # nothing moved
+
+
+def test_a_plot_that_cannot_be_written_never_loses_the_run(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "run" / rundir.PLOT))
+
+    monkeypatch.setattr(metrics, "write_plot", full_disk)
+    with pytest.warns(training.PlotWarning, match=r"plot.png could not be written.*metrics and "
+                                                  r"checkpoints are saved"):
+        result = fb.train("mlp", out=tmp_path / "run", data="xor", epochs=1)
+    assert len(result.history) == 1 and saved_epochs(tmp_path / "run") == [0, 1]
+
+
+@pytest.mark.parametrize("field, value", [("hidden", [16]), ("optimizer", "sgd"),
+                                          ("batch_size", 32)])
+def test_an_edited_config_is_refused_and_no_checkpoint_is_quarantined(run, field, value):
+    """main: hidden/optimizer edits quarantined every good step and retrained from scratch with
+    exit 0; a batch_size edit continued silently."""
+    config = json.loads((run / rundir.CONFIG).read_text())
+    config[field] = value
+    (run / rundir.CONFIG).write_text(json.dumps(config))
+    steps = sorted(p.name for p in (run / rundir.CHECKPOINTS).iterdir())
+    with pytest.raises(checkpoints.RunChanged, match=rf"checkpoints/{EPOCHS}: its checksum file "
+                                                     rf"is intact, but .*{field}"):
+        fb.train(out=run, resume=True, epochs=EPOCHS + 1)
+    assert sorted(p.name for p in (run / rundir.CHECKPOINTS).iterdir()) == steps
+    assert not (run / rundir.QUARANTINE).exists()
+    if field != "batch_size":  # load_run builds the network from config.json and refuses too
+        with pytest.raises(checkpoints.RunChanged, match=field):
+            fb.load_run(run)
+
+
+def test_a_step_saved_before_stamps_is_refused_on_a_structure_edit(run):
+    """A step whose checksum file records no settings (saved by an older fbackprop): an edit that
+    changes the arrays' shapes is still told from damage, by the shapes the checksum lists."""
+    for path in (run / rundir.CHECKPOINTS).glob(f"*/{rundir.CHECKSUM}"):
+        saved = json.loads(path.read_text())
+        saved.pop("run")
+        path.write_text(json.dumps(saved))
+    config = json.loads((run / rundir.CONFIG).read_text())
+    (run / rundir.CONFIG).write_text(json.dumps(dict(config, hidden=[16])))
+    with pytest.raises(checkpoints.RunChanged, match=r"mu\[0\]\['W'\]: the checkpoint has "
+                                                     r"float32\(8, 2\), the settings build "
+                                                     r"float32\(16, 2\)"):
+        fb.train(out=run, resume=True, epochs=EPOCHS + 1)
+
+
+def test_a_failed_checkpoint_save_raises_checkpoint_error_naming_the_path(tmp_path, monkeypatch):
+    saving = checkpoints.Checkpoints(tmp_path, asynchronous=False)
+    target = tmp_path / rundir.CHECKPOINTS / "1.orbax-checkpoint-tmp"
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(saving.manager, "save", read_only)
+    with pytest.raises(checkpoints.CheckpointError, match=rf"epoch 1 could not be written to "
+                                                          rf"{target} \(Permission denied\)"):
+        saving.save(1, {"w": jnp.zeros(3)})
+    with pytest.raises(checkpoints.CheckpointError):  # every later save: the same error, at once
+        saving.save(2, {"w": jnp.zeros(3)})
+    saving.close()  # does not raise again, does not wait
+
+
+def test_divergence_is_said_plainly(tmp_path):
+    """main: Adam at lr 10 on digits ended with exit 0, a loss above ln 10, and no word."""
+    with pytest.warns(training.DivergenceWarning, match=r"diverged: the final training loss "
+                                                        r".* is above .*lr=1e\+06"):
+        fb.train("mlp", "xor", optimizer="adam", lr=1e6, epochs=2)
+
+
+def test_a_learning_run_does_not_warn_of_divergence():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", training.DivergenceWarning)
+        fb.train("mlp", "xor", epochs=2)
+
+
+def test_resume_after_divergence_in_epoch_1_continues_with_the_printed_lr(tmp_path):
+    """Issue 21 item 1: a run stopped in epoch 1 leaves only epoch 0; the resume command its error
+    prints must continue it."""
+    out = tmp_path / "run"
+    with pytest.raises(training.TrainingStopped, match=r"--resume --lr 1e\+29") as stopped:
+        fb.train("mlp", "xor", out=out, epochs=3, checkpoint_every=1, lr=1e30)
+    assert stopped.value.last_checkpoint == 0
+    result = fb.train(out=out, resume=True, lr=0.003)
+    assert result.restored.epoch == 0 and len(result.history) == 3
+    assert saved_epochs(out) == [1, 2, 3]
+
+
+def test_resume_when_only_epoch_0_verifies_continues(tmp_path):
+    """Issue 21 item 1's second reproduction: epoch 2 deleted, epoch 1 unverified."""
+    out = tmp_path / "run"
+    fb.train("mlp", "xor", out=out, epochs=2, checkpoint_every=1)
+    shutil.rmtree(out / "checkpoints" / "2")
+    (out / "checkpoints" / "1" / rundir.CHECKSUM).unlink()
+    with pytest.warns(training.CheckpointWarning, match="from the checkpoint of epoch 0; "
+                                                        "skipped epoch 1"):
+        result = fb.train(out=out, resume=True)
+    assert result.restored.epoch == 0 and saved_epochs(out) == [0, 1, 2]
+
+
+# --- a read-only checkpoints/ (issue 21 item 2): one line, in bounded time, never a hang ------
+
+# Without CAP_DAC_OVERRIDE file permissions bind root too, as they bind any other user.
+NO_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+               "--inh-caps=-dac_override,-dac_read_search"]
+needs_setpriv = pytest.mark.skipif(shutil.which("setpriv") is None,
+                                   reason="setpriv (util-linux) drops the root override")
+
+
+def _cli_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax-cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    return env
+
+
+@needs_setpriv
+def test_a_resume_into_a_read_only_checkpoints_directory_is_refused_at_once(run, tmp_path):
+    """main: every asynchronous save failed in orbax's threads, training finished, then a
+    PermissionError traceback and a process that never exited."""
+    (run / rundir.CHECKPOINTS).chmod(0o555)
+    try:
+        done = subprocess.run(NO_OVERRIDE + CLI + ["--out", str(run), "--resume", "--epochs",
+                                                   str(EPOCHS + 2)],
+                              env=_cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    finally:
+        (run / rundir.CHECKPOINTS).chmod(0o755)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"fbackprop train: error: {run / rundir.CHECKPOINTS} is not writable by this user, and "
+        f"the run needs it. Fix its permissions (chmod), then resume. Nothing was changed."]
+
+
+@needs_setpriv
+def test_checkpoints_made_read_only_during_a_run_end_it_with_one_line(tmp_path):
+    """The same failure in the middle of a run (the directory's mode changed under it): the
+    save's error ends the process at once, exit 2, one line naming the path."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(NO_OVERRIDE + CLI[:CLI.index("--epochs") + 1] + ["400"]
+                            + CLI[CLI.index("--epochs") + 2:] + ["--out", str(out)],
+                            env=_cli_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / rundir.CHECKPOINTS / "1" / rundir.CHECKSUM).exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        (out / rundir.CHECKPOINTS).chmod(0o555)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        (out / rundir.CHECKPOINTS).chmod(0o755)
+    assert proc.returncode == 2 and "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("fbackprop train:")]
+    assert len(lines) == 1 and "could not be written to" in lines[0], stderr
+    assert "Permission denied" in lines[0] and "--resume" in lines[0]
 
 
 def test_reading_a_damaged_step_leaves_no_event_loop_errors_behind(finished, tmp_path,

@@ -208,3 +208,27 @@ def test_gru_trains_with_every_gradient_source_and_adamw(grad):
                            optax.adamw(1e-2, weight_decay=0.5), 4, 2, 2)
     for got, want in zip(jax.tree.leaves(r.params), jax.tree.leaves(reference)):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+def test_load_run_refuses_vocabulary_characters_edited_after_training(char_run, tmp_path):
+    """Issue 21 item 5: main loaded the edited alphabet and sampled the wrong characters."""
+    _, _, trained = char_run
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    saved = json.loads((out / "vocab.json").read_text())
+    saved["vocab"][0], saved["vocab"][1] = saved["vocab"][1], saved["vocab"][0]
+    (out / "vocab.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"its checksum file is intact, but .*the vocabulary or "
+                                         r"window length in vocab.json"):
+        fb.load_run(out)
+
+
+def test_vocabulary_that_is_not_utf8_is_named(char_run, tmp_path):
+    """Issue 21 item 4: main raised a bare "'utf-8' codec can't decode"."""
+    _, _, trained = char_run
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    (out / "vocab.json").write_bytes(b"\xff\xfe\x00garbage")
+    for action in (lambda: fb.load_run(out), lambda: fb.train(out=out, resume=True, epochs=3)):
+        with pytest.raises(ValueError, match=r"vocab.json is damaged"):
+            action()

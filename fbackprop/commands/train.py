@@ -149,14 +149,17 @@ def _distributed(args):
 
 
 def _quiet_third_party_logs():
-    """Silence absl's and orbax's INFO/WARNING chatter (checkpoint saves, async managers)."""
-    for name in ("absl", "orbax", "orbax.checkpoint", "jax._src.distributed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    """Silence absl's and orbax's chatter (checkpoint saves, async managers), and orbax's
+    error logs too: a save that fails in orbax's background thread logs its traceback there,
+    and the trainer reports the same failure as one line (``--verbose`` shows them)."""
+    for name in ("absl", "orbax", "orbax.checkpoint"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    logging.getLogger("jax._src.distributed").setLevel(logging.ERROR)
     try:
         from absl import logging as absl_logging
     except ImportError:  # absl comes with orbax; without it there is nothing to silence
         return
-    absl_logging.set_verbosity(absl_logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.FATAL)
 
 
 def _default_out() -> pathlib.Path:
@@ -203,7 +206,7 @@ def run(args) -> int:
     """
     import warnings
 
-    from ..training import TrainingStopped, prepare, train_prepared
+    from ..training import CheckpointError, TrainingStopped, prepare, train_prepared
     from ..training.distributed import DistributedError, is_primary
 
     if not args.verbose:
@@ -241,8 +244,18 @@ def run(args) -> int:
     except TrainingStopped as err:
         print(f"fbackprop train: {err}", file=sys.stderr)
         return 1
+    except CheckpointError as err:
+        _fail(err)
+        sys.stdout.flush()
+        # orbax's failed background save leaves a thread that the interpreter would wait for at
+        # exit, forever; the error is reported and every finished step is on disk, so leave now.
+        os._exit(2)
     except (ValueError, TypeError) as err:
         return _fail(err)
+    except OSError as err:  # a run file that cannot be read or written: one line naming it
+        return _fail(f"{err.filename or out}: {err.strerror or err}. Fix it (permissions, space, "
+                     f"a file replaced by a directory), then resume: fbackprop train --out "
+                     f"{out} --resume")
     if is_primary():  # process 0 reports the run
         _report(result, caught)
     return 0
@@ -270,7 +283,7 @@ def _report(result, caught):
 
     import jax
 
-    from ..training import CheckpointWarning, NearChanceWarning
+    from ..training import CheckpointWarning, DivergenceWarning, NearChanceWarning, PlotWarning
 
     if result.restored is not None:
         print(f"fbackprop train: {result.restored.message()}", flush=True)
@@ -300,7 +313,7 @@ def _report(result, caught):
     if vocab and c.data.startswith("text:"):
         print(f"sample from it: fbackprop sample --out {result.out}")
     for w in caught:
-        if issubclass(w.category, NearChanceWarning):
+        if issubclass(w.category, (NearChanceWarning, DivergenceWarning, PlotWarning)):
             print(f"fbackprop train: warning: {w.message}", file=sys.stderr)
         elif not issubclass(w.category, CheckpointWarning):  # told above, from the result
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -34,8 +34,11 @@ from . import distributed, epoch, registry, rundir, sampling, sharding
 from .config import GRADS, MODES, Settings, TrainConfig
 from .load import load_run, predict
 from .loop import (
+    CheckpointError,
     CheckpointWarning,
+    DivergenceWarning,
     NearChanceWarning,
+    PlotWarning,
     TrainingStopped,
     TrainResult,
     device_info,
@@ -48,7 +51,8 @@ from .registry import COST_FOR_TASK, MODELS, build_model, shape_inputs, targets
 from .sampling import sample_text, sample_tokens
 
 __all__ = ["train", "prepare", "train_prepared", "TrainResult", "TrainingStopped",
-           "CheckpointWarning", "NearChanceWarning", "load_run", "predict", "device_info",
+           "CheckpointWarning", "CheckpointError", "DivergenceWarning", "PlotWarning",
+           "NearChanceWarning", "load_run", "predict", "device_info",
            "TrainConfig", "Settings", "gordon_gd", "make_optimizer", "build_model",
            "shape_inputs", "targets", "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK",
            "rundir", "sample_text", "sample_tokens", "distributed", "sharding", "clear_caches",

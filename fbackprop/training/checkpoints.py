@@ -15,11 +15,59 @@ import traceback
 import jax
 import numpy as np
 
-from .rundir import CHECKPOINTS, CHECKSUM, QUARANTINE, fsync_dir, write_json
+from .rundir import (
+    CHECKPOINTS,
+    CHECKSUM,
+    CONFIG,
+    MAY_CHANGE,
+    QUARANTINE,
+    VOCAB,
+    fsync_dir,
+    write_json,
+)
 from .sharding import host_value, spans_processes
 
 __all__ = ["Restored", "Checkpoints", "checkpoint_manager", "restore", "restore_latest",
-           "checksum", "verify", "move_aside"]
+           "checksum", "verify", "move_aside", "run_stamp", "CheckpointWarning",
+           "CheckpointError", "RunChanged"]
+
+
+class CheckpointWarning(UserWarning):
+    """A resume or :func:`~fbackprop.load_run` skipped damaged or incomplete checkpoints, or
+    found none and started over."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (a read-only or full file system): training stops,
+    since every later epoch would be lost on a crash."""
+
+
+class RunChanged(ValueError):
+    """A checkpoint whose checksum file is intact records other settings, or arrays of other
+    shapes, than the run's ``config.json`` and ``vocab.json`` describe: the files were edited
+    after it was saved, so the run is refused and the checkpoint never moved aside."""
+
+
+def run_stamp(config: dict, vocab=None) -> dict:
+    """What each checkpoint step records of its run, to tell an edited ``config.json`` or
+    ``vocab.json`` from a damaged step: the settings a resume may not change and the sha256
+    of the vocabulary.
+
+    Args:
+      config: the run's settings (``TrainConfig.as_dict()`` or a saved ``config.json``).
+      vocab: ``{"vocab": token texts, "seq_len": int}`` (:func:`.rundir.read_vocab`), or
+        ``None`` for a run without a vocabulary.
+
+    Returns:
+      ``{"settings": {...}, "vocab_sha256": str | None}``, JSON-ready.
+    """
+    settings = {k: v for k, v in json.loads(json.dumps(config)).items()
+                if k not in MAY_CHANGE + ("history", "device")}
+    digest = None
+    if vocab is not None:
+        text = json.dumps({"vocab": list(vocab["vocab"]), "seq_len": int(vocab["seq_len"])})
+        digest = hashlib.sha256(text.encode()).hexdigest()
+    return {"settings": settings, "vocab_sha256": digest}
 
 
 def checksum(state) -> dict:
@@ -53,6 +101,9 @@ def verify(state, expected: dict):
     Returns:
       ``None`` when they agree, else a reason naming the first leaf that differs.
     """
+    malformed = _malformed(expected)
+    if malformed:
+        return malformed
     leaves = jax.tree.leaves(state)
     if len(leaves) != len(expected["leaves"]):
         return (f"it holds {len(expected['leaves'])} arrays, the run expects {len(leaves)}")
@@ -60,6 +111,26 @@ def verify(state, expected: dict):
         a = np.ascontiguousarray(host_value(leaf).astype(e["dtype"]))
         if list(a.shape) != e["shape"] or hashlib.sha256(a.tobytes()).hexdigest() != e["sha256"]:
             return f"checksum mismatch in {e['path'] or 'the state'} (the data is damaged)"
+    return None
+
+
+def _malformed(expected):
+    """Why a checksum file's contents cannot be used (``None``: well formed)."""
+    leaves = expected.get("leaves") if isinstance(expected, dict) else None
+    if not isinstance(leaves, list):
+        return f"{CHECKSUM} is damaged: \"leaves\" is not a list"
+    for i, e in enumerate(leaves):
+        ok = (isinstance(e, dict) and isinstance(e.get("sha256"), str)
+              and isinstance(e.get("dtype"), str) and isinstance(e.get("path"), str)
+              and isinstance(e.get("shape"), list)
+              and all(isinstance(n, int) for n in e["shape"]))
+        if not ok:
+            return (f"{CHECKSUM} is damaged: leaf {i} lacks a path, dtype, shape or sha256 of "
+                    f"the right type")
+        try:
+            np.dtype(e["dtype"])
+        except TypeError:
+            return f"{CHECKSUM} is damaged: leaf {i} has the unknown dtype {e['dtype']!r}"
     return None
 
 
@@ -104,17 +175,22 @@ class Checkpoints:
     files. It alone hashes the state too, unless the state is split across processes
     (``shard_params``): then every process takes part in gathering each leaf to hash it.
 
+    A save that fails (orbax's background thread could not write) raises
+    :class:`CheckpointError` at the next :meth:`save` or at :meth:`finish`, naming the path.
+
     Args:
       out: the run directory.
       asynchronous: use orbax's asynchronous checkpointing.
       max_to_keep: how many steps orbax keeps.
+      stamp: :func:`run_stamp` of the run, recorded in each step's checksum file (``None``:
+        none).
     """
 
-    def __init__(self, out, *, asynchronous: bool = True, max_to_keep: int = 3):
+    def __init__(self, out, *, asynchronous: bool = True, max_to_keep: int = 3, stamp=None):
         self.out = pathlib.Path(out).absolute()
         self.manager = checkpoint_manager(self.out, max_to_keep=max_to_keep,
                                           asynchronous=asynchronous)
-        self._pending = None
+        self._pending, self.stamp, self.failed = None, stamp, None
 
     def save(self, epoch: int, state: dict):
         """Start saving ``state`` as the checkpoint of ``epoch`` (after finishing the previous
@@ -123,6 +199,9 @@ class Checkpoints:
         Args:
           epoch: the step number.
           state: a pytree of arrays.
+
+        Raises:
+          CheckpointError: this save or the one before could not be written.
         """
         import orbax.checkpoint as ocp
 
@@ -133,22 +212,51 @@ class Checkpoints:
                   else None)
         if jax.process_index() != 0:
             digest = None
-        self.manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
+        if digest is not None and self.stamp is not None:
+            digest["run"] = self.stamp
         self._pending = (epoch, digest)
+        self._guard(epoch, lambda: self.manager.save(epoch, args=ocp.args.StandardSave(state),
+                                                     force=True))
+
+    def _guard(self, epoch, action):
+        """Run an orbax call; an ``OSError`` (here or from its background thread) becomes
+        :class:`CheckpointError`, and later calls raise it again at once."""
+        if self.failed is not None:
+            raise self.failed
+        try:
+            action()
+        except OSError as err:
+            where = getattr(err, "filename", None) or self.out / CHECKPOINTS
+            self._pending = None
+            self.failed = CheckpointError(
+                f"the checkpoint of epoch {epoch} could not be written to {where} "
+                f"({err.strerror or err}). Make {self.out / CHECKPOINTS} writable (or free "
+                f"space), then resume: fbackprop train --out {self.out} --resume")
+            raise self.failed from None
 
     def finish(self):
-        """Wait for the save in flight, then write its checksum."""
-        self.manager.wait_until_finished()
+        """Wait for the save in flight, then write its checksum.
+
+        Raises:
+          CheckpointError: the save in flight could not be written.
+        """
+        epoch = self._pending[0] if self._pending is not None else None
+        self._guard(epoch, self.manager.wait_until_finished)
         if self._pending is not None:
             epoch, digest = self._pending
             self._pending = None
             if digest is not None:
-                _write_checksum(self.out, epoch, digest)
+                self._guard(epoch, lambda: _write_checksum(self.out, epoch, digest))
 
     def close(self):
-        """Finish the save in flight and close the manager."""
+        """Finish the save in flight and close the manager.
+
+        Raises:
+          CheckpointError: the save in flight could not be written.
+        """
         try:
-            self.finish()
+            if self.failed is None:
+                self.finish()
         finally:
             self.manager.close()
 
@@ -205,22 +313,70 @@ class Restored:
         return f"{used}; skipped {why}.{moved}"
 
 
-def _try_step(manager, out, epoch, like):
-    """``(state, None)`` for a verified step, else ``(None, reason)``."""
-    path = _step_dir(out, epoch) / CHECKSUM
+_GONE = "the step was removed while it was read (orbax rotated it out)"
+
+
+def _read_expected(path):
+    """``(checksum, None)`` from a step's checksum file, or ``(None, reason)``."""
     if not path.exists():
         return None, f"no {CHECKSUM} (the save did not finish)"
     try:
         expected = json.loads(path.read_text())
-        expected["leaves"]  # noqa: B018  (a KeyError here means a damaged checksum file)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
         return None, f"unreadable {CHECKSUM} ({type(err).__name__}: {err})"
-    try:
-        state = restore(manager, epoch, like)
-    except Exception as err:  # orbax raises anything from a damaged step, even bare Exception
-        _drop_closed_loop_reports()
-        return None, f"orbax cannot read it ({type(err).__name__}: {str(err)[:200]})"
-    reason = verify(state, expected)
+    return (None, _malformed(expected)) if _malformed(expected) else (expected, None)
+
+
+def _changed(out, epoch, expected, like, stamp):
+    """Raise :class:`RunChanged` when a step's well-formed checksum file disagrees with the run
+    settings (``stamp``) or with the structure, shapes and dtypes of ``like``."""
+    diffs = []
+    recorded = expected.get("run")
+    if stamp is not None and isinstance(recorded, dict):
+        was, now = recorded.get("settings") or {}, stamp["settings"]
+        diffs += [f"{k}: the checkpoint has {was.get(k)!r}, {CONFIG} {now.get(k)!r}"
+                  for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        if recorded.get("vocab_sha256") != stamp["vocab_sha256"]:
+            diffs.append(f"the vocabulary or window length in {VOCAB}")
+    leaves = jax.tree_util.tree_flatten_with_path(like)[0]
+    if not diffs and len(leaves) != len(expected["leaves"]):
+        diffs.append(f"it holds {len(expected['leaves'])} arrays, the settings build "
+                     f"{len(leaves)} (model, hidden, optimizer or data changed)")
+    for (path, leaf), e in zip(leaves, expected["leaves"]) if not diffs else ():
+        shape = list(np.shape(leaf)) or [1]  # checksum() hashes a scalar as shape (1,)
+        dtype = str(leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype)
+        if (e["shape"], e["dtype"]) != (shape, dtype):
+            diffs.append(f"{jax.tree_util.keystr(path)}: the checkpoint has {e['dtype']}"
+                         f"{tuple(e['shape'])}, the settings build {dtype}{tuple(shape)}")
+    if diffs:
+        raise RunChanged(
+            f"{pathlib.Path(out) / CHECKPOINTS / str(epoch)}: its checksum file is intact, but "
+            f"the step disagrees with the run's {CONFIG} and {VOCAB}: " + "; ".join(diffs[:3])
+            + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "") + f". They were edited "
+            f"after it was saved (a resume may change only {', '.join(MAY_CHANGE)}): restore "
+            f"them, or start a new run. Nothing was moved or changed.")
+
+
+def _try_step(manager, out, epoch, like, stamp=None):
+    """``(state, None)`` for a verified step, else ``(None, reason)``; ``reason`` is
+    :data:`_GONE` when the step vanished while it was read.
+
+    Raises:
+      RunChanged: the step's checksum file disagrees with the run's settings.
+    """
+    step = _step_dir(out, epoch)
+    expected, reason = _read_expected(step / CHECKSUM)
+    if reason is None:
+        _changed(out, epoch, expected, like, stamp)
+        try:
+            state = restore(manager, epoch, like)
+        except Exception as err:  # orbax raises anything from a damaged step, even bare Exception
+            _drop_closed_loop_reports()
+            state, reason = None, f"orbax cannot read it ({type(err).__name__}: {str(err)[:200]})"
+        else:
+            reason = verify(state, expected)
+    if reason is not None and not step.exists():
+        return None, _GONE
     return (None, reason) if reason else (state, None)
 
 
@@ -287,13 +443,15 @@ def move_aside(out, epochs) -> list:
     return moved
 
 
-def restore_latest(out, like: dict, *, agree=None) -> Restored:
+def restore_latest(out, like: dict, *, agree=None, stamp=None) -> Restored:
     """Restore the newest verified checkpoint of the run in ``out``.
 
-    Steps are tried newest first; a step is skipped when its checksum file is missing or
-    unreadable, orbax fails to read it (any exception), or its arrays do not hash to the saved
-    checksum. Nothing is moved or written: the caller moves the skipped steps aside
-    (:func:`move_aside`) once it holds the directory's lock.
+    Steps are tried newest first; a step is skipped when its checksum file is missing,
+    unreadable or malformed, orbax fails to read it (any exception), or its arrays do not hash
+    to the saved checksum. A step removed while it is read (a run rotating out its oldest
+    steps) is left out, and the steps are listed again (three tries). Nothing is moved or
+    written: the caller moves the skipped steps aside (:func:`move_aside`) once it holds the
+    directory's lock.
 
     Args:
       out: the run directory.
@@ -303,28 +461,52 @@ def restore_latest(out, like: dict, *, agree=None) -> Restored:
         verdict every process shares (:func:`fbackprop.training.distributed.agree`), so that
         the processes of a multi-process run restore the same epoch. ``None``: this process
         decides alone.
+      stamp: the run's :func:`run_stamp`, compared with the one each step recorded (``None``:
+        only the structure of ``like`` is compared).
 
     Returns:
       A :class:`Restored`; its ``epoch`` is ``None`` when no step could be used.
-    """
-    import orbax.checkpoint as ocp
 
+    Raises:
+      RunChanged: a step's checksum file is intact but records other settings, or arrays of
+        other shapes, than ``stamp`` and ``like``: the run's config was edited.
+      ValueError: ``out/checkpoints`` exists but is not a directory.
+    """
     out = pathlib.Path(out).absolute()
-    skipped, found = [], (None, None)
-    if (out / CHECKPOINTS).is_dir():
-        manager = ocp.CheckpointManager(out / CHECKPOINTS,
-                                        options=ocp.CheckpointManagerOptions(create=False))
-        try:
-            for epoch in sorted(manager.all_steps(), reverse=True):
-                state, reason = _try_step(manager, out, epoch, like)
-                if agree is not None:
-                    reason = agree(epoch, reason)
-                if reason is None:
-                    found = (epoch, state)
-                    break
-                skipped.append((epoch, reason))
-        finally:
-            manager.close()
+    if (out / CHECKPOINTS).exists() and not (out / CHECKPOINTS).is_dir():
+        raise ValueError(f"{out / CHECKPOINTS} is not a directory, so the run's checkpoints "
+                         f"cannot be read. Move it away (the run then restarts from epoch 0), "
+                         f"or restore the directory.")
+    for _ in range(3):
+        skipped, found, vanished = _newest_verified(out, like, agree, stamp)
+        if found[0] is not None or not vanished or agree is not None:
+            break
     if found[0] is None and agree is not None:
         agree(None, None)  # every process ran out of steps at the same time
     return Restored(found[0], found[1], skipped, [])
+
+
+def _newest_verified(out, like, agree, stamp):
+    """One pass of :func:`restore_latest`: ``(skipped, (epoch, state), vanished)``."""
+    import orbax.checkpoint as ocp
+
+    skipped, found, vanished = [], (None, None), False
+    if not (out / CHECKPOINTS).is_dir():
+        return skipped, found, vanished
+    manager = ocp.CheckpointManager(out / CHECKPOINTS,
+                                    options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        for epoch in sorted(manager.all_steps(), reverse=True):
+            state, reason = _try_step(manager, out, epoch, like, stamp)
+            if reason is _GONE and agree is None:
+                vanished = True
+                continue
+            if agree is not None:
+                reason = agree(epoch, reason)
+            if reason is None:
+                found = (epoch, state)
+                break
+            skipped.append((epoch, reason))
+    finally:
+        manager.close()
+    return skipped, found, vanished

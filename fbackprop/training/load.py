@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ import numpy as np
 from .. import data as datasets
 from ..network import Network
 from . import rundir
-from .checkpoints import restore_latest
+from .checkpoints import CheckpointWarning, restore_latest, run_stamp
 from .config import TrainConfig
 from .optim import make_optimizer
 from .registry import MODELS, build_model, shape_inputs
@@ -33,8 +34,15 @@ def load_run(path):
       (``vocab.json``), without its corpus.
 
     Raises:
-      ValueError: the directory holds no run or no readable checkpoint, or the run trained a
-        ready-made network that cannot be rebuilt from its name.
+      ValueError: the directory holds no run or no readable checkpoint, the run trained a
+        ready-made network that cannot be rebuilt from its name, or a checkpoint that verifies
+        disagrees with the edited ``config.json`` or ``vocab.json``
+        (:class:`~.checkpoints.RunChanged`).
+
+    Warns:
+      CheckpointWarning: the newest checkpoint could not be used (damaged, or still being
+        written by a running training), naming it; an older verified one was loaded. A step
+        that a running training rotates out while it is read is passed over silently.
     """
     if not isinstance(path, (str, os.PathLike)) or str(path) == "":
         raise TypeError(f"load_run: path must be a run directory (a str or pathlib.Path), "
@@ -60,9 +68,13 @@ def load_run(path):
     opt = make_optimizer(config.optimizer, config.lr, config.weight_decay, config.precision)
     like = {"params": params, "opt_state": opt.init(params), "key": jax.random.PRNGKey(0),
             "epoch": jnp.zeros((), jnp.int32)}
-    restored = restore_latest(pathlib.Path(path), like)
+    restored = restore_latest(pathlib.Path(path), like, stamp=run_stamp(saved, vocab))
     if restored.epoch is None:
         raise ValueError(f"load_run: {path} holds no readable checkpoint ({restored.message()}).")
+    if restored.skipped:
+        why = "; ".join(f"epoch {e}: {r}" for e, r in restored.skipped)
+        warnings.warn(f"load_run: {path}: loaded the checkpoint of epoch {restored.epoch}; "
+                      f"skipped {why}.", CheckpointWarning, stacklevel=2)
     state = restored.state
     return net, state["params"], config
 

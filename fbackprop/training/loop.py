@@ -47,7 +47,14 @@ from ..network import Network
 from . import distributed as multiprocess
 from . import metrics, rundir
 from .batches import Feed, batch_at, placement
-from .checkpoints import Checkpoints, move_aside, restore_latest
+from .checkpoints import (
+    CheckpointError,
+    Checkpoints,
+    CheckpointWarning,
+    move_aside,
+    restore_latest,
+    run_stamp,
+)
 from .config import Settings, TrainConfig, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .optim import get_policy
@@ -56,7 +63,8 @@ from .sharding import ParamSharding, host_value
 
 __all__ = ["train", "prepare", "train_prepared", "settle", "build_state", "open_run",
            "run_epochs", "Prepared", "Built", "Opened", "TrainResult", "TrainingStopped",
-           "CheckpointWarning", "NearChanceWarning", "device_info"]
+           "CheckpointWarning", "CheckpointError", "NearChanceWarning", "DivergenceWarning",
+           "PlotWarning", "device_info"]
 
 
 class TrainResult(NamedTuple):
@@ -116,12 +124,17 @@ def device_info(devices, count: int) -> dict:
             "count": int(count)}
 
 
-class CheckpointWarning(UserWarning):
-    """A resume skipped damaged or incomplete checkpoints, or found none and started over."""
-
-
 class NearChanceWarning(RuntimeWarning):
     """A classifier ended near chance accuracy: it did not learn."""
+
+
+class DivergenceWarning(RuntimeWarning):
+    """A run ended with a training loss above its first epoch's: it diverged (the learning rate
+    is likely too large)."""
+
+
+class PlotWarning(UserWarning):
+    """``plot.png`` could not be written; the run's metrics and checkpoints are saved."""
 
 
 class TrainingStopped(RuntimeError):
@@ -296,7 +309,7 @@ def train_prepared(prepared: Prepared) -> TrainResult:
       The errors :func:`train` raises once training starts.
     """
     s, b = prepared
-    with multiprocess.reporting_lost_peers(s.out, keep=(TrainingStopped,)):
+    with multiprocess.reporting_lost_peers(s.out, keep=(TrainingStopped, CheckpointError)):
         if s.out is None:
             restored = None
             params, history = run_epochs(s, b, Opened(0, b.state, [], None), None)
@@ -307,7 +320,8 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                 if restored is not None and (restored.skipped or restored.epoch is None):
                     warnings.warn(f"{s.out}: {restored.message()}", CheckpointWarning,
                                   stacklevel=3)
-                checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS)
+                checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS,
+                                          stamp=_stamp(s))
                 try:
                     if restored is None or restored.epoch is None:  # epoch 0 not saved yet
                         checkpoints.save(0, opened.state)
@@ -315,6 +329,7 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                 finally:
                     checkpoints.close()
     _warn_if_near_chance(history, s.data, s.config)
+    _warn_if_diverged(history, s.data, s.config)
     return TrainResult(params, history, s.config, s.net, s.data, s.out, b.devices,
                        b.device, restored)
 
@@ -352,6 +367,8 @@ def settle(model, data, options: dict) -> Settings:
         raise ValueError("resume=True (--resume) and force=True (--force) contradict each other: "
                          "resume continues the run in out, force replaces it. Pass one of them.")
     out = rundir.check_out(out) if out is not None else None
+    if out is not None:
+        rundir.check_layout(out, resume=resume)
     saved = rundir.read_config(out) if resume else None
     if saved is not None and "precision" not in saved:
         saved = {**saved, "precision": "fp32"}  # a run saved before mixed precision existed
@@ -512,7 +529,8 @@ def open_run(s: Settings, b: Built) -> Opened:
 
         multiprocess.on_primary(create, "create the run directory")
         return Opened(0, b.state, [], None)
-    restored = restore_latest(s.out, b.state, agree=multiprocess.agree)
+    restored = restore_latest(s.out, b.state, agree=multiprocess.agree,
+                              stamp=_stamp(s, s.saved))
     start, state, history = 0, b.state, []
     if restored.epoch is not None:
         start, state = restored.epoch, restored.state
@@ -526,6 +544,16 @@ def open_run(s: Settings, b: Built) -> Opened:
 
     restored.quarantined = multiprocess.on_primary(resume, "resume the run") or []
     return Opened(start, state, history, restored)
+
+
+def _stamp(s: Settings, config=None) -> dict:
+    """The :func:`~.checkpoints.run_stamp` of a run: recorded with each checkpoint; on resume,
+    that of the saved ``config.json`` (``config``) is what the checkpoints are compared with, so
+    that a setting given on the command line is refused by :func:`.rundir.open_for_resume`,
+    not reported as an edited file."""
+    vocab = (None if s.data.vocab is None else
+             {"vocab": s.data.vocab, "seq_len": int(s.data.x_train.shape[1])})
+    return run_stamp(s.config.as_dict() if config is None else config, vocab)
 
 
 def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
@@ -580,12 +608,22 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
     finally:
         bar.close()
         if writes and history:
-            data = (f"text:{pathlib.Path(config.data[5:]).name}"  # no machine path in figures
-                    if config.data.startswith("text:") else config.data)
-            metrics.write_plot(s.out, history,
-                               f"{config.model} on {data}, {config.mode}, "
-                               f"{config.optimizer} η={config.lr:g}, {config.grad} gradients")
+            _plot(s, history)
     return params, history
+
+
+def _plot(s: Settings, history):
+    """Write ``plot.png``; a failure is a :class:`PlotWarning`, never the loss of the run."""
+    c = s.config
+    data = (f"text:{pathlib.Path(c.data[5:]).name}"  # no machine path in figures
+            if c.data.startswith("text:") else c.data)
+    try:
+        metrics.write_plot(s.out, history, f"{c.model} on {data}, {c.mode}, {c.optimizer} "
+                                           f"η={c.lr:g}, {c.grad} gradients")
+    except (OSError, ValueError) as err:
+        warnings.warn(f"{s.out / rundir.PLOT} could not be written ({type(err).__name__}: "
+                      f"{err}); the metrics and checkpoints are saved. Plot them again from "
+                      f"{s.out / rundir.METRICS}.", PlotWarning, stacklevel=2)
 
 
 def _row(epoch, values, task, seconds, device) -> dict:
@@ -654,6 +692,33 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
                 f"{s.out / rundir.CHECKPOINTS}.")
     return TrainingStopped(msg, epoch=epoch, step=step, history=history,
                            last_checkpoint=last_saved, report=report)
+
+
+def _warn_if_diverged(history, ds, config):
+    """Warn when the final training loss exceeds the first epoch's, or the loss of a network that
+    learned nothing (every class equally likely: ln K; regression: the mean target), although
+    every value stayed finite: a learning rate too large for the optimizer."""
+    if not history or history[-1].get("loss") is None:
+        return
+    last, first = history[-1]["loss"], history[0].get("loss")
+    if ds.task == "regression":
+        y = np.asarray(ds.y_train, np.float64).reshape(len(ds.y_train), -1)
+        floor, what = 0.5 * float(np.mean(np.sum((y - y.mean(0)) ** 2, 1))), "the mean target"
+    else:
+        k = ds.n_classes if ds.task in ("classification", "sequence") else 2
+        floor, what = math.log(k), f"every one of {k} classes equally likely"
+    if ds.task == "sequence":
+        floor *= float(np.sum(np.asarray(ds.y_train) >= 0)) / len(ds.y_train)  # summed over
+        # the scored positions of each example (id −1: unscored)
+    above = ([f"the first epoch's {first:.4g}"] if len(history) > 1 and first is not None
+             and last > first else []) + ([f"{floor:.4g}, the loss of predicting {what}"]
+                                          if last > 1.1 * floor else [])
+    if above:
+        warnings.warn(
+            f"{config.model} on {config.data} diverged: the final training loss {last:.4g} "
+            f"(epoch {history[-1]['epoch']}) is above {' and '.join(above)}. The learning rate "
+            f"({config.optimizer}, lr={config.lr:g}) is likely too large: train again with a "
+            f"smaller --lr, e.g. {config.lr / 10:g}.", DivergenceWarning, stacklevel=4)
 
 
 def _warn_if_near_chance(history, ds, config):

@@ -42,9 +42,9 @@ import tempfile
 import time
 
 __all__ = ["CONFIG", "VOCAB", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM",
-           "MAY_CHANGE", "RunLocked", "check_out", "create", "read_config", "open_for_resume",
-           "lock", "write_vocab", "read_vocab", "check_vocab", "atomic_write", "write_json",
-           "fsync_dir"]
+           "MAY_CHANGE", "RunLocked", "check_out", "check_layout", "create", "read_config",
+           "open_for_resume", "lock", "write_vocab", "read_vocab", "check_vocab", "atomic_write",
+           "write_json", "fsync_dir"]
 
 CONFIG, METRICS, PLOT, CHECKPOINTS = "config.json", "metrics.jsonl", "plot.png", "checkpoints"
 QUARANTINE, LOCK, CHECKSUM = "quarantine", ".lock", "fbackprop_checksum.json"
@@ -90,6 +90,44 @@ def check_out(out) -> pathlib.Path:
                          f"writable by this user. Choose a directory you can write, or fix its "
                          f"permissions.")
     return path
+
+
+_DIRECTORIES = (CHECKPOINTS, QUARANTINE)  # the other entries of a run are files
+
+
+def check_layout(out, *, resume: bool):
+    """Check that the run directory's entries are what the trainer will read and write, before
+    anything is: a file where a directory belongs (or the reverse), an unreadable file or a
+    directory it cannot write is one error naming the entry, never a traceback later.
+
+    Args:
+      out: the run directory (may not exist yet).
+      resume: check every entry a resume reads and writes (else only the lock file, which a new
+        run takes before it replaces anything).
+
+    Raises:
+      ValueError: an entry of the wrong kind, unreadable or not writable; nothing is changed.
+    """
+    out = pathlib.Path(out).absolute()
+    names = (_RUN_FILES + (LOCK,)) if resume else (LOCK,)
+    for name in names:
+        path = out / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        want_dir = name in _DIRECTORIES
+        if path.is_dir() != want_dir:
+            raise ValueError(f"{path} must be a {'directory' if want_dir else 'file'}, but it is "
+                             f"{'a directory' if path.is_dir() else 'not one'}: it was replaced "
+                             f"by something the trainer did not write. Move it away (or restore "
+                             f"it), then run again. Nothing was changed.")
+        mode = (os.R_OK | os.W_OK | os.X_OK) if want_dir else os.R_OK
+        if resume and not os.access(path, mode):
+            raise ValueError(f"{path} is not {'writable' if want_dir else 'readable'} by this "
+                             f"user, and the run needs it. Fix its permissions (chmod), then "
+                             f"resume. Nothing was changed.")
+    if resume and out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"{out} is not writable by this user, and a resume writes its metrics "
+                         f"and checkpoints there. Fix its permissions, then resume.")
 
 
 def _run_files(out: pathlib.Path) -> list:
@@ -155,6 +193,9 @@ def read_config(out) -> dict:
         raise ValueError(f"--resume: {out} holds no run ({CONFIG} is missing).{held}")
     try:
         saved = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"--resume: {path} cannot be read ({err.strerror or err}). Fix its "
+                         f"permissions, or restore it.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"--resume: {path} must hold a JSON object, but it is not valid JSON "
                          f"({err}). Restore the file, or pass --force (force=True) without "
@@ -370,7 +411,7 @@ def read_vocab(out):
         vocab, seq_len = saved["vocab"], saved["seq_len"]
         ok = (isinstance(vocab, list) and len(vocab) >= 2 and all(isinstance(t, str) for t in vocab)
               and isinstance(seq_len, int) and seq_len >= 1)
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OSError):  # ValueError: not JSON, not UTF-8
         ok = False
     if not ok:
         raise ValueError(f"{path} is damaged: expected a JSON object with \"vocab\" (a list of at "
