@@ -17,7 +17,8 @@ batch, lose too much in 8 significant bits (:func:`fbackprop.batch_mean_cost`,
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

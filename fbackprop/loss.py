@@ -15,8 +15,14 @@ import jax.numpy as jnp
 
 from .costs import get_cost
 from .dtypes import narrow, stable
-from .inputs import (as_network_input, require_bool, require_finite, require_mask,
-                     require_params, require_target)
+from .inputs import (
+    as_network_input,
+    require_bool,
+    require_finite,
+    require_mask,
+    require_params,
+    require_target,
+)
 from .network import Network, backward, forward, per_node
 
 __all__ = ["batch_mean_cost", "loss_fn", "Backprop", "backprop", "manual_grad", "astype"]

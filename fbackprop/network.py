@@ -26,8 +26,14 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from .inputs import (as_network_input, is_concrete, require_fits, require_params, require_tree_like,
-                     tree_bytes)
+from .inputs import (
+    as_network_input,
+    is_concrete,
+    require_fits,
+    require_params,
+    require_tree_like,
+    tree_bytes,
+)
 from .layers.base import Layer
 
 __all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "per_node"]

@@ -151,8 +151,9 @@ def test_text_windows_decode_back_to_the_file(tmp_path):
 
 
 def test_sequence_tokens_one_hot_feed_a_gru():
-    import fbackprop as fb
     import jax
+
+    import fbackprop as fb
 
     ds = data.modadd(5)
     x = data.one_hot(ds.x_train[:3], ds.vocab_size)

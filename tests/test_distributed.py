@@ -35,20 +35,20 @@ WORKER = textwrap.dedent("""
     import fbackprop as fb
     from fbackprop.training import batches, distributed, shape_inputs, targets
     coordinator, n, i, out, grad = sys.argv[1:6]
-    result = fb.train("mlp", "xor", epochs=%d, batch_size=%d, grad=grad,
+    result = fb.train("mlp", "xor", epochs=EPOCHS, batch_size=BATCH, grad=grad,
                       distributed=dict(coordinator=coordinator, num_processes=int(n),
                                        process_id=int(i)))
     np.savez(f"{out}-{i}.npz", *[np.asarray(leaf) for leaf in jax.tree.leaves(result.params)])
     ds = result.data  # what one epoch's data is on this process
-    _, rows, _, put = distributed.placement(%d)
+    _, rows, _, put = distributed.placement(BATCH)
     host = {"x_train": shape_inputs(ds.x_train, result.net.input_shape),
             "y_train": targets(ds, ds.y_train),
             "x_test": ds.x_test, "y_test": targets(ds, ds.y_test)}
-    epoch = batches.Feed(host, %d, put, rows)(jax.random.PRNGKey(1))
+    epoch = batches.Feed(host, BATCH, put, rows)(jax.random.PRNGKey(1))
     local = [s.data.shape for s in epoch["x_batches"].addressable_shards]
     print("devices", result.devices, "processes", jax.process_count(), "local", local,
           "keys", sorted(epoch), "checked", result.history[-1].get("check_max_rel_error"))
-""" % (EPOCHS, BATCH, BATCH, BATCH))
+""").replace("EPOCHS", str(EPOCHS)).replace("BATCH", str(BATCH))
 
 
 def _free_port() -> int:

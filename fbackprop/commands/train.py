@@ -36,6 +36,7 @@ def _data(text: str) -> str:
 
 
 def add_parser(subparsers):
+    """Add ``fbackprop train`` and its options to ``subparsers`` (an argparse sub-parser set)."""
     p = subparsers.add_parser(
         "train", help=SUMMARIES["train"],
         description="Train a network with the hand-written backward rules (or jax.grad, or both "
@@ -43,6 +44,14 @@ def add_parser(subparsers):
                     "arguments: an MLP on scikit-learn's digits, ≥ 95% test accuracy in "
                     "seconds. Unset options take the data set's defaults, or with --resume the "
                     "saved run's values.")
+    _add_settings(p)
+    _add_output(p)
+    _add_cluster(p)
+    p.set_defaults(func=run)
+
+
+def _add_settings(p):
+    """The options that settle what is trained and how."""
     p.add_argument("--model", choices=MODELS, type=any_case(MODELS),
                    help="network family (default mlp)")
     p.add_argument("--data", type=_data, metavar="{" + ",".join(_DATA_NAMES) + ",text:PATH}",
@@ -75,6 +84,17 @@ def add_parser(subparsers):
                         "for rnn/lstm/gru; for transformer one width per block, all equal "
                         "(default: 128 on modadd, 128,128 on text)")
     p.add_argument("--seed", type=int, help="seed of initialisation and shuffling (default 0)")
+    p.add_argument("--features-per-step", type=int,
+                   help="rnn/lstm/gru on 1-D signals: samples per time step (default: the data "
+                        "set's, 8 for mnist1d: 5 steps of 8)")
+    p.add_argument("--shard-params", action="store_true", default=None,
+                   help="split each parameter and its optimizer state over the devices that "
+                        "split the batch (FSDP-style; leaves under 1024 elements stay "
+                        "replicated; see docs/DISTRIBUTED.md)")
+
+
+def _add_output(p):
+    """The options of the run directory and of what the command prints."""
     p.add_argument("--checkpoint-every", type=int,
                    help="epochs between checkpoints (default: epochs // 20, at least 1)")
     p.add_argument("--out",
@@ -85,16 +105,13 @@ def add_parser(subparsers):
     p.add_argument("--force", action="store_true",
                    help="replace the run saved in --out (its config, metrics, plot and "
                         "checkpoints are deleted)")
-    p.add_argument("--features-per-step", type=int,
-                   help="rnn/lstm/gru on 1-D signals: samples per time step (default: the data "
-                        "set's, 8 for mnist1d: 5 steps of 8)")
-    p.add_argument("--shard-params", action="store_true", default=None,
-                   help="split each parameter and its optimizer state over the devices that "
-                        "split the batch (FSDP-style; leaves under 1024 elements stay "
-                        "replicated; see docs/DISTRIBUTED.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="keep the log messages of third-party libraries (absl, orbax)")
+
+
+def _add_cluster(p):
+    """The options of a run over several processes (hosts)."""
     g = p.add_argument_group(
         "several processes (hosts)",
         "Start one process per host with the same --coordinator, --num-processes and --out and "
@@ -112,7 +129,6 @@ def add_parser(subparsers):
     g.add_argument("--connect-timeout", type=int, default=60, metavar="SECONDS",
                    help="with --coordinator: how long a process waits for all the others to "
                         "start and join; then it stops (default 60)")
-    p.set_defaults(func=run)
 
 
 _CLUSTER_FLAGS = ("coordinator", "num_processes", "process_id")
@@ -204,14 +220,22 @@ def run(args) -> int:
       run was lost or never joined (a multi-process run is supervised:
       :mod:`.supervisor`), 130 interrupted.
     """
-    import warnings
-
-    from ..training import CheckpointError, TrainingStopped, prepare, train_prepared
-    from ..training.distributed import DistributedError, is_primary
-
     if not args.verbose:
         _quiet_third_party_logs()
-    try:  # every check first: nothing is created or printed before they pass
+    prepared = _prepared(args)
+    if isinstance(prepared, int):  # refused, or handed to the supervisor
+        return prepared
+    out = prepared.settings.out
+    _print_start(out, args.resume)
+    return _train(prepared, out)
+
+
+def _prepared(args):
+    """Every check first, so that nothing is created or printed before they pass: the prepared
+    run, or the exit status of a refusal (or of a supervised multi-process run)."""
+    from ..training import prepare
+
+    try:
         distributed = _distributed(args)
         if distributed is not None and args.out is None:
             raise ValueError("a multi-process run needs --out DIR, the same directory for "
@@ -226,8 +250,16 @@ def run(args) -> int:
             prepared = prepared.writing_to(_default_out())
     except (ValueError, TypeError, FileNotFoundError) as err:
         return _fail(err)
-    out = prepared.settings.out
-    _print_start(out, args.resume)
+    return prepared
+
+
+def _train(prepared, out) -> int:
+    """Train the prepared run; each way it can end becomes its exit status and one message."""
+    import warnings
+
+    from ..training import CheckpointError, TrainingStopped, train_prepared
+    from ..training.distributed import DistributedError, is_primary
+
     try:
         with warnings.catch_warnings(record=True) as caught:
             result = train_prepared(prepared)

@@ -237,13 +237,13 @@ def load(data) -> Dataset:
         if data.startswith("text:"):
             return text(data[len("text:"):])
         raise ValueError(f"unknown data {data!r}; valid names are "
-                         f"{', '.join(map(repr, {**DATASETS, **SEQUENCE_DATASETS}))} or 'text:PATH' (or pass an "
-                         f"fbackprop.data.Dataset).")
+                         f"{', '.join(map(repr, {**DATASETS, **SEQUENCE_DATASETS}))} or "
+                         f"'text:PATH' (or pass an fbackprop.data.Dataset).")
     raise TypeError(f"data must be a name such as 'digits' or an fbackprop.data.Dataset, "
                     f"received {type(data).__name__}.")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_default(name: str) -> Dataset:
     """A named data set with its loader's defaults, generated once per process (its arrays are
     made read-only, so sharing them between runs is safe)."""

@@ -1,7 +1,7 @@
 """The :class:`Dataset` type and its checks, shared by every loader."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,13 +42,13 @@ class Dataset(NamedTuple):
     x_test: np.ndarray
     y_test: np.ndarray
     task: str
-    n_classes: Optional[int]
+    n_classes: int | None
     description: str
     name: str = "custom"
-    vocab: Optional[tuple] = None
+    vocab: tuple | None = None
 
     @property
-    def vocab_size(self) -> Optional[int]:
+    def vocab_size(self) -> int | None:
         """The number of tokens (``"sequence"`` tasks), else ``None``."""
         return None if self.vocab is None else len(self.vocab)
 
@@ -77,7 +77,8 @@ def check_labels(y, n_classes: int, *, split: str = "y_train") -> np.ndarray:
                          f"received shape {y.shape}. Pass labels, not one-hot rows "
                          f"(y.argmax(axis=1)).")
     if not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        if (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y))
+                and np.all(y == np.round(y))):
             y = y.astype(np.int64)
         else:
             raise TypeError(f"{split} must hold integer class labels, received dtype {y.dtype}. "

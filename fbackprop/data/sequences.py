@@ -102,5 +102,5 @@ def text(path, seq_len: int = 64, seed: int = 0, *, test_fraction: float = 0.1) 
         require_int(seed, "seed", minimum=0, who="text")).permutation(n_windows)
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
     return validated(Dataset(x[train], y[train], x[test], y[test], "sequence", len(vocab),
-                              f"text: {file.name}, {len(corpus)} characters, {len(vocab)} distinct, "
-                              f"windows of {seq_len}", f"text:{file.resolve()}", vocab))
+                              f"text: {file.name}, {len(corpus)} characters, {len(vocab)} "
+                              f"distinct, windows of {seq_len}", f"text:{file.resolve()}", vocab))

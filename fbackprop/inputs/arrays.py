@@ -186,8 +186,12 @@ def require_finite(tree, argument: str, *, fix: str = ""):
                                    "np.nan_to_num), or find where they were produced."))
 
 
+def _IN_01(y):
+    """Entries outside [0, 1]."""
+    return (y < 0) | (y > 1)
+
+
 # What each cost's targets must be: per cost, (test on a NumPy array → bad entries, expected, fix).
-_IN_01 = (lambda y: (y < 0) | (y > 1))
 _TARGETS = {
     "softmax_cross_entropy": (
         [_IN_01, lambda y: np.abs(np.sum(y, -1, keepdims=True) - 1) > 1e-3],
@@ -310,5 +314,6 @@ def require_params(net, params):
         if jnp.issubdtype(e.dtype, jnp.floating) and not jnp.issubdtype(dtype, jnp.floating):
             raise TypeError(f"params{jax.tree_util.keystr(path)} must be floating point, "
                             f"received dtype {dtype}: gradients of integer parameters are "
-                            f"meaningless. Convert them, e.g. jax.tree.map(lambda a: a.astype(jnp.float32), params).")
+                            f"meaningless. Convert them, e.g. "
+                            f"jax.tree.map(lambda a: a.astype(jnp.float32), params).")
     require_finite(params, "params")

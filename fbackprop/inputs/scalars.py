@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ def _say(who: str, argument: str, expected: str, received, fix: str = "") -> str
     return f"{head}{argument} must be {expected}, received {received!r}.{tail}"
 
 
-def _as_python_int(value) -> Optional[int]:
+def _as_python_int(value) -> int | None:
     """``value`` as an int when it is an integer scalar (Python, NumPy or 0-d array), else None;
     bools are not ints here."""
     if isinstance(value, (bool, np.bool_)):
@@ -34,8 +34,8 @@ def _as_python_int(value) -> Optional[int]:
     return None
 
 
-def require_int(value, argument: str, *, minimum: Optional[int] = None,
-                maximum: Optional[int] = None, who: str = "", fix: str = "") -> int:
+def require_int(value, argument: str, *, minimum: int | None = None,
+                maximum: int | None = None, who: str = "", fix: str = "") -> int:
     """``value`` as a Python int in [``minimum``, ``maximum``] (either bound may be ``None``).
 
     Args:
@@ -64,7 +64,7 @@ def require_positive_int(value, argument: str, *, who: str = "", fix: str = "") 
     return require_int(value, argument, minimum=1, who=who, fix=fix)
 
 
-def require_positive_ints(value, argument: str, *, n: Optional[int] = None,
+def require_positive_ints(value, argument: str, *, n: int | None = None,
                           scalar_ok: bool = True, who: str = "", fix: str = "") -> tuple:
     """A tuple of positive ints: a sequence of them, or (``scalar_ok``) one int repeated ``n``
     times (or taken as a 1-tuple when ``n`` is ``None``). With ``n``, the length must be ``n``.
@@ -86,9 +86,9 @@ def require_positive_ints(value, argument: str, *, n: Optional[int] = None,
     return tuple(ints)
 
 
-def require_number(value, argument: str, *, minimum: Optional[float] = None,
+def require_number(value, argument: str, *, minimum: float | None = None,
                    positive: bool = False, allow_none: bool = False, who: str = "",
-                   fix: str = "") -> Optional[float]:
+                   fix: str = "") -> float | None:
     """``value`` as a finite Python float; ``positive`` requires > 0, ``minimum`` ≥ it.
 
     Python, NumPy and 0-d JAX numbers are accepted (``np.float32(3e-3)`` included); bools are
@@ -178,8 +178,8 @@ def lookup(value, registry: dict, cls: type, *, argument: str, example: str, bui
             return registry[value]
         raise ValueError(f"unknown {argument} {value!r}; valid names are "
                          f"{', '.join(repr(k) for k in registry)} ({build_hint}).")
-    raise TypeError(f"{argument} must be a name such as {example!r} or an fbackprop.{cls.__name__}, "
-                    f"received {type(value).__name__}: {value!r}.")
+    raise TypeError(f"{argument} must be a name such as {example!r} or an "
+                    f"fbackprop.{cls.__name__}, received {type(value).__name__}: {value!r}.")
 
 
 # --- arrays ---------------------------------------------------------------------------------

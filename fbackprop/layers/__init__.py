@@ -4,8 +4,8 @@ from .base import Layer, Probes
 from .combinators import add, concat, dropout, elementwise, gelu, residual
 from .conv import conv
 from .dense import dense
-from .gru import gru_gate_params, gru_layer
 from .embedding import embedding, positional
+from .gru import gru_gate_params, gru_layer
 from .lstm import gate_params, lstm_layer
 from .norm import layer_norm
 from .pool import flatten, max_pool, mean_pool

@@ -177,16 +177,7 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
         cfg["lr"] = (cfg.get("lr") or {}).get(cfg["optimizer"], LR_DEFAULTS[cfg["optimizer"]])
     features = _features_per_step(cfg, given, ds, net_name)
     bs = _batch_size(cfg, given, ds)
-    hidden = cfg.get("hidden")
-    if model_is_network and given.get("hidden") is not None:
-        raise ValueError(f"hidden applies to a model family such as 'mlp', received "
-                         f"hidden={given['hidden']!r} with a ready-made network ({net_name}), "
-                         f"whose widths are fixed. Drop hidden, or build the network with the "
-                         f"widths you want.")
-    if hidden is not None:
-        hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
-        for h in hidden:
-            require_positive_int(h, "each hidden width", fix="E.g. --hidden 64,32.")
+    hidden = _hidden(cfg.get("hidden"), given, net_name, model_is_network)
     return TrainConfig(
         model=net_name, data=ds.name, mode=cfg["mode"], optimizer=cfg["optimizer"],
         lr=check_lr(cfg["lr"], cfg["optimizer"]),
@@ -204,6 +195,22 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
         weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
         shard_params=_shard_params(cfg["shard_params"]),
         precision=cfg["precision"])
+
+
+def _hidden(hidden, given: dict, net_name: str, model_is_network: bool):
+    """The hidden widths checked: a tuple of positive ints, or ``None`` (the model's default);
+    refused with a ready-made network, whose widths are fixed."""
+    if model_is_network and given.get("hidden") is not None:
+        raise ValueError(f"hidden applies to a model family such as 'mlp', received "
+                         f"hidden={given['hidden']!r} with a ready-made network ({net_name}), "
+                         f"whose widths are fixed. Drop hidden, or build the network with the "
+                         f"widths you want.")
+    if hidden is None:
+        return None
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    for h in hidden:
+        require_positive_int(h, "each hidden width", fix="E.g. --hidden 64,32.")
+    return hidden
 
 
 def _shard_params(value) -> bool:

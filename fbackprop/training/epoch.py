@@ -152,12 +152,7 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
     def epoch(params, opt_state, key, epoch_index, data):
         def step(carry, batch):
             params, opt_state, status, global_step = carry
-            if len(batch) == 3:  # the batch itself, brought by several processes (.distributed)
-                x, y, mask = batch
-                mask = _constrain(mask, replicated)  # counted on every device, no collective
-            else:  # indices into the training set, which sits whole on the device
-                idx, mask = batch
-                x, y = data["x_train"][idx], data["y_train"][idx]
+            x, y, mask = _step_batch(data, batch, replicated)
             x = policy.cast_to_compute(_constrain(x, batch_sharding))
             y = _constrain(encode_targets(s, y), batch_sharding)
             whole = params if sharded is None else _constrain(params, replicated)  # all-gather
@@ -167,11 +162,9 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
             if sharded is not None:  # the sum over devices, each device keeping its slice
                 grads = sharded.constrain(grads)
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
-            new_params = optax.apply_updates(params, updates)
-            if sharded is None:
-                new_params = _constrain(new_params, replicated)
-            else:
-                new_params, new_opt_state = sharded.constrain((new_params, new_opt_state))
+            new_params, new_opt_state = _placed(sharded, replicated,
+                                                optax.apply_updates(params, updates),
+                                                new_opt_state)
             finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
                                       _all_finite(new_params)])
             error = (jax.lax.cond(global_step % s.check_every == 0, check_error,
@@ -193,10 +186,7 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
         batches = ((data["x_batches"], data["y_batches"], data["mask"]) if "x_batches" in data
                    else batch_order(key, s.n_train, s.batch_size))
         first_step = epoch_index * steps_per_epoch
-        status = {"stopped": jnp.bool_(False), "step": first_step,
-                  "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
-                  "error": jnp.zeros((), jnp.float32)}
-        carry = (params, opt_state, status, first_step)
+        carry = (params, opt_state, _initial_status(first_step, params), first_step)
         carry, (totals, errors) = jax.lax.scan(step, carry, batches)
         params, opt_state, status, _ = carry
         if sharded is not None:  # returned split as they came in, small leaves replicated
@@ -205,6 +195,31 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
         return params, opt_state, _metrics(s, params, data, totals, errors, opt_state), status
 
     return epoch
+
+
+def _step_batch(data, batch, replicated):
+    """(x, y, mask) of one step: the batch itself, brought by the caller (several processes,
+    :mod:`.batches`), or indices into the training set, which sits whole on the device."""
+    if len(batch) == 3:
+        x, y, mask = batch
+        return x, y, _constrain(mask, replicated)  # counted on every device, no collective
+    idx, mask = batch
+    return data["x_train"][idx], data["y_train"][idx], mask
+
+
+def _placed(sharded, replicated, params, opt_state):
+    """The updated state placed as the epoch holds it: replicated parameters, or parameters and
+    optimizer state split over the devices (:mod:`.sharding`)."""
+    if sharded is None:
+        return _constrain(params, replicated), opt_state
+    return sharded.constrain((params, opt_state))
+
+
+def _initial_status(first_step, params) -> dict:
+    """The status before the epoch's first step: not stopped, everything finite, no error."""
+    return {"stopped": jnp.bool_(False), "step": first_step,
+            "finite": jnp.ones((1 + 2 * len(jax.tree.leaves(params)),), bool),
+            "error": jnp.zeros((), jnp.float32)}
 
 
 def _float32_grads(value_and_grad, policy, low_params, x, y, mask, scale):

@@ -184,14 +184,12 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         token sequences ``"modadd"`` or ``"text:PATH"`` (for ``model="transformer"``; their
         vocabulary is saved as ``vocab.json`` in ``out``), or a :class:`fbackprop.data.Dataset`.
       mode, optimizer, lr, epochs, batch_size, grad, seed, hidden, check_every,
-        checkpoint_every, features_per_step, weight_decay: the settings of the run, each
-        described under :class:`TrainConfig`; ``None`` means the data set's default (or the
-        global one), or on ``resume`` the saved value.
-      precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"``: the forward pass and the
-        hand-written backward in bfloat16 or float16, the parameters and optimizer state in
-        float32 (:class:`.optim.Policy`; fp16 with dynamic loss scaling). With
-        ``grad="checked"`` the hand-written gradient is judged against ``jax.grad`` in the same
-        precision by the error budget.
+        checkpoint_every, features_per_step, weight_decay, precision, shard_params: the
+        settings of the run, each described under :class:`TrainConfig` (``precision="bf16"``
+        or ``"fp16"``: mixed precision with float32 master weights; ``shard_params=True``:
+        parameters and optimizer state split over the devices, returned as sharded
+        ``jax.Array`` leaves); ``None`` means the data set's default (or the global one), or
+        on ``resume`` the saved value.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
         with its saved settings when it has none); ``lr``, ``epochs``, ``checkpoint_every``
@@ -203,9 +201,6 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
       distributed: join a multi-process run first (:func:`.distributed.initialize`): a
         :class:`~.distributed.Distributed`, a dict of its fields, or ``"auto"``. Each batch is
         then split across every device of every process; process 0 alone writes ``out``.
-      shard_params: split each parameter and its optimizer state over the devices that split
-        the batch, FSDP-style (:mod:`.sharding`; default ``False``: replicated); the returned
-        ``params`` are then sharded ``jax.Array`` leaves.
       progress: show a progress bar.
 
     Returns:
