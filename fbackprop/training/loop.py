@@ -524,6 +524,7 @@ def open_run(s: Settings, b: Built) -> Opened:
 
         multiprocess.on_primary(create, "create the run directory")
         return Opened(0, b.state, [], None)
+    rundir.check_resume_settings(s.out, record, s.saved)  # a changed setting, named first
     restored = restore_latest(s.out, b.state, agree=multiprocess.agree,
                               stamp=_stamp(s, s.saved))
     start, state, history = 0, b.state, []

@@ -42,9 +42,9 @@ import tempfile
 import time
 
 __all__ = ["CONFIG", "VOCAB", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM",
-           "MAY_CHANGE", "RunLocked", "check_out", "check_layout", "create", "read_config",
-           "open_for_resume", "lock", "write_vocab", "read_vocab", "check_vocab", "atomic_write",
-           "write_json", "fsync_dir"]
+           "MAY_CHANGE", "RunLocked", "check_resume_settings", "check_out", "check_layout",
+           "create", "read_config", "open_for_resume", "lock", "write_vocab", "read_vocab",
+           "check_vocab", "atomic_write", "write_json", "fsync_dir"]
 
 CONFIG, METRICS, PLOT, CHECKPOINTS = "config.json", "metrics.jsonl", "plot.png", "checkpoints"
 QUARANTINE, LOCK, CHECKSUM = "quarantine", ".lock", "fbackprop_checksum.json"
@@ -217,6 +217,34 @@ def _differences(saved: dict, config: dict, ignore) -> list:
 MAY_CHANGE = ("lr", "epochs", "checkpoint_every", "shard_params")
 
 
+def check_resume_settings(out, config: dict, saved: dict, *, may_change=MAY_CHANGE) -> dict:
+    """Refuse a resume whose settings differ from the saved run's (keys in ``may_change``
+    excepted), before any checkpoint is read: a changed setting is named as such, not reported
+    as a checkpoint that disagrees with its run.
+
+    Args:
+      out: the run directory (for the message).
+      config: the resolved settings of the resumed run.
+      saved: the run's ``config.json``.
+      may_change: the settings a resume may change.
+
+    Returns:
+      ``config`` as JSON values.
+
+    Raises:
+      ValueError: the settings differ; the message names each one.
+    """
+    new = json.loads(json.dumps(config))
+    diff = _differences(saved, new, may_change)
+    if diff:
+        raise ValueError(f"--resume: the configuration differs from the one saved in "
+                         f"{pathlib.Path(out) / CONFIG}:\n  " + "\n  ".join(diff) +
+                         f"\nA resume may change only {', '.join(may_change)}. Resume with the "
+                         f"saved settings (leave them out on the command line), or start a new "
+                         f"run in another directory. Nothing was changed.")
+    return new
+
+
 def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
                     may_change=MAY_CHANGE) -> pathlib.Path:
     """Check that the run ``saved`` in ``out`` has the same ``config`` (keys in ``may_change``
@@ -241,14 +269,7 @@ def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
         nothing is written then.
     """
     out = pathlib.Path(out).absolute()
-    new = json.loads(json.dumps(config))
-    diff = _differences(saved, new, may_change)
-    if diff:
-        raise ValueError(f"--resume: the configuration differs from the one saved in "
-                         f"{out / CONFIG}:\n  " + "\n  ".join(diff) +
-                         f"\nA resume may change only {', '.join(may_change)}. Resume with the "
-                         f"saved settings (leave them out on the command line), or start a new "
-                         f"run in another directory. Nothing was changed.")
+    new = check_resume_settings(out, config, saved, may_change=may_change)
     if start == config["epochs"]:
         raise ValueError(f"--resume: the run in {out} is already at epoch {start} of {start}: "
                          f"pass --epochs M > {start} (epochs=M) to continue. Nothing was "
