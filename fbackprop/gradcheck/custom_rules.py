@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import jaxpr_reader as jr
+from .budget import widen
 from .custom import check_vjp
 from .custom_report import (
     EXPECTED,
@@ -162,14 +163,8 @@ def check_custom_rules(fn: Callable, *args, calls="first", tolerance=None, expec
     opts, per_rule = _settings(options, overrides, tolerance)
     sweep = _sweep(calls, per_rule, expect_mismatch, references, directions)
     sites, unsearched = _capture(fn, args, sweep)
-    checks = []
-    for n, (call, count, recorded) in enumerate(sites.values()):
-        info = jr.describe_call(call)
-        for k, operands in enumerate(recorded):
-            seeded = dataclasses.replace(opts, seed=opts.seed + 97 * n + k)
-            checks.append(_check_one(call, (info, count, k), operands, seeded, sweep))
     report = CustomRulesReport(
-        subject=getattr(fn, "__name__", type(fn).__name__), checks=tuple(checks),
+        subject=getattr(fn, "__name__", type(fn).__name__), checks=_check_all(sites, opts, sweep),
         unsearched=unsearched,
         settings={"calls": sweep.calls, "seed": opts.seed, "directions": sweep.directions,
                   "budget": opts.budget})
@@ -215,6 +210,17 @@ def _capture(fn, args, sweep):
                    "equation)")
         raise
     return sites, tuple(dict.fromkeys(unsearched))
+
+
+def _check_all(sites, opts, sweep) -> tuple:
+    """Check every recorded call, each seeded by its site and call number."""
+    checks = []
+    for n, (call, count, recorded) in enumerate(sites.values()):
+        info = jr.describe_call(call)
+        for k, operands in enumerate(recorded):
+            seeded = dataclasses.replace(opts, seed=opts.seed + 97 * n + k)
+            checks.append(_check_one(call, (info, count, k), operands, seeded, sweep))
+    return tuple(checks)
 
 
 def _aval_str(x) -> str:
@@ -274,12 +280,20 @@ class _Subject:
         return list(self._primal(*self._full(diff)))
 
     def rule(self, *diff):
-        return list(self._rule(*self._full(diff)))
+        """The user's rule at ``diff``. The captured call is typed by the run (a kernel's inner
+        ``jit`` too): the float64 pass of the error budget, whose rule values are not read, runs
+        it at the captured dtypes and widens its outputs."""
+        captured = [jnp.result_type(x) for x in self.diff]
+        if all(jnp.result_type(d) == c for d, c in zip(diff, captured)):
+            return list(self._rule(*self._full(diff)))
+        out = self._rule(*self._full([d.astype(c) for d, c in zip(diff, captured)]))
+        return [o.astype(diff[0].dtype) if _is_float(o) else o for o in out]
 
     def as_custom_vjp(self, name):
-        """The captured call as a ``jax.custom_vjp`` of the differentiable operands: primal
-        :meth:`primal`, backward the user's rule (for :func:`~fbackprop.check_vjp`)."""
-        f = jax.custom_vjp(self.primal)
+        """The captured call as a ``jax.custom_vjp`` of the differentiable operands, backward
+        the user's rule (for :func:`~fbackprop.check_vjp`): its primal is :meth:`primal`, or,
+        with a reference (which then stands for the primal), the call itself."""
+        f = jax.custom_vjp(self.primal if self.reference is None else self.rule)
         f.defvjp(lambda *d: (self.rule(*d), d), lambda d, u: tuple(jax.vjp(self.rule, *d)[1](u)))
         f.__name__ = name
         return f
@@ -324,6 +338,11 @@ def _verdict(subject, name, opts, tol, directions):
     if len(dtypes) > 1:
         return SKIPPED, f"operands of mixed floating dtypes {sorted(dtypes)}", "", None
     opts = _call_options(opts, dtypes.pop(), tol)
+    if opts.low_precision and subject.reference is None and not _runs_in_float64(subject):
+        return SKIPPED, (f"{opts.dtype}: the error budget needs autodiff of the primal in "
+                         f"float64, and the captured primal is typed {opts.dtype} (its "
+                         f"constants, its inner jit) — pass a reference (references={{rule: "
+                         f"g}})"), "", None
     try:
         report = check_vjp(subject.as_custom_vjp(name), *subject.diff, options=opts,
                            reference=None if subject.reference is None else subject.ref)
@@ -339,6 +358,17 @@ def _verdict(subject, name, opts, tol, directions):
     with precision_for(opts.dtype, opts.matmul_precision):
         report = _forward_rows(subject, name, opts, directions)
     return _status_of(report), _reason_of(report), "forward", report
+
+
+def _runs_in_float64(subject) -> bool:
+    """Whether the captured primal can be evaluated at float64 operands (the reference pass of
+    the error budget): a jaxpr traced in low precision often cannot (typed literals)."""
+    with precision_for("float64"):
+        try:
+            jax.eval_shape(subject.primal, *widen(subject.diff))
+        except Exception:  # whatever the typed jaxpr raises: it has no float64 version
+            return False
+    return True
 
 
 def _has_forward_mode(f, diff) -> bool:
