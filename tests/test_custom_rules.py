@@ -195,6 +195,12 @@ def test_no_rules_fn_that_raises_and_bad_options():
         fb.check_custom_rules(jnp.sum, jnp.ones(3), references={"f": 3})
     with pytest.raises(TypeError, match="callable"):
         fb.check_custom_rules("loss", jnp.ones(3))
+    with pytest.raises(TypeError, match="unexpected keyword"):  # dtype is each call's own
+        fb.check_custom_rules(jnp.sum, jnp.ones(3), dtype="float32")
+    with pytest.raises(TypeError, match="fb.CheckOptions"):
+        fb.check_custom_rules(jnp.sum, jnp.ones(3), options={"seed": 1})
+    with pytest.raises(ValueError, match="budget"):  # the shared options check it
+        fb.check_custom_rules(jnp.sum, jnp.ones(3), budget=0)
     with pytest.raises(RuntimeError, match="JAX 0.99.0"):
         jaxpr_reader.require_known_jax("0.99.0")
     jaxpr_reader.require_known_jax("0.11.0")  # the GPU machine's series is accepted
