@@ -8,7 +8,8 @@ softmax the Jacobian-transpose product. Arrays carry a leading batch axis; g act
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ class Activation(NamedTuple):
 
     name: str
     g: Callable
-    Dg: Optional[Callable]
+    Dg: Callable | None
     vjp: Callable
     kinks: tuple = ()
 

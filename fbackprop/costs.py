@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .inputs import lookup
+from .inputs import lookup, require_callable
 
 __all__ = ["Cost", "mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy", "logistic",
            "COSTS", "get_cost"]
@@ -116,5 +116,10 @@ def get_cost(cost) -> Cost:
       ValueError: for an unknown name; the message lists the valid ones.
       TypeError: if ``cost`` is neither a name nor a :class:`Cost`.
     """
-    return lookup(cost, COSTS, Cost, argument="cost", example="mse",
+    cost = lookup(cost, COSTS, Cost, argument="cost", example="mse",
                   build_hint="or build one with fbackprop.Cost(name, C, D)")
+    for field in ("C", "D"):
+        require_callable(getattr(cost, field), f"Cost.{field}", who=f"cost {cost.name!r}",
+                         expected="a function (y, a) → " + ("the cost per output vector"
+                                                            if field == "C" else "∂C/∂a"))
+    return cost

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -162,7 +163,8 @@ def _validate(inputs, nodes):
                 raise TypeError(f"node {node.out!r}: inputs must be names or numbers, received "
                                 f"{type(u).__name__}.")
         if node.out in known:
-            raise ValueError(f"node name {node.out!r} is used twice; every value needs its own name.")
+            raise ValueError(f"node name {node.out!r} is used twice; every value needs its own "
+                             f"name.")
         known.add(node.out)
 
 

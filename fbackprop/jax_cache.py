@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Optional
 
 import jax
 
@@ -22,7 +21,7 @@ __all__ = ["ENV", "default_cache_dir", "enable_compilation_cache"]
 ENV = "FBACKPROP_CACHE_DIR"
 
 
-def default_cache_dir() -> Optional[pathlib.Path]:
+def default_cache_dir() -> pathlib.Path | None:
     """The cache directory the environment asks for.
 
     ``$FBACKPROP_CACHE_DIR`` if set (an empty or blank value turns the cache off), else
@@ -38,7 +37,7 @@ def default_cache_dir() -> Optional[pathlib.Path]:
     return pathlib.Path(base) / "fbackprop" / "jax"
 
 
-def enable_compilation_cache(path=None) -> Optional[str]:
+def enable_compilation_cache(path=None) -> str | None:
     """Turn on JAX's persistent compilation cache and cache every program, however quick.
 
     Must run before the first compilation in the process: JAX decides once per process whether

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 
 from .costs import get_cost
-from .inputs import as_network_input, require_finite, require_params, require_target
+from .inputs import (as_network_input, require_bool, require_finite, require_mask,
+                     require_params, require_target)
 from .network import Network, backward, forward, per_node
 
 __all__ = ["batch_mean_cost", "loss_fn", "Backprop", "backprop", "manual_grad", "astype"]
@@ -29,7 +30,9 @@ def batch_mean_cost(cost, y, a, mask=None):
       a: the network output a_L, shape (batch, …); per example the cost is summed over every
         axis but the batch (a sequence's J = Σ_τ J^(τ), Jin eq. 28).
       mask: optional (batch,) weights of 1 (an example) and 0 (padding): the mean is then over
-        the examples alone, padding contributing nothing.
+        the examples alone, padding contributing nothing. :func:`loss_fn`, :func:`backprop` and
+        :func:`manual_grad` refuse another shape, and (outside ``jit``) NaN, negative weights
+        or a mask of zeros.
 
     Returns:
       A scalar.
@@ -58,13 +61,20 @@ def _output_delta(cost, y, a_L, mask):
     return D * mask.reshape((-1,) + (1,) * (D.ndim - 1)) / jnp.sum(mask)
 
 
-def _prepare(net, cost, params, x, y):
+def _require_network(net, who: str):
+    if not isinstance(net, Network):
+        raise TypeError(f"{who}: net must be an fbackprop.Network, received "
+                        f"{type(net).__name__}. Wrap a single layer with fb.serial(layer).")
+
+
+def _prepare(net, cost, params, x, y, mask):
     x = as_network_input(x, net.input_shape, net.input_vocab)
     require_finite(x, "x")  # concrete arrays only: nothing under jit
+    mask = require_mask(mask, x.shape[0])
     require_params(net, params)
     activations = forward(net, params, x)
     y = require_target(y, activations[-1], cost_name=cost.name)
-    return activations, y
+    return activations, y, mask
 
 
 def loss_fn(net: Network, cost):
@@ -80,10 +90,11 @@ def loss_fn(net: Network, cost):
       x of shape ``(batch, *input_shape)``, y the shape of the
       output. ``jax.grad`` of it is the reference every hand-written gradient is checked against.
     """
+    _require_network(net, "loss_fn")
     cost = get_cost(cost)
 
     def loss(params, x, y, mask=None):
-        activations, y = _prepare(net, cost, params, x, y)
+        activations, y, mask = _prepare(net, cost, params, x, y, mask)
         return batch_mean_cost(cost, y, activations[-1], mask)
 
     return loss
@@ -123,10 +134,12 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
       ValueError, TypeError: (from ``run``) x, y or params of the wrong shape, dtype or
         structure, or a rule returning a wrongly shaped value.
     """
+    _require_network(net, "backprop")
+    input_grad = require_bool(input_grad, "input_grad", who="backprop")
     cost = get_cost(cost)
 
     def run(params, x, y, mask=None):
-        activations, y = _prepare(net, cost, params, x, y)
+        activations, y, mask = _prepare(net, cost, params, x, y, mask)
         a_L = activations[-1]
         d_L = _output_delta(cost, y, a_L, mask)  # D(C y) a_L, averaged over the batch
         grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
@@ -149,6 +162,7 @@ def manual_grad(net: Network, cost):
       ``grad(params, x, y, mask=None)`` → ∂J/∂params of the batch-mean loss, structured like
       params.
     """
+    _require_network(net, "manual_grad")
     run = backprop(net, cost, input_grad=False)
 
     def grad(params, x, y, mask=None):
@@ -167,6 +181,13 @@ def astype(tree, dtype):
     Returns:
       The cast pytree.
     """
+    try:
+        ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise TypeError(f"astype: dtype must be a floating-point dtype such as jnp.float64 or "
+                        f"'float32', received {dtype!r}.")
     return jax.tree.map(
         lambda t: t.astype(dtype) if jnp.issubdtype(jnp.asarray(t).dtype, jnp.floating) else t,
         tree)

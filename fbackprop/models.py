@@ -283,6 +283,11 @@ def with_dropout_key(net: Network, key) -> Network:
     Returns:
       The same network with keyed dropout layers (same parameters).
     """
+    if not isinstance(key, jax.Array) or not (
+            jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+            or (key.dtype == jnp.uint32 and key.shape == (2,))):
+        raise TypeError(f"with_dropout_key: key must be a jax.random key (jax.random.key(0) or "
+                        f"jax.random.PRNGKey(0)), received {type(key).__name__}: {key!r}.")
     layers = tuple(
         dropout_layer(float(layer.name[len("dropout("):-1]), jax.random.fold_in(key, i))
         if layer.name.startswith("dropout(") and layer.name.endswith(")") and "keyed" not in

@@ -21,11 +21,13 @@ graph with one reader per activation, and :func:`serial` networks run through th
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import jax
 import jax.numpy as jnp
 
-from .inputs import as_network_input, require_params, require_tree_like
+from .inputs import (as_network_input, is_concrete, require_fits, require_params, require_tree_like,
+                     tree_bytes)
 from .layers.base import Layer
 
 __all__ = ["Network", "serial", "dag", "forward", "accumulate", "sweep", "backward", "per_node"]
@@ -75,6 +77,13 @@ class Network:
         return tuple((i,) for i in range(len(self.layers))) if self.inputs is None else self.inputs
 
     def init(self, key):
+        if is_concrete(key):  # size the parameters before XLA allocates them
+            device = next(iter(key.devices()), None) if hasattr(key, "devices") else None
+            require_fits(tree_bytes(jax.eval_shape(self._init, key)), f"{self.name}: parameters",
+                         device=device, fix="Build a smaller network (fewer or narrower layers).")
+        return self._init(key)
+
+    def _init(self, key):
         keys = jax.random.split(key, len(self.layers))
         params = [layer.init(k) for layer, k in zip(self.layers, keys)]
         return tuple(params) if self.nodes is None else dict(zip(self.nodes, params))
@@ -119,9 +128,27 @@ def serial(*layers: Layer, input_shape=None, name: str = "serial") -> Network:
         raise ValueError("serial needs at least one Layer; received none.")
     for i, layer in enumerate(layers):
         _require_layer(layer, f"argument {i}", "serial")
-    if input_shape is not None:
-        input_shape = tuple(input_shape)
-    return Network(tuple(layers), input_shape, name, input_vocab=layers[0].input_vocab)
+    return Network(tuple(layers), _input_shape(input_shape, "serial"), name,
+                   input_vocab=layers[0].input_vocab)
+
+
+def _input_shape(input_shape, who: str):
+    """One example's shape as a tuple of positive ints (``None`` entries: any size)."""
+    if input_shape is None:
+        return None
+    shape = None if isinstance(input_shape, (str, bytes)) else tuple(input_shape) \
+        if hasattr(input_shape, "__iter__") else None
+    def size(s):  # a positive int (NumPy ints too), None for any size, else 0 (refused)
+        if s is None:
+            return None
+        return int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else 0
+
+    ints = None if shape is None else [size(s) for s in shape]
+    if ints is None or any(s is not None and s < 1 for s in ints):
+        raise ValueError(f"{who}: input_shape must be one example's shape, a tuple of positive "
+                         f"ints (None for any size), received {input_shape!r}. E.g. "
+                         f"input_shape=(8, 8).")
+    return tuple(ints)
 
 
 def _topological_order(names, inputs):
@@ -233,7 +260,7 @@ def dag(nodes, output: str, *, input_shape=None, name: str = "dag") -> Network:
                          "integer token ids, other layers floats. Fix: read 'x' with embeddings "
                          "only, or with float layers only.")
     return Network(tuple(layers[i] for i in order),
-                   None if input_shape is None else tuple(input_shape), name,
+                   _input_shape(input_shape, "dag"), name,
                    nodes=tuple(names[i] for i in order),
                    inputs=tuple(tuple(position[s] for s in inputs[i]) for i in order),
                    input_vocab=vocab.pop())
@@ -259,12 +286,21 @@ def forward(net: Network, params, x, *, offsets=None) -> tuple:
     Returns:
       ``(a_0 = x, a_1, …, a_L)``; a_L is the output.
     """
+    if not isinstance(params, dict if net.nodes is not None else (tuple, list)) or \
+            len(params) != len(net.layers):
+        raise TypeError(f"params must be the {len(net.layers)} per-node parameters that "
+                        f"net.init(key) returns (a {'dict' if net.nodes else 'tuple'}), received "
+                        f"{type(params).__name__}. Build them with net.init(key).")
     activations = [x]
     for i, (layer, key, sources) in enumerate(zip(net.layers, net.keys, net.sources)):
         inputs = _gather(activations, sources)
         try:
             a = layer.apply(params[key], inputs)  # a_l = f p_l a_{l−1}
         except (TypeError, ValueError) as err:
+            if all(s == 0 for s in sources) and isinstance(err, TypeError):  # a raw JAX error
+                raise ValueError(f"{_node_label(net, i)} ({layer.name}) cannot take x of shape "
+                                 f"{jnp.shape(x)}: {str(err).rstrip('.')}. Give x the shape the "
+                                 f"first layer expects.") from err
             if all(s == 0 for s in sources):
                 raise
             raise ValueError(
@@ -352,6 +388,11 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
       ∂J/∂x (Bradbury Table 1 step 7) only when ``input_grad``, otherwise ``None``. A layer with
       a fused ``backward`` rule computes its two derivatives in one call.
     """
+    if tuple(jnp.shape(d_L)) != tuple(jnp.shape(activations[-1])):
+        raise ValueError(f"d_L must have the shape of the output a_L, "
+                         f"{jnp.shape(activations[-1])}, received shape {jnp.shape(d_L)}. "
+                         f"Pass ∂J/∂a_L, one entry per output.")
+
     def node_backward(i, a, d, needs_input):
         layer, p = net.layers[i], params[net.keys[i]]
         if needs_input and layer.backward is not None:

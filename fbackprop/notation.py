@@ -22,7 +22,7 @@ hand-written backward path (``fbackprop.manual_grad`` never calls them).
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -1,8 +1,8 @@
 """Speed guard: jitted hand-written gradient vs jitted jax.grad on a few MLP sizes.
 
 Times both sides in the same run, alternating calls one by one, and prints the median of
->= 30 calls after warm-up for each, and the ratio jax.grad time / manual time (>= 0.95 means the hand-written
-path is not slower). Run:  python scripts/bench_mlp.py [--repeats N] [--json]
+>= 30 calls after warm-up for each, and the ratio jax.grad time / manual time (>= 0.95 means
+the hand-written path is not slower). Run:  python scripts/bench_mlp.py [--repeats N] [--json]
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def report(rows, columns, as_json: bool = False):
           + f" {'batch':>5} {'manual ms':>10} {'jax.grad ms':>12} {'ratio':>6}")
     for r in rows:
         print(" ".join(f"{text(r):{w}}" for _, w, text in columns)
-              + f" {r['batch']:5d} {r['manual_ms']:10.3f} {r['autodiff_ms']:12.3f} {r['ratio']:6.2f}")
+              + f" {r['batch']:5d} {r['manual_ms']:10.3f} {r['autodiff_ms']:12.3f}"
+              + f" {r['ratio']:6.2f}")
     print("ratio = jax.grad time / manual time (median); >= 0.95 means manual is not slower")
 
 

@@ -132,43 +132,53 @@ def _time_alternated(f, g, repeats):
     return statistics.median(tf), statistics.median(tg)
 
 
+def torch_recurrent_step(torch, dev, module, B, T, n_in, H):
+    """A PyTorch training step (SGD) of ``torch.nn.<module>`` (LSTM, RNN, GRU: cuDNN on a GPU)
+    with a linear head on the last step, synchronised, as a function of no arguments."""
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    rnn = getattr(torch.nn, module)(n_in, H, batch_first=True).to(dev)
+    head = torch.nn.Linear(H, 10).to(dev)
+    opt = torch.optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
+    xt = torch.randn(B, T, n_in, device=dev)
+    yt = torch.randint(0, 10, (B,), device=dev)
+
+    def torch_step():
+        opt.zero_grad()
+        out, _ = rnn(xt)
+        loss = torch.nn.functional.cross_entropy(head(out[:, -1]), yt)
+        loss.backward()
+        opt.step()
+        sync()
+    return torch_step
+
+
+def _fb_runner(ctor, B, T, n_in, H):
+    """fbackprop's step of the same shape, updating its parameters in place of a holder."""
+    net = ctor(n_in, H, 10)
+    x = jax.random.normal(jax.random.PRNGKey(1), (B, T, n_in))
+    y = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(2), (B,), 0, 10), 10)
+    step = _fb_step(net, x, y)
+    state = {"p": net.init(jax.random.PRNGKey(0))}
+
+    def fb_step():
+        state["p"] = step(state["p"])
+        jax.block_until_ready(state["p"])
+    return fb_step
+
+
 def torch_rows(repeats: int):
     """PyTorch's recurrent and convolutional training steps against fbackprop's."""
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     rows = []
     for name, module, ctor, B, T, n_in, H in RECURRENT + [("GRU", "GRU", getattr(fb, "gru", None),
                                                            1024, 40, 32, 512)]:
         if ctor is None:
             continue
-        rnn = getattr(torch.nn, module)(n_in, H, batch_first=True).to(dev)
-        head = torch.nn.Linear(H, 10).to(dev)
-        opt = torch.optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=1e-3)
-        xt = torch.randn(B, T, n_in, device=dev)
-        yt = torch.randint(0, 10, (B,), device=dev)
-
-        def torch_step():
-            opt.zero_grad()
-            out, _ = rnn(xt)
-            loss = torch.nn.functional.cross_entropy(head(out[:, -1]), yt)
-            loss.backward()
-            opt.step()
-            sync()
-
-        net = ctor(n_in, H, 10)
-        params = net.init(jax.random.PRNGKey(0))
-        x = jax.random.normal(jax.random.PRNGKey(1), (B, T, n_in))
-        y = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(2), (B,), 0, 10), 10)
-        step = _fb_step(net, x, y)
-        state = {"p": params}
-
-        def fb_step():
-            state["p"] = step(state["p"])
-            jax.block_until_ready(state["p"])
-
-        t_fb, t_torch = _time_alternated(fb_step, torch_step, repeats)
+        t_fb, t_torch = _time_alternated(_fb_runner(ctor, B, T, n_in, H),
+                                         torch_recurrent_step(torch, dev, module, B, T, n_in, H),
+                                         repeats)
         rows.append({"case": f"{name} step B{B} T{T} n_in{n_in} H{H}", "fbackprop_ms": t_fb * 1e3,
                      "peer": f"torch {module} ({dev})", "peer_ms": t_torch * 1e3,
                      "ratio": t_torch / t_fb})

@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import gpt2_step  # noqa: E402  (scripts/ is not a package)
 from bench_mlp import time_pair  # noqa: E402
+from bench_peers import torch_recurrent_step  # noqa: E402
 
 import fbackprop as fb  # noqa: E402
 
@@ -144,22 +145,6 @@ def mlp_rows(cfg, rates) -> list:
     return out
 
 
-def torch_lstm_step(torch, dev, b, t, n_in, h):
-    """A PyTorch LSTM training step (cuDNN on a GPU) of the same shape as ours, synchronised."""
-    lstm = torch.nn.LSTM(n_in, h, batch_first=True).to(dev)
-    head = torch.nn.Linear(h, 10).to(dev)
-    opt = torch.optim.SGD([*lstm.parameters(), *head.parameters()], lr=1e-3)
-    xt, yt = torch.randn(b, t, n_in, device=dev), torch.randint(0, 10, (b,), device=dev)
-
-    def step():
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(head(lstm(xt)[0][:, -1]), yt).backward()
-        opt.step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-    return step
-
-
 def lstm_rows(cfg) -> list:
     """The LSTM step against PyTorch's (cuDNN on a GPU), when torch is importable."""
     try:
@@ -175,7 +160,8 @@ def lstm_rows(cfg) -> list:
         y = jax.nn.one_hot(jax.random.randint(jax.random.PRNGKey(2), (b,), 0, 10), 10)
         step, params = sgd_step(net, x, y), net.init(jax.random.PRNGKey(0))
         ours = median_time(step, params, repeats=cfg["repeats"])
-        theirs = median_time(torch_lstm_step(torch, dev, b, t, n_in, h), repeats=cfg["repeats"])
+        theirs = median_time(torch_recurrent_step(torch, dev, "LSTM", b, t, n_in, h),
+                             repeats=cfg["repeats"])
         out.append(row(f"lstm B{b} T{t} H{h} step vs torch ({dev})", theirs / ours, "ratio",
                        "≥ 1", theirs / ours >= 1, f"ours {ours * 1e3:.2f} ms, torch "
                        f"{theirs * 1e3:.2f} ms"))

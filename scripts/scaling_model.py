@@ -2,9 +2,10 @@
 
 No GPU was measured: the single-GPU step time is an estimate, built from what can be counted
 here. For each benchmarked step of scripts/roofline.py and the larger transformer block of
-scripts/bench_models.py (the hand-written gradient of one device's batch), XLA's cost analysis on this machine gives its FLOPs, the parameters give the
-bytes it must touch, and the compiled program gives the number of kernels one step launches
-(the operations of the program, each loop body counted once per iteration). Then
+scripts/bench_models.py (the hand-written gradient of one device's batch), XLA's cost analysis
+on this machine gives its FLOPs, the parameters give the bytes it must touch, and the compiled
+program gives the number of kernels one step launches (the operations of the program, each loop
+body counted once per iteration). Then
 
     t_gpu  = max(FLOPs / R, bytes / B) + kernels · λ
     t_comm = 2·(N−1)/N · S / BW(N) + 2·⌈log₂ N⌉ · α      S = 4 bytes · parameters

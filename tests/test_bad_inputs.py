@@ -107,6 +107,100 @@ BAD = [
      r"out must be a directory path.*received int"),
     ("resume and force", lambda: fb.train("mlp", "xor", out="x", resume=True, force=True),
      ValueError, r"contradict each other"),
+    # --- issue 21 item 7: inputs that passed silently before ---
+    ("mask of zeros", lambda: _grad()(PARAMS, X, Y, np.zeros(5, np.float32)), ValueError,
+     r"mask must keep at least one example, received 5 zeros.*mask=None"),
+    ("mask with NaN", lambda: fb.backprop(NET, "softmax_cross_entropy")(
+        PARAMS, X, Y, _with(np.ones(5, np.float32), 2, np.nan)), ValueError,
+     r"mask must be finite, received nan at index \(2,\)"),
+    ("negative mask", lambda: _grad()(PARAMS, X, Y, -np.ones(5, np.float32)), ValueError,
+     r"mask must hold weights ≥ 0.*received -1 at index 0"),
+    ("mask (batch, 1), loss_fn", lambda: fb.loss_fn(NET, "softmax_cross_entropy")(
+        PARAMS, X, Y, np.ones((5, 1), np.float32)), ValueError,
+     r"mask must have shape \(5,\).*received shape \(5, 1\).*mask.reshape\(5\)"),
+    ("mask too short, jit", lambda: jax.jit(_grad())(PARAMS, X, Y, np.ones(4, np.float32)),
+     ValueError, r"mask must have shape \(5,\).*received shape \(4,\)"),
+    ("check_layer on an empty batch", lambda: fb.check_layer(
+        NET.layers[0], PARAMS[0], np.zeros((0, 2))), ValueError,
+     r"check_layer: a must hold at least one example, received an empty batch"),
+    ("check_layer on NaN input", lambda: fb.check_layer(
+        NET.layers[0], PARAMS[0], _with(X, (1, 0), np.nan)), ValueError,
+     r"check_layer: a must be finite, received nan at index \(1, 0\)"),
+    ("check_vjp on an inf argument", lambda: fb.check_vjp(
+        fb.as_custom_vjp(NET.layers[0]), PARAMS[0], _with(X, (0, 1), np.inf)), ValueError,
+     r"check_vjp: args\[1\] must be finite, received inf"),
+    ("force='no'", lambda: fb.train("mlp", "xor", out="x", force="no"), TypeError,
+     r"force must be True or False, received 'no'.*would delete the run"),
+    ("resume=1", lambda: fb.train("mlp", "xor", out="x", resume=1), TypeError,
+     r"resume must be True or False, received 1"),
+    ("hidden for a ready-made network", lambda: fb.train(NET, "xor", hidden=(3,)), ValueError,
+     r"hidden applies to a model family.*received hidden=\(3,\) with a ready-made network"),
+    ("lr 0 in float32", lambda: fb.train("mlp", "xor", lr=1e-320), ValueError,
+     r"learning rate must be a number > 0 that float32 can hold.*received 1e-320, which is 0"),
+    ("lr inf in float32", lambda: fb.train("mlp", "xor", lr=1e39), ValueError,
+     r"received 1e\+39, which is inf in float32"),
+    ("regression widths differ", lambda: datasets.load(datasets.sine()._replace(
+        y_test=np.zeros((200, 2), np.float32))), ValueError,
+     r"targets of one width in both splits.*y_train of shape \(256, 1\) and y_test of shape "
+     r"\(200, 2\)"),
+    ("dense bias=None", lambda: fb.dense(2, 3, bias=None), TypeError,
+     r"dense: bias must be True or False, received None"),
+    ("digits test_fraction -0.1", lambda: datasets.digits(test_fraction=-0.1), ValueError,
+     r"digits: test_fraction must be a number strictly between 0 and 1, received -0.1"),
+    ("one_hot of a negative id", lambda: datasets.one_hot(np.array([[-1, 2]]), 3), ValueError,
+     r"one_hot: tokens must lie in \[0, 3\), received ids in \[-1, 2\]"),
+    ("decode of a negative id", lambda: datasets.decode([1, -1], ("a", "b")), ValueError,
+     r"decode: tokens must lie in \[0, 2\), received ids in \[-1, 1\]"),
+    ("xor noise -1", lambda: datasets.xor(noise=-1), ValueError,
+     r"xor: noise must be a finite number ≥ 0, received -1"),
+    ("rnn too large to allocate", lambda: fb.rnn(3, 10**6, 2).init(jax.random.PRNGKey(0)),
+     ValueError, r"rnn\(3→1000000→2.*parameters need 3.73e\+03 GiB \(4,000,024,000,008 bytes\), "
+                 r"more than the .* free on"),
+    # --- raw JAX/NumPy errors found by scripts/probe_inputs.py, now naming the argument ---
+    ("check seed -1", lambda: fb.check(NET, "mse", PARAMS, X, Y, seed=-1), ValueError,
+     r"seed must be an int ≥ 0, received -1"),
+    ("modadd seed -1", lambda: datasets.modadd(p=5, seed=-1), ValueError,
+     r"modadd: seed must be an int ≥ 0"),
+    ("y of strings", lambda: _grad()(PARAMS, X, "abc"), TypeError,
+     r"y must be a numeric array shaped like the network output \(5, 3\), received dtype <U3"),
+    ("forward, x of the wrong width", lambda: fb.forward(NET, PARAMS, X[:, :1]), ValueError,
+     r"layer 0 \(dense\(2→4.*cannot take x of shape \(5, 1\)"),
+    ("forward, params None", lambda: fb.forward(NET, None, X), TypeError,
+     r"params must be the 2 per-node parameters that net.init\(key\) returns"),
+    ("backward, d_L of the wrong shape", lambda: fb.backward(
+        NET, PARAMS, fb.forward(NET, PARAMS, X), Y[:, :2]), ValueError,
+     r"d_L must have the shape of the output a_L, \(5, 3\), received shape \(5, 2\)"),
+    ("astype 'nope'", lambda: fb.astype(PARAMS, "nope"), TypeError,
+     r"astype: dtype must be a floating-point dtype.*received 'nope'"),
+    ("check_layer params of another structure", lambda: fb.check_layer(
+        NET.layers[0], {"W": 1.0}, X), TypeError, r"check_layer: params has the wrong pytree"),
+    ("check_layer a of the wrong width", lambda: fb.check_layer(NET.layers[0], PARAMS[0],
+                                                                X[:, :1]),
+     ValueError, r"check_layer: a of shape \(5, 1\) does not fit dense\(2→4"),
+    ("x_test width differs", lambda: datasets.load(datasets.xor()._replace(
+        x_test=np.zeros((200, 3), np.float32))), ValueError,
+     r"x_train and x_test must hold examples of one shape.*\(400, 2\).*\(200, 3\)"),
+    ("devices 'cpu'", lambda: fb.train("mlp", "xor", devices="cpu"), TypeError,
+     r"devices must be a non-empty list of jax devices.*received 'cpu'"),
+    ("load_run 3", lambda: fb.load_run(3), TypeError, r"load_run: path must be a run directory"),
+    ("load_run of no run", lambda: fb.load_run("/proc/no-such-run"), ValueError,
+     r"load_run: path '/proc/no-such-run' holds no run \(no config.json there\)"),
+    ("dense dtype 'float65'", lambda: fb.dense(2, 3, dtype="float65"), TypeError,
+     r"dense: dtype must be a floating-point dtype.*received 'float65'"),
+    ("rnn_layer dtype int32", lambda: fb.rnn_layer(2, 3, dtype=jnp.int32), TypeError,
+     r"rnn_layer: dtype must be a floating-point dtype"),
+    ("with_dropout_key key 3", lambda: fb.with_dropout_key(NET, 3), TypeError,
+     r"with_dropout_key: key must be a jax.random key"),
+    ("serial input_shape 'x'", lambda: fb.serial(NET.layers[0], input_shape="x"), ValueError,
+     r"serial: input_shape must be one example's shape.*received 'x'"),
+    ("residual name ''", lambda: fb.residual("", NET.layers[0]), ValueError,
+     r"residual: name must be a non-empty string"),
+    ("Cost whose C is not callable", lambda: fb.get_cost(fb.Cost("c", 1, lambda y, a: a)),
+     TypeError, r"cost 'c': Cost.C must be a function \(y, a\)"),
+    ("backprop input_grad 'yes'", lambda: fb.backprop(NET, "mse", input_grad="yes"), TypeError,
+     r"backprop: input_grad must be True or False, received 'yes'"),
+    ("loss_fn of a Layer", lambda: fb.loss_fn(NET.layers[0], "mse"), TypeError,
+     r"loss_fn: net must be an fbackprop.Network, received Layer.*fb.serial\(layer\)"),
 ]
 
 
@@ -114,6 +208,37 @@ BAD = [
 def test_bad_input_is_named_with_the_fix(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def test_token_ids_beyond_the_vocabulary_are_clamped_under_jit():
+    """Outside jit an id ≥ vocab is refused; under jit (no value can raise) the embedding clamps
+    it, in the forward and in its rule alike: finite gradients equal to jax.grad's, and equal to
+    those of the clamped ids (jnp.take's default fill made every gradient NaN)."""
+    net = fb.serial(fb.embedding(5, 3), fb.dense(3, 5, "identity"))
+    params = net.init(jax.random.PRNGKey(0))
+    ids, clamped = np.array([[0, 1, 2, 7]]), np.array([[0, 1, 2, 4]])
+    y = np.array([[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match=r"token ids in \[0, 7\]; expected ids in \[0, 5\)"):
+        fb.manual_grad(net, "softmax_cross_entropy")(params, ids, y)
+    manual = jax.jit(fb.manual_grad(net, "softmax_cross_entropy"))
+    reference = jax.jit(jax.grad(fb.loss_fn(net, "softmax_cross_entropy")))
+    got, want = manual(params, ids, y), reference(params, ids, y)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(got))
+    for g, w, c in zip(jax.tree.leaves(got), jax.tree.leaves(want),
+                       jax.tree.leaves(manual(params, clamped, y))):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(g, c, rtol=1e-6, atol=1e-7)
+
+
+def test_a_truthy_string_for_force_leaves_the_run_alone(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # force=True would replace these
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(TypeError, match="force must be True or False"):
+        fb.train("mlp", "xor", epochs=1, out=run, force="no")
+    assert (run / "config.json").read_text() == "{}"
+    assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n'
 
 
 def test_out_under_a_file_or_unwritable(tmp_path):
@@ -184,3 +309,15 @@ def test_cli_refuses_resume_with_force(tmp_path, capsys):
 
     assert cli.main(["train", "--out", str(tmp_path), "--resume", "--force"]) == 2
     assert "Pass one of them" in capsys.readouterr().err
+
+
+def test_a_custom_rule_reached_at_an_inf_operand_is_skipped_not_blamed():
+    """check_vjp refuses NaN/inf arguments; the sweep over a program's rules names the operand
+    and skips that call instead of failing the rule (or stopping the sweep)."""
+    @jax.custom_vjp
+    def f(x):
+        return jnp.sin(x)
+
+    f.defvjp(lambda x: (jnp.sin(x), x), lambda x, u: (jnp.cos(x) * u,))
+    report = fb.check_custom_rules(lambda x: f(x).sum(), jnp.array([1.0, jnp.inf]))
+    assert "operand(s) [0] hold NaN or inf" in str(report) and "skipped" in str(report)

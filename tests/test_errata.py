@@ -74,7 +74,8 @@ def test_debatable_entry_needs_its_intended_reading():
 def test_doc_is_the_generated_table(results):
     doc = (ROOT / "docs" / "ERRATA.md").read_text()
     assert doc.strip() == errata.render_markdown(results).strip(), (
-        "docs/ERRATA.md is stale: regenerate it with `fbackprop errata --markdown > docs/ERRATA.md`")
+        "docs/ERRATA.md is stale: regenerate it with "
+        "`fbackprop errata --markdown > docs/ERRATA.md`")
 
 
 def test_readme_links_the_table():

@@ -59,7 +59,8 @@ def test_params_of_wrong_structure_show_both(fn):
 
 def test_params_leaf_of_wrong_shape(fn):
     bad = ({"W": jnp.ones((5, 3)), "b": PARAMS[0]["b"]}, PARAMS[1])
-    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] has shape \(5, 3\), expected \(5, 4\)"):
+    with pytest.raises(ValueError,
+                       match=r"params\[0\]\['W'\] has shape \(5, 3\), expected \(5, 4\)"):
         fn(bad, X, Y)
 
 
@@ -69,7 +70,8 @@ def test_apply_checks_too():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(activation="swish"), r"unknown activation 'swish'.*'sigmoid', 'tanh', 'relu', 'identity'"),
+    (dict(activation="swish"),
+     r"unknown activation 'swish'.*'sigmoid', 'tanh', 'relu', 'identity'"),
     (dict(output_activation="softplus"), r"unknown output_activation 'softplus'"),
 ])
 def test_unknown_activation_names(kwargs, match):
@@ -94,7 +96,8 @@ def test_sizes_not_a_sequence():
 
 
 def test_serial_rejects_non_layers():
-    with pytest.raises(TypeError, match=r"argument 1 must be an fbackprop.Layer.*received function"):
+    with pytest.raises(TypeError,
+                       match=r"argument 1 must be an fbackprop.Layer.*received function"):
         fb.serial(fb.dense(2, 2), lambda p, a: a)
 
 
@@ -113,5 +116,6 @@ def test_user_layer_with_wrong_delta_shape_is_named():
     bad = fb.Layer(good.init, good.apply, lambda p, a, d: d, good.D_param, name="my_layer")
     net = fb.serial(fb.dense(4, 3), bad, input_shape=(4,))
     params = net.init(jax.random.PRNGKey(1))
-    with pytest.raises(ValueError, match=r"D_input of layer 1 \(my_layer\).*shape \(2, 2\).*\(2, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"D_input of layer 1 \(my_layer\).*shape \(2, 2\).*\(2, 3\)"):
         fb.manual_grad(net, "mse")(params, X, jnp.zeros((2, 2)))

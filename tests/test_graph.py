@@ -88,7 +88,8 @@ def test_bradbury_n_paths(n, rng):
     nodes.append(("y", graph.mul, 1.0, total))
     g = graph.Graph(inputs, nodes)
     x = 0.9
-    values = {"x": x, **{f"w1_{j}": w1[j] for j in range(n)}, **{f"w2_{j}": w2[j] for j in range(n)}}
+    values = {"x": x, **{f"w1_{j}": w1[j] for j in range(n)},
+              **{f"w2_{j}": w2[j] for j in range(n)}}
     r = graph.backward(g, graph.forward(g, values))
     assert float(r.grads["x"]) == pytest.approx(float(w1 @ w2), rel=1e-13)          # eq. 18
     for j in range(n):
@@ -100,7 +101,8 @@ def test_bradbury_n_paths(n, rng):
 
 
 def test_graph_construction_errors():
-    with pytest.raises(ValueError, match=r"node 'b' uses 'z', which is neither an input nor an earlier"):
+    with pytest.raises(ValueError,
+                       match=r"node 'b' uses 'z', which is neither an input nor an earlier"):
         graph.Graph(("x",), (("a", graph.square, "x"), ("b", graph.add, "a", "z")))
     with pytest.raises(ValueError, match="used twice"):
         graph.Graph(("x",), (("a", graph.square, "x"), ("a", graph.square, "x")))

@@ -9,13 +9,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import both_grads
 
 import fbackprop as fb
 import fbackprop.layers.attention as attention
 import fbackprop.layers.norm as norm
 import fbackprop.network as network
 from fbackprop.gradcheck import TOLERANCE, sample_point, tree_relative_error
-from helpers import both_grads
 
 
 def residual_net():
@@ -183,7 +183,8 @@ def test_planted_mistake_is_located_at_its_node(module, name, wrong, make, node,
 # Bad graphs and inputs
 
 @pytest.mark.parametrize("nodes,output,match", [
-    ([("a", fb.dense(2, 2), "b"), ("b", fb.dense(2, 2), "a")], "b", r"cycle a → b → a|cycle b → a → b"),
+    ([("a", fb.dense(2, 2), "b"), ("b", fb.dense(2, 2), "a")], "b",
+     r"cycle a → b → a|cycle b → a → b"),
     ([("a", fb.dense(2, 2), "y")], "a", r"reads \['y'\].*expected one of"),
     ([("a", fb.dense(2, 2), "x"), ("a", fb.dense(2, 2), "a")], "a", r"unique"),
     ([("x", fb.dense(2, 2), "x")], "x", r"not 'x'"),

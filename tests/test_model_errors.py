@@ -28,8 +28,9 @@ def entry(request):
 
 
 def test_wrong_channel_count(entry):
-    with pytest.raises(ValueError, match=r"channel count \(axis 1\) 3, but the network expects 1: "
-                                         r"received shape \(2, 3, 8, 8\), expected \(batch, 1, 8, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"channel count \(axis 1\) 3, but the network expects 1: "
+                             r"received shape \(2, 3, 8, 8\), expected \(batch, 1, 8, 8\)"):
         entry(CNN)(_params(CNN), jnp.ones((2, 3, 8, 8)), jnp.zeros((2, 3)))
 
 
@@ -48,8 +49,9 @@ def test_y_for_every_step_when_only_the_last_is_scored(entry):
 
 @pytest.mark.parametrize("net", [RNN_ALL, LSTM_ALL], ids=["rnn", "lstm"])
 def test_y_without_time_axis_when_every_step_is_scored(entry, net):
-    with pytest.raises(ValueError, match=r"network output \(2, 5, 2\).*received shape \(2, 2\)\. "
-                                         r"The network scores every time step.*\(batch, T = 5, 2\)"):
+    with pytest.raises(ValueError,
+                       match=r"network output \(2, 5, 2\).*received shape \(2, 2\)\. "
+                             r"The network scores every time step.*\(batch, T = 5, 2\)"):
         entry(net)(_params(net), jnp.ones((2, 5, 3)), jnp.zeros((2, 2)))
 
 
@@ -70,9 +72,11 @@ def test_empty_sequence(entry):
     (dict(input_shape=(1, 9), conv_channels=(2, 2), kernel_size=4, pool_size=2),
      r"block 2's kernel \(4,\) is larger than its input map \(3,\)"),
     (dict(input_shape=(1, 8), kernel_size=3, pool_size=4),
-     r"block 1's convolution gives a map of size \(6,\), which the pool size \(4,\) does not divide"),
+     r"block 1's convolution gives a map of size \(6,\), which the pool size \(4,\) does not "
+     r"divide"),
     (dict(input_shape=(8,)), r"input_shape must be \(C, L\) for 1-D signals or \(C, H, W\)"),
-    (dict(kernel_size=(3, 3, 3)), r"kernel_size must be a positive int or a tuple of 2 positive ints"),
+    (dict(kernel_size=(3, 3, 3)),
+     r"kernel_size must be a positive int or a tuple of 2 positive ints"),
     (dict(pool_size=0), r"pool_size must be a positive int or a tuple of 2"),
     (dict(pool="median"), r"unknown pool 'median'; valid names are 'mean', 'max'"),
     (dict(conv_channels=(2, 0)), r"conv_channels entries must be a positive int, received 0"),

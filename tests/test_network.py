@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import both_grads
 from hypothesis import given
 from hypothesis import strategies as st
 
 import fbackprop as fb
 from fbackprop.gradcheck import TOLERANCE, precision_for, sample_point, tree_relative_error
-from helpers import both_grads
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
 COSTS = ("mse", "sse", "sigmoid_cross_entropy", "softmax_cross_entropy", "logistic")
@@ -160,7 +160,8 @@ def test_loss_is_batch_mean_of_per_example_cost():
     assert float(loss(params, x, y)) == pytest.approx(np.mean(per_example), rel=1e-13)
     # and the gradient is the mean of the per-example gradients (offline learning, Gordon)
     g = fb.manual_grad(net, "mse")
-    mean_g = jax.tree.map(lambda *t: sum(t) / 6, *[g(params, x[i:i + 1], y[i:i + 1]) for i in range(6)])
+    mean_g = jax.tree.map(lambda *t: sum(t) / 6,
+                          *[g(params, x[i:i + 1], y[i:i + 1]) for i in range(6)])
     assert tree_relative_error(g(params, x, y), mean_g) <= 1e-13
 
 

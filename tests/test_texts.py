@@ -87,7 +87,8 @@ def test_gordon_one_neuron_chain_with_separate_biases():
     for i in range(1, 5):
         assert delta[i] == pytest.approx(d[i] * dsig(z[i]), rel=1e-13)
         assert float(out.deltas[i][0, 0]) == pytest.approx(d[i], rel=1e-12)
-        assert float(-ETA * out.grads[i - 1]["W"][0, 0]) == pytest.approx(-ETA * delta[i] * a[i - 1], rel=1e-12)
+        assert float(-ETA * out.grads[i - 1]["W"][0, 0]) == pytest.approx(
+            -ETA * delta[i] * a[i - 1], rel=1e-12)
         assert float(-ETA * out.grads[i - 1]["b"][0]) == pytest.approx(-ETA * delta[i], rel=1e-12)
 
 
@@ -111,10 +112,12 @@ def _nielsen_bp(ws, bs, x, y):
                          ids=["two-neuron-per-layer", "varying-widths", "bottleneck"])
 def test_gordon_vectorised_pseudocode(sizes, rng):
     net = fb.mlp(sizes, "sigmoid")
-    params = tuple({"W": jnp.asarray(rng.standard_normal((m, n))), "b": jnp.asarray(rng.standard_normal(m))}
+    params = tuple({"W": jnp.asarray(rng.standard_normal((m, n))),
+                    "b": jnp.asarray(rng.standard_normal(m))}
                    for n, m in zip(sizes[:-1], sizes[1:]))
     x, y = rng.standard_normal(sizes[0]), rng.uniform(size=sizes[-1])
-    dW, db = _nielsen_bp([np.asarray(p["W"]) for p in params], [np.asarray(p["b"]) for p in params], x, y)
+    dW, db = _nielsen_bp([np.asarray(p["W"]) for p in params],
+                         [np.asarray(p["b"]) for p in params], x, y)
     manual = fb.manual_grad(net, "mse")(params, jnp.asarray(x)[None], jnp.asarray(y)[None])
     for l, g in enumerate(manual):
         np.testing.assert_allclose(g["W"], dW[l], rtol=1e-12, atol=1e-15)
@@ -130,7 +133,8 @@ def test_kamper_equations_21_to_24(act, rng):
     g, dg = ((sig, dsig) if act == "sigmoid" else (np.tanh, lambda z: 1 - np.tanh(z) ** 2))
     sizes = (3, 4, 5, 2)
     net = fb.mlp(sizes, act)
-    params = tuple({"W": jnp.asarray(rng.standard_normal((m, n))), "b": jnp.asarray(rng.standard_normal(m))}
+    params = tuple({"W": jnp.asarray(rng.standard_normal((m, n))),
+                    "b": jnp.asarray(rng.standard_normal(m))}
                    for n, m in zip(sizes[:-1], sizes[1:]))
     x, y = rng.standard_normal(3), rng.standard_normal(2)
     a, zs = [x], []
@@ -175,5 +179,6 @@ def test_bradbury_table_1(rng):
     np.testing.assert_allclose(out.deltas[0][0], step7, rtol=1e-12)
     for k, delta in ((1, delta1), (2, delta2), (3, delta3)):     # eq. 41: δ⁽ᵏ⁾ z⁽ᵏ⁻¹⁾ᵀ
         np.testing.assert_allclose(out.grads[k - 1]["W"], np.outer(delta, z[k - 1]), rtol=1e-12)
-    ref_x = jax.grad(fb.loss_fn(net, "mse"), argnums=1)(params, jnp.asarray(x)[None], jnp.asarray([[y]]))
+    ref_x = jax.grad(fb.loss_fn(net, "mse"), argnums=1)(params, jnp.asarray(x)[None],
+                                                        jnp.asarray([[y]]))
     np.testing.assert_allclose(out.deltas[0], ref_x, rtol=1e-12)

@@ -83,6 +83,10 @@ def add_parser(subparsers):
     p.add_argument("--features-per-step", type=int,
                    help="rnn/lstm/gru on 1-D signals: samples per time step (default: the data "
                         "set's, 8 for mnist1d: 5 steps of 8)")
+    p.add_argument("--shard-params", action="store_true", default=None,
+                   help="split each parameter and its optimizer state over the devices that "
+                        "split the batch (FSDP-style; leaves under 1024 elements stay "
+                        "replicated; see docs/DISTRIBUTED.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--verbose", action="store_true",
                    help="keep the log messages of third-party libraries (absl, orbax)")
@@ -169,7 +173,7 @@ def _options(args, distributed) -> dict:
     """The keyword arguments of ``fbackprop.train`` that the command line gives."""
     names = ("mode", "optimizer", "lr", "epochs", "batch_size", "grad", "seed", "hidden",
              "check_every", "checkpoint_every", "features_per_step", "weight_decay", "out",
-             "resume", "force")
+             "resume", "force", "shard_params")
     return {**{n: getattr(args, n) for n in names}, "distributed": distributed,
             "progress": not args.no_progress}
 
@@ -272,7 +276,9 @@ def _report(result, caught):
           f"{plural(c.epochs, 'epoch')}, {c.grad} gradients"
           + (f", {plural(c.features_per_step, 'feature')} per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
-          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else ""))
+          + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")
+          + (", parameters and optimizer state split across them"
+             if c.shard_params and result.devices > 1 else ""))
     if last is not None:
         if last["test_accuracy"] is not None:
             print(f"final test accuracy: {100 * last['test_accuracy']:.2f}% "

@@ -26,6 +26,7 @@ import random
 
 import numpy as np
 
+from ..inputs import require_fraction, require_int, require_number, require_positive_int
 from .base import TASKS, Dataset, check_labels, decode, one_hot, split, validated
 from .sequences import modadd, text
 
@@ -46,6 +47,9 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     Returns:
       A ``"classification"`` :class:`Dataset`: x float32 (n, 8, 8), y int32 (n,) in [0, 10).
     """
+    test_fraction = require_fraction(test_fraction, "test_fraction", who="digits",
+                                     fix="E.g. 0.2 (the default).")
+    seed = _seed(seed, "digits")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -98,7 +102,10 @@ def xor(*, n_train: int = 400, n_test: int = 200, noise: float = 0.1, seed: int 
     Returns:
       A ``"binary"`` :class:`Dataset`: x float32 (n, 2), y int32 (n,) in {0, 1}.
     """
-    rng = np.random.default_rng(seed)
+    n_train, n_test = _sizes(n_train, n_test, "xor")
+    noise = require_number(noise, "noise", minimum=0, who="xor",
+                           fix="It is a standard deviation: e.g. 0.1 (the default), 0 for none.")
+    rng = np.random.default_rng(_seed(seed, "xor"))
 
     def draw(n):
         corners = rng.choice([-1.0, 1.0], size=(n, 2))
@@ -126,7 +133,8 @@ def sine(*, n_train: int = 256, n_test: int = 200, seed: int = 0) -> Dataset:
     Returns:
       A ``"regression"`` :class:`Dataset`: x float32 (n, 1), y float32 (n, 1).
     """
-    rng = np.random.default_rng(seed)
+    n_train, n_test = _sizes(n_train, n_test, "sine")
+    rng = np.random.default_rng(_seed(seed, "sine"))
     x_tr = rng.uniform(-np.pi, np.pi, (n_train, 1)).astype(np.float32)
     x_te = np.linspace(-np.pi, np.pi, n_test, dtype=np.float32)[:, None]
     return validated(Dataset(x_tr, np.sin(x_tr), x_te, np.sin(x_te), "regression", None,
@@ -149,7 +157,10 @@ def logistic2d(*, n_train: int = 100, n_test: int = 400, separation: float = 2.0
       A ``"binary"`` :class:`Dataset`: x float32 (n, 2), y int32 (n,) in {0, 1} (class 1 around
       +(separation/2)(1, 1)).
     """
-    rng = np.random.default_rng(seed)
+    n_train, n_test = _sizes(n_train, n_test, "logistic2d")
+    separation = require_number(separation, "separation", who="logistic2d",
+                                fix="E.g. 2.0 (the default).")
+    rng = np.random.default_rng(_seed(seed, "logistic2d"))
     mean = np.array([1.0, 1.0]) * separation / 2
 
     def draw(n):
@@ -161,6 +172,15 @@ def logistic2d(*, n_train: int = 100, n_test: int = 400, separation: float = 2.0
     return validated(Dataset(x_tr, y_tr, x_te, y_te, "binary", 2,
                               "logistic2d: two overlapping Gaussian classes in the plane",
                               "logistic2d"))
+
+
+def _sizes(n_train, n_test, who: str) -> tuple:
+    return (require_positive_int(n_train, "n_train", who=who),
+            require_positive_int(n_test, "n_test", who=who))
+
+
+def _seed(seed, who: str) -> int:
+    return require_int(seed, "seed", minimum=0, who=who, fix="E.g. seed=0.")
 
 
 DATASETS = {"digits": digits, "mnist1d": mnist1d, "xor": xor, "sine": sine,

@@ -5,7 +5,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ..inputs import require_finite
+from ..inputs import require_finite, require_positive_int
 
 __all__ = ["TASKS", "Dataset", "check_labels", "validated", "one_hot", "decode", "split"]
 
@@ -101,6 +101,11 @@ def validated(ds: Dataset) -> Dataset:
             raise ValueError(f"x_{split} must be an array (n, ...) with n ≥ 1 matching y_{split}; "
                              f"received x_{split} of shape {np.shape(x)} and y_{split} of shape "
                              f"{np.shape(y)}.")
+    if np.shape(ds.x_train)[1:] != np.shape(ds.x_test)[1:]:
+        raise ValueError(f"x_train and x_test must hold examples of one shape (the network's "
+                         f"input), received x_train of shape {np.shape(ds.x_train)} and x_test "
+                         f"of shape {np.shape(ds.x_test)}. Fix: give both splits the same "
+                         f"features.")
     if ds.task == "sequence":
         return _validated_sequence(ds)
     for split, x in (("train", ds.x_train), ("test", ds.x_test)):
@@ -112,8 +117,14 @@ def validated(ds: Dataset) -> Dataset:
             require_finite(np.asarray(y, np.float64), f"y_{split}",
                            fix=f"Dataset.y_{split} holds NaN or inf; remove or replace those "
                                f"targets before training.")
-        return ds._replace(y_train=np.asarray(ds.y_train, np.float32).reshape(len(ds.y_train), -1),
-                           y_test=np.asarray(ds.y_test, np.float32).reshape(len(ds.y_test), -1))
+        y_train = np.asarray(ds.y_train, np.float32).reshape(len(ds.y_train), -1)
+        y_test = np.asarray(ds.y_test, np.float32).reshape(len(ds.y_test), -1)
+        if y_train.shape[1:] != y_test.shape[1:]:
+            raise ValueError(f"a 'regression' Dataset needs targets of one width in both splits "
+                             f"(the network's output width), received y_train of shape "
+                             f"{np.shape(ds.y_train)} and y_test of shape {np.shape(ds.y_test)}. "
+                             f"Fix: give every target the same number of values.")
+        return ds._replace(y_train=y_train, y_test=y_test)
     n = ds.n_classes
     if not isinstance(n, int) or n < 2 or (ds.task == "binary" and n != 2):
         raise ValueError(f"Dataset.n_classes must be an int ≥ 2 (exactly 2 for task 'binary'), "
@@ -157,14 +168,48 @@ def _validated_sequence(ds: Dataset) -> Dataset:
 
 def one_hot(tokens, vocab_size: int) -> np.ndarray:
     """Token ids (n, T) → float32 one-hot vectors (n, T, vocab_size), the input of a recurrent
-    network (``fb.gru(vocab_size, H, vocab_size)``)."""
-    tokens = np.asarray(tokens)
+    network (``fb.gru(vocab_size, H, vocab_size)``).
+
+    Args:
+      tokens: integer token ids, any shape, each in [0, vocab_size).
+      vocab_size: the number of tokens.
+
+    Returns:
+      float32 array of shape ``tokens.shape + (vocab_size,)``.
+    """
+    vocab_size = require_positive_int(vocab_size, "vocab_size", who="one_hot")
+    tokens = _token_ids(tokens, vocab_size, "one_hot")
     return np.eye(vocab_size, dtype=np.float32)[tokens]
 
 
 def decode(tokens, vocab) -> str:
-    """The text of a sequence of token ids: ``"".join(vocab[i] for i in tokens)``."""
-    return "".join(vocab[int(i)] for i in np.ravel(tokens))
+    """The text of a sequence of token ids: ``"".join(vocab[i] for i in tokens)``.
+
+    Args:
+      tokens: integer token ids, any shape (read in order), each in [0, len(vocab)).
+      vocab: a sequence of strings, ``vocab[i]`` the text of token i.
+
+    Returns:
+      The text.
+    """
+    if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__len__"):
+        raise TypeError(f"decode: vocab must be a sequence of strings (vocab[i] the text of token "
+                        f"i), received {type(vocab).__name__}. Pass Dataset.vocab.")
+    return "".join(vocab[int(i)] for i in np.ravel(_token_ids(tokens, len(vocab), "decode")))
+
+
+def _token_ids(tokens, vocab_size: int, who: str) -> np.ndarray:
+    """``tokens`` as an integer array with every id in [0, vocab_size) (NumPy would read a
+    negative id from the end, silently)."""
+    tokens = np.asarray(tokens)
+    if tokens.size and not np.issubdtype(tokens.dtype, np.integer):
+        raise TypeError(f"{who}: tokens must be integer token ids, received dtype {tokens.dtype}. "
+                        f"Fix: tokens.astype(np.int32).")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"{who}: tokens must lie in [0, {vocab_size}), received ids in "
+                         f"[{tokens.min()}, {tokens.max()}]. Fix: map tokens into the vocabulary "
+                         f"of {vocab_size} tokens.")
+    return tokens.astype(np.int64) if tokens.size == 0 else tokens
 
 
 def split(x, y, test_fraction: float, seed: int):

@@ -37,7 +37,8 @@ def modadd(p: int = 97, train_fraction: float = 0.5, seed: int = 0) -> Dataset:
     a, b = (t.ravel() for t in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
     x = np.stack([a, np.full_like(a, p), b, np.full_like(a, p + 1)], axis=1).astype(np.int32)
     y = ((a + b) % p).astype(np.int32)
-    order = np.random.default_rng(seed).permutation(p * p)
+    order = np.random.default_rng(
+        require_int(seed, "seed", minimum=0, who="modadd")).permutation(p * p)
     train, test = order[:n_train], order[n_train:]
     vocab = tuple(str(i) for i in range(p)) + ("+", "=")
     return validated(Dataset(x[train], y[train], x[test], y[test], "sequence", p + 2,
@@ -97,7 +98,8 @@ def text(path, seq_len: int = 64, seed: int = 0, *, test_fraction: float = 0.1) 
     x = ids[starts[:, None] + np.arange(seq_len)]
     y = ids[starts[:, None] + np.arange(1, seq_len + 1)]
     n_test = min(max(int(round(n_windows * test_fraction)), 1), n_windows - 1)
-    order = np.random.default_rng(seed).permutation(n_windows)
+    order = np.random.default_rng(
+        require_int(seed, "seed", minimum=0, who="text")).permutation(n_windows)
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
     return validated(Dataset(x[train], y[train], x[test], y[test], "sequence", len(vocab),
                               f"text: {file.name}, {len(corpus)} characters, {len(vocab)} distinct, "

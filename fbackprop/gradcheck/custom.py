@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..inputs import as_float_input, require_finite, require_tree_like
 from ..layers.base import Layer
 from ..loss import astype
 from ..network import serial
@@ -102,6 +103,8 @@ def _vjp_point(f, args, reference, opts):
     with precision_for(opts.dtype, opts.matmul_precision):
         point = astype(tuple(args), jnp.dtype(opts.dtype))
         _require_float_leaves(point, "check_vjp")
+        # NaN or inf would make every row fail and blame the rule (fb.check refuses them too)
+        require_finite(point, "check_vjp: args", fix="Check the rule at finite values.")
         if reference is not None:
             _require_reference(f, reference, point)
         why = _undifferentiable(f.fun if reference is None else reference, point)
@@ -217,6 +220,8 @@ def check_layer(layer: Layer, params, a, *, options: CheckOptions | None = None,
 
     Raises:
       TypeError: ``layer`` is not a Layer, ``a`` is not floating, or an option is unknown.
+      ValueError: ``a`` is an empty batch or has no batch axis, or does not fit the layer, or
+        ``a`` or ``params`` hold NaN or inf (every row would fail and blame the rule).
       GradientCheckError: with ``raise_on_failure=True``, naming the first failing rule.
     """
     if not isinstance(layer, Layer):
@@ -225,10 +230,14 @@ def check_layer(layer: Layer, params, a, *, options: CheckOptions | None = None,
                         f"x, y); for a jax.custom_vjp function, fb.check_vjp(f, *args).")
     opts = options_from(options, overrides, who="check_layer")
 
+    require_tree_like(params, jax.eval_shape(layer.init, jax.random.PRNGKey(0)),
+                      what="check_layer: params",
+                      fix="Pass layer.init(key) or a tree shaped like it.")
+
     def prepare(rng):
         p, x = astype((params, jnp.asarray(a)), jnp.dtype(opts.dtype))
         _require_float_leaves((x,), "check_layer")
-        u = _random_like(jax.eval_shape(layer.apply, p, x), rng, opts.dtype)
+        u = _random_like(_layer_output(layer, p, x), rng, opts.dtype)
         v = _random_like((p, x), rng, opts.dtype)
         return Prepared(layer_core, layer, (p, x, u, v), (p, x), move=1)
 
@@ -238,6 +247,20 @@ def check_layer(layer: Layer, params, a, *, options: CheckOptions | None = None,
     return finish(opts, GradientReport(
         subject=layer.name, cost=None, rows=tuple(mark_kinks(rows, at_kink)),
         layer_names=(layer.name,), kinks=kinks, **measured(opts, outcome)))
+
+
+def _layer_output(layer, p, x):
+    """The output spec of ``layer`` at ``(p, x)`` after checking x (a non-empty batch) and both
+    for NaN/inf; a raw JAX shape error becomes a ``ValueError`` naming ``a``."""
+    as_float_input(x, argument="check_layer: a")  # an empty batch would check nothing
+    for what, tree in (("params", p), ("a", x)):  # NaN would fail every row
+        require_finite(tree, f"check_layer: {what}", fix="Check the rule at finite values.")
+    try:
+        return jax.eval_shape(layer.apply, p, x)
+    except TypeError as err:  # a raw JAX shape error: the input does not fit the layer
+        raise ValueError(f"check_layer: a of shape {x.shape} does not fit {layer.name}: "
+                         f"{str(err).rstrip('.')}. Give a the shape the layer expects, with a "
+                         f"leading batch axis.") from err
 
 
 def _layer_rows_of(layer, opts, outcome, out):

@@ -11,7 +11,7 @@ import numpy as np
 
 __all__ = ["as_float_input", "as_network_input", "require_target", "require_tree_like",
            "require_params", "shape_str", "require_finite", "require_target_values",
-           "is_concrete"]
+           "is_concrete", "require_mask"]
 
 
 def shape_str(shape) -> str:
@@ -84,7 +84,8 @@ def as_network_input(x, input_shape=None, input_vocab=None, *, argument: str = "
 
     Returns:
       ``x`` as an array. Token ids are checked to lie in [0, input_vocab) when ``x`` is concrete
-      (under ``jit`` an out-of-range id is clamped by the gather, silently).
+      (under ``jit`` no value can raise: :func:`fbackprop.embedding` clamps an out-of-range id
+      into [0, input_vocab − 1], in its forward and its rule alike).
     """
     if input_vocab is None:
         return as_float_input(x, input_shape, argument=argument)
@@ -116,7 +117,11 @@ def require_target(y, a, *, cost_name: str):
       cost_name: the cost, for messages.
     """
     if not hasattr(y, "dtype"):
-        y = jnp.asarray(y)
+        y = np.asarray(y)
+    if not (jnp.issubdtype(y.dtype, jnp.number) or y.dtype == jnp.bool_):
+        raise TypeError(f"y must be a numeric array shaped like the network output "
+                        f"{tuple(a.shape)}, received dtype {y.dtype}. Pass the targets as "
+                        f"numbers.")
     if (cost_name == "softmax_cross_entropy" and jnp.issubdtype(y.dtype, jnp.integer)
             and a.ndim == 3 and tuple(y.shape) == tuple(a.shape[:-1])):
         y = jax.nn.one_hot(y, a.shape[-1], dtype=a.dtype)  # next-token ids (batch, T) → one-hot
@@ -222,6 +227,50 @@ def require_target_values(y, cost_name: str):
         raise ValueError(f"y for cost {cost_name!r} must hold {expected}, received "
                          f"{a[idx]:g} at index {idx} (row {np.array2string(row, precision=3)}, "
                          f"sum {np.sum(row):g}). {fix}")
+
+
+def require_mask(mask, batch: int):
+    """Check the example weights ``mask`` of a batch of ``batch`` examples; return it as an array.
+
+    Its shape and dtype are checked at trace time; its values (finite, ≥ 0, not all 0) only for
+    a concrete array, never under ``jit``.
+
+    Args:
+      mask: ``None``, or (batch,) weights: 1 for an example, 0 for padding.
+      batch: the batch size of x.
+
+    Returns:
+      ``None`` or the mask as an array.
+
+    Raises:
+      TypeError: a mask that is not a real-valued array.
+      ValueError: a mask of another shape (it would broadcast and scale the loss), or holding
+        NaN/inf, a negative weight, or only zeros (the mean over no example is 0/0 = NaN).
+    """
+    if mask is None:
+        return None
+    if not hasattr(mask, "dtype"):
+        mask = np.asarray(mask)
+    if not (jnp.issubdtype(mask.dtype, jnp.floating) or jnp.issubdtype(mask.dtype, jnp.integer)
+            or mask.dtype == jnp.bool_):
+        raise TypeError(f"mask must be a real array of per-example weights (1 for an example, 0 "
+                        f"for padding), received dtype {mask.dtype}.")
+    if tuple(mask.shape) != (batch,):
+        raise ValueError(f"mask must have shape ({batch},), one weight per example of x, received "
+                         f"shape {tuple(mask.shape)}. Fix: pass a 1-D mask, e.g. "
+                         f"mask.reshape({batch}) (another shape would broadcast and scale J).")
+    if is_concrete(mask):
+        m = np.asarray(mask, np.float64)
+        require_finite(m, "mask", fix="Use 1 for an example and 0 for padding.")
+        if np.any(m < 0):
+            raise ValueError(f"mask must hold weights ≥ 0 (1 for an example, 0 for padding), "
+                             f"received {m[np.argmax(m < 0)]:g} at index {int(np.argmax(m < 0))}. "
+                             f"Fix: use 0 to leave an example out.")
+        if not np.any(m > 0):
+            raise ValueError(f"mask must keep at least one example, received {batch} zeros (J "
+                             f"would be 0/0 = NaN). Fix: set the mask of the real examples to 1, "
+                             f"or pass mask=None to count every example.")
+    return mask
 
 
 def require_tree_like(got, expected, *, what: str, fix: str):

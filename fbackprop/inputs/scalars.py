@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["require_int", "require_positive_int", "require_positive_ints", "require_number",
-           "require_fraction", "require_choice", "require_bool", "require_callable", "lookup"]
+           "require_fraction", "require_choice", "require_bool", "require_callable", "lookup",
+           "require_float_dtype"]
 
 
 def _say(who: str, argument: str, expected: str, received, fix: str = "") -> str:
@@ -142,6 +143,20 @@ def require_bool(value, argument: str, *, who: str = "", fix: str = "") -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(_say(who, argument, "True or False", value, fix))
     return bool(value)
+
+
+def require_float_dtype(value, argument: str = "dtype", *, who: str = ""):
+    """``value`` as a floating-point ``numpy.dtype`` (``jnp.float32``, ``"float64"``, …);
+    ``TypeError`` for anything else (an integer dtype, an unknown name)."""
+    try:
+        dtype = jnp.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(_say(who, argument, "a floating-point dtype such as jnp.float32",
+                             value, "Parameters are floating point: pass jnp.float32, "
+                                    "jnp.float64 or jnp.bfloat16."))
+    return dtype
 
 
 def require_callable(value, argument: str, *, expected: str, who: str = ""):

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer
 
 __all__ = ["causal_self_attention", "attention_forward", "attention_backward",
@@ -163,6 +163,7 @@ def causal_self_attention(d_model: int, n_heads: int, *, dtype=jnp.float32) -> L
       derivation in the module docstring, the fused rule written apart from the Euler ones.
     """
     who = "causal_self_attention"
+    dtype = require_float_dtype(dtype, who=who)
     D = require_positive_int(d_model, "d_model", who=who)
     H = require_positive_int(n_heads, "n_heads", who=who)
     if D % H:

@@ -174,6 +174,9 @@ def residual(name: str, *layers: Layer, input: str = "x") -> list:
     """
     if not layers:
         raise ValueError(f"residual {name!r} needs at least one layer for f; received none.")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"residual: name must be a non-empty string (the sum node's name), "
+                         f"received {name!r}. E.g. residual('block0', ...).")
     nodes, prev = [], input
     for i, layer in enumerate(layers):
         nodes.append((f"{name}.{i}", layer, (prev,)))

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
-from ..inputs import require_positive_int, require_positive_ints
+from ..inputs import require_float_dtype, require_positive_int, require_positive_ints
 from .base import Layer, Probes, require_elementwise
 
 __all__ = ["conv", "conv_pre_activation", "conv_input_delta", "conv_param_grads", "conv_specs",
@@ -129,6 +129,7 @@ def conv(in_channels: int, out_channels: int, kernel_size, activation="sigmoid",
       Jin eqs. 20–21 (see the module docstring); output (batch, C_out, L − m + 1) or
       (batch, C_out, H − m1 + 1, W − m2 + 1).
     """
+    dtype = require_float_dtype(dtype, who="conv")
     in_channels = require_positive_int(in_channels, "in_channels", who="conv")
     out_channels = require_positive_int(out_channels, "out_channels", who="conv")
     ks = require_positive_ints(kernel_size, "kernel_size", scalar_ok=False, who="conv",

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ..activations import get_activation
-from ..inputs import require_positive_int
+from ..inputs import require_bool, require_float_dtype, require_positive_int
 from .base import Layer, Probes
 
 __all__ = ["dense", "dense_pre_activation", "dense_input_delta", "dense_param_grads"]
@@ -66,8 +66,10 @@ def dense(n_in: int, n_out: int, activation="sigmoid", *, bias: bool = True,
       ``init`` draws W from N(0, 1/n_in) (2/n_in for ReLU) and sets b to zero. ``D_input``,
       ``D_param`` and the fused ``backward`` are BP1–BP4 (Gordon, Kamper eqs. 21–24).
     """
+    dtype = require_float_dtype(dtype, who="dense")
     n_in = require_positive_int(n_in, "n_in", who="dense")
     n_out = require_positive_int(n_out, "n_out", who="dense")
+    bias = require_bool(bias, "bias", who="dense", fix="Pass bias=False to drop b.")
     g = get_activation(activation)
     gain = math.sqrt(2.0) if g.name == "relu" else 1.0
 

@@ -6,6 +6,9 @@ occurs twice receives both deltas, summed — the step that is easy to get wrong
 instead of adding). Equivalently ∂J/∂E = onehot(x)ᵀ d, without forming the one-hot matrix.
 The input is discrete, so the loss has no derivative with respect to it: ``D_input`` returns
 zeros of x's shape in d's dtype (what ``jax.vjp``'s float0 cotangent stands for).
+An id outside [0, vocab) is refused with a ``ValueError`` when x is concrete (the network's input
+check); under ``jit`` no value can raise, so the forward and its rule both clamp the id into
+[0, vocab − 1] (a departure: ``jnp.take``'s default fills with NaN, poisoning every gradient).
 
 ``positional``: f p a = a + P[:T] for a of shape (batch, T, d), P (max_len, d) learned. ∂J/∂a = d;
 ∂J/∂P[t] = Σ_b d_{b,t} for t < T and 0 for the rows not used.
@@ -17,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer
 
 __all__ = ["embedding", "positional"]
@@ -27,7 +30,8 @@ def embedding(vocab_size: int, d: int, *, dtype=jnp.float32) -> Layer:
     """Token embedding: integer ids (batch, T) → vectors (batch, T, d).
 
     Args:
-      vocab_size: the number of token ids; inputs must lie in [0, vocab_size).
+      vocab_size: the number of token ids; inputs must lie in [0, vocab_size) (refused
+        outside it when concrete, clamped into it under ``jit``: the module docstring).
       d: the embedding width.
       dtype: dtype of the parameters ``init`` draws.
 
@@ -36,14 +40,18 @@ def embedding(vocab_size: int, d: int, *, dtype=jnp.float32) -> Layer:
       ``input_vocab = vocab_size``; ``D_param`` is the scatter-add over token ids, ``D_input``
       zeros (the module docstring).
     """
+    dtype = require_float_dtype(dtype, who="embedding")
     vocab_size = require_positive_int(vocab_size, "vocab_size", who="embedding")
     d_model = require_positive_int(d, "d", who="embedding")
 
     def init(key):
         return {"E": jax.random.normal(key, (vocab_size, d_model), dtype) / math.sqrt(d_model)}
 
+    def ids(x):  # under jit an id cannot be refused: clamp it (the module docstring)
+        return jnp.clip(x, 0, vocab_size - 1)
+
     def apply(p, x):
-        return jnp.take(p["E"], x, axis=0)  # row x of E
+        return jnp.take(p["E"], ids(x), axis=0)  # row x of E
 
     def D_input(p, x, d):
         del p
@@ -51,7 +59,7 @@ def embedding(vocab_size: int, d: int, *, dtype=jnp.float32) -> Layer:
 
     def D_param(p, x, d):
         # scatter-add: ∂J/∂E[v] = Σ over positions with x = v of d (repeated ids add up)
-        return {"E": jnp.zeros_like(p["E"]).at[x.reshape(-1)].add(d.reshape(-1, d_model))}
+        return {"E": jnp.zeros_like(p["E"]).at[ids(x).reshape(-1)].add(d.reshape(-1, d_model))}
 
     return Layer(init, apply, D_input, D_param,
                  name=f"embedding({vocab_size}→{d_model})", input_vocab=vocab_size)
@@ -68,6 +76,7 @@ def positional(max_len: int, d: int, *, dtype=jnp.float32) -> Layer:
     Returns:
       A :class:`~fbackprop.Layer` with parameters ``{"P": (max_len, d)}`` (init N(0, 0.02²)).
     """
+    dtype = require_float_dtype(dtype, who="positional")
     max_len = require_positive_int(max_len, "max_len", who="positional")
     d_model = require_positive_int(d, "d", who="positional")
 

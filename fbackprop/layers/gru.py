@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer, Probes
 from .recurrent import (
     batch_major,
@@ -181,6 +181,7 @@ def gru_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.float
       fused ``backward``; ``probes.time_deltas`` gives ∂J/∂h_τ for every τ. Gradients are of
       whatever J the incoming delta belongs to (the batch mean in a network).
     """
+    dtype = require_float_dtype(dtype, who="gru_layer")
     n_in = require_positive_int(n_in, "n_in", who="gru_layer")
     n_hidden = require_positive_int(n_hidden, "n_hidden", who="gru_layer")
     last = require_output(output, "gru_layer") == "last"

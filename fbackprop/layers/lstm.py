@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..inputs import require_positive_int
+from ..inputs import require_float_dtype, require_positive_int
 from .base import Layer, Probes
 from .recurrent import (
     batch_major,
@@ -198,6 +198,7 @@ def lstm_layer(n_in: int, n_hidden: int, *, output: str = "last", dtype=jnp.floa
       N(0, 1/fan_in), b zero). The rules are full BPTT by hand, one reverse scan shared by the
       fused ``backward``; ``probes.time_deltas`` gives ∂J/∂h_τ and ∂J/∂C_τ for every τ.
     """
+    dtype = require_float_dtype(dtype, who="lstm_layer")
     n_in = require_positive_int(n_in, "n_in", who="lstm_layer")
     n_hidden = require_positive_int(n_hidden, "n_hidden", who="lstm_layer")
     last = require_output(output, "lstm_layer") == "last"

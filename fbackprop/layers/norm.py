@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ..inputs import require_number, require_positive_int
+from ..inputs import require_float_dtype, require_number, require_positive_int
 from .base import Layer
 
 __all__ = ["layer_norm", "normalize", "normalize_backward"]
@@ -48,6 +48,7 @@ def layer_norm(n: int, eps: float = 1e-5, *, dtype=jnp.float32) -> Layer:
       A :class:`~fbackprop.Layer` with parameters ``{"gamma": (n,), "beta": (n,)}`` (init: ones,
       zeros), its two rules, and a fused ``backward`` sharing x̂ and r.
     """
+    dtype = require_float_dtype(dtype, who="layer_norm")
     n = require_positive_int(n, "n", who="layer_norm")
     eps = require_number(eps, "eps", positive=True, who="layer_norm")
 

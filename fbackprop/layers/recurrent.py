@@ -41,7 +41,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ..activations import get_activation
-from ..inputs import require_choice, require_positive_int
+from ..inputs import require_choice, require_float_dtype, require_positive_int
 from .base import Layer, Probes, require_elementwise
 
 __all__ = ["rnn_layer", "rnn_forward", "rnn_reverse", "rnn_param_grads", "RNNReverse",
@@ -207,6 +207,7 @@ def rnn_layer(n_in: int, n_hidden: int, activation="tanh", *, output: str = "las
       ``D_input``/``D_param``/``backward`` are BPTT by hand (one reverse ``lax.scan``; see the
       module docstring); ``probes.time_deltas`` gives ∂J/∂h_τ for every τ.
     """
+    dtype = require_float_dtype(dtype, who="rnn_layer")
     n_in = require_positive_int(n_in, "n_in", who="rnn_layer")
     n_hidden = require_positive_int(n_hidden, "n_hidden", who="rnn_layer")
     g = require_elementwise(get_activation(activation), "rnn_layer")

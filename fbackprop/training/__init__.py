@@ -15,6 +15,7 @@ The modules, each one concept, in the order a run meets them (:mod:`.loop` names
   checks, its lock, its config and vocabulary;
 * :mod:`.metrics` — one metrics line per epoch, and the plot;
 * :mod:`.checkpoints` — verified orbax checkpoints, restored newest first;
+* :mod:`.sharding` — parameters and optimizer state split over the devices (``shard_params``);
 * :mod:`.distributed` — several processes: joining them, their mesh, process 0's writes and
   the verdicts all processes share;
 * :mod:`.loop` — :func:`train` as four steps, :class:`TrainResult`, :class:`TrainingStopped`;
@@ -29,7 +30,7 @@ two different objects and compiles twice (the module docstring of :mod:`.epoch` 
 
 The package is ``training`` (not ``train``) so that ``fbackprop.train`` stays the function.
 """
-from . import distributed, epoch, registry, rundir, sampling
+from . import distributed, epoch, registry, rundir, sampling, sharding
 from .config import GRADS, MODES, Settings, TrainConfig
 from .load import load_run, predict
 from .loop import (
@@ -50,7 +51,7 @@ __all__ = ["train", "prepare", "train_prepared", "TrainResult", "TrainingStopped
            "CheckpointWarning", "NearChanceWarning", "load_run", "predict", "device_info",
            "TrainConfig", "Settings", "gordon_gd", "make_optimizer", "build_model",
            "shape_inputs", "targets", "MODES", "GRADS", "OPTIMIZERS", "MODELS", "COST_FOR_TASK",
-           "rundir", "sample_text", "sample_tokens", "distributed", "clear_caches"]
+           "rundir", "sample_text", "sample_tokens", "distributed", "sharding", "clear_caches"]
 
 
 def clear_caches():

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from .rundir import CHECKPOINTS, CHECKSUM, QUARANTINE, fsync_dir, write_json
+from .sharding import host_value, spans_processes
 
 __all__ = ["Restored", "Checkpoints", "checkpoint_manager", "restore", "restore_latest",
            "checksum", "verify", "move_aside"]
@@ -34,7 +35,7 @@ def checksum(state) -> dict:
     leaves = []
     total = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)))
+        a = np.ascontiguousarray(host_value(leaf))
         digest = hashlib.sha256(a.tobytes()).hexdigest()
         total.update(digest.encode())
         leaves.append({"path": jax.tree_util.keystr(path), "dtype": str(a.dtype),
@@ -56,7 +57,7 @@ def verify(state, expected: dict):
     if len(leaves) != len(expected["leaves"]):
         return (f"it holds {len(expected['leaves'])} arrays, the run expects {len(leaves)}")
     for leaf, e in zip(leaves, expected["leaves"]):
-        a = np.ascontiguousarray(np.asarray(jax.device_get(leaf)).astype(e["dtype"]))
+        a = np.ascontiguousarray(host_value(leaf).astype(e["dtype"]))
         if list(a.shape) != e["shape"] or hashlib.sha256(a.tobytes()).hexdigest() != e["sha256"]:
             return f"checksum mismatch in {e['path'] or 'the state'} (the data is damaged)"
     return None
@@ -99,8 +100,9 @@ class Checkpoints:
     :meth:`finish`), so a step is never verified before it is complete.
 
     Several processes: every process calls :meth:`save` (orbax coordinates them, and its wait
-    returns only once the step is complete on all of them); process 0 alone hashes the state
-    and writes the checksum files.
+    returns only once the step is complete on all of them); process 0 alone writes the checksum
+    files. It alone hashes the state too, unless the state is split across processes
+    (``shard_params``): then every process takes part in gathering each leaf to hash it.
 
     Args:
       out: the run directory.
@@ -125,7 +127,12 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         self.finish()
-        digest = checksum(state) if jax.process_index() == 0 else None
+        # A state split across processes is gathered leaf by leaf by every process; otherwise
+        # process 0 alone hashes it.
+        digest = (checksum(state) if jax.process_index() == 0 or spans_processes(state)
+                  else None)
+        if jax.process_index() != 0:
+            digest = None
         self.manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
         self._pending = (epoch, digest)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import numpy as np
+
 from ..inputs import require_choice, require_int, require_positive_int
 from .optim import LR_DEFAULTS, OPTIMIZERS, check_lr, check_weight_decay
 
@@ -26,7 +28,8 @@ RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence 
 # networks read 8 features per step (5 steps of the 40-sample signal): over 40 steps of one
 # feature a plain tanh RNN barely learns (Jin §3.2's vanishing and exploding deltas).
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
-            "check_every": 10, "checkpoint_every": None}  # None: every epochs // 20 (≥ 1)
+            "check_every": 10, "checkpoint_every": None,  # None: every epochs // 20 (≥ 1)
+            "shard_params": False}
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
     "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2},
@@ -75,6 +78,8 @@ class TrainConfig:
         each time step reads (the signal of length L becomes L / features_per_step steps);
         ``None`` otherwise.
       weight_decay: ``"adamw"``'s decoupled weight decay λ (``None`` for other optimizers).
+      shard_params: split each parameter and its optimizer state over the devices that split
+        the batch (:mod:`.sharding`); ``False`` replicates them.
     """
 
     model: str
@@ -91,6 +96,7 @@ class TrainConfig:
     checkpoint_every: int
     features_per_step: int | None = None
     weight_decay: float | None = None
+    shard_params: bool = False
 
     def as_dict(self) -> dict:
         """The settings as JSON-ready values (what ``config.json`` holds).
@@ -167,6 +173,11 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
     features = _features_per_step(cfg, given, ds, net_name)
     bs = _batch_size(cfg, given, ds)
     hidden = cfg.get("hidden")
+    if model_is_network and given.get("hidden") is not None:
+        raise ValueError(f"hidden applies to a model family such as 'mlp', received "
+                         f"hidden={given['hidden']!r} with a ready-made network ({net_name}), "
+                         f"whose widths are fixed. Drop hidden, or build the network with the "
+                         f"widths you want.")
     if hidden is not None:
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         for h in hidden:
@@ -185,7 +196,16 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
             else cfg["checkpoint_every"], "checkpoint_every",
             fix="E.g. --checkpoint-every 1 (leave it out for epochs // 20)."),
         features_per_step=features,
-        weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]))
+        weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
+        shard_params=_shard_params(cfg["shard_params"]))
+
+
+def _shard_params(value) -> bool:
+    """``shard_params`` checked: a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"shard_params must be True or False (--shard-params), received "
+                        f"{value!r} of type {type(value).__name__}.")
+    return bool(value)
 
 
 def _features_per_step(cfg: dict, given: dict, ds, net_name: str) -> int | None:

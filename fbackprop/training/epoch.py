@@ -115,10 +115,14 @@ def _all_finite(tree):
     return jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(tree)])
 
 
-def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
+def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=None):
     """The (un-jitted) epoch: ``epoch(params, opt_state, key, epoch_index, data)`` →
     ``(params, opt_state, metrics, status)``. ``status`` records the first step that produced a
-    non-finite value or a diverging gradient; from that step on, parameters stay frozen."""
+    non-finite value or a diverging gradient; from that step on, parameters stay frozen.
+
+    ``sharded`` (a :class:`.sharding.ParamSharding`, or ``None``: replicated parameters) keeps
+    the parameters and optimizer state split over the devices: each step gathers the parameters
+    for the forward and backward passes and scatters the gradient back to the slices."""
     value_and_grad = gradient_source(s.net, s.cost, s.grad)
     optimizer = s.make_optimizer()
     manual = backprop(s.net, s.cost, input_grad=False)
@@ -142,13 +146,20 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
                 x, y = data["x_train"][idx], data["y_train"][idx]
             x = _constrain(x, batch_sharding)
             y = _constrain(encode_targets(s, y), batch_sharding)
-            loss, grads = value_and_grad(params, x, y, mask)
+            whole = params if sharded is None else _constrain(params, replicated)  # all-gather
+            loss, grads = value_and_grad(whole, x, y, mask)
+            if sharded is not None:  # the sum over devices, each device keeping its slice
+                grads = sharded.constrain(grads)
             updates, new_opt_state = optimizer.update(grads, opt_state, params)
-            new_params = _constrain(optax.apply_updates(params, updates), replicated)
+            new_params = optax.apply_updates(params, updates)
+            if sharded is None:
+                new_params = _constrain(new_params, replicated)
+            else:
+                new_params, new_opt_state = sharded.constrain((new_params, new_opt_state))
             finite = jnp.concatenate([jnp.isfinite(loss)[None], _all_finite(grads),
                                       _all_finite(new_params)])
             error = (jax.lax.cond(global_step % s.check_every == 0, check_error,
-                                  lambda *_: jnp.zeros((), jnp.float32), params, x, y, mask)
+                                  lambda *_: jnp.zeros((), jnp.float32), whole, x, y, mask)
                      if s.grad == "checked" else jnp.zeros((), jnp.float32))
             bad = ~jnp.all(finite) | (error > s.tolerance)
             go = ~status["stopped"] & ~bad  # after a failure, parameters stay frozen
@@ -169,6 +180,8 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None):
         carry = (params, opt_state, status, first_step)
         carry, (totals, errors) = jax.lax.scan(step, carry, batches)
         params, opt_state, status, _ = carry
+        if sharded is not None:  # returned split as they came in, small leaves replicated
+            params, opt_state = sharded.constrain((params, opt_state))
         status = dict(status, step=status["step"] - first_step)
         metrics = _metrics(s, params, data, totals, errors)
         return params, opt_state, metrics, status
@@ -248,7 +261,8 @@ def compiled_epoch(setup: EpochSetup, shardings=(None, None)):
 
     Args:
       setup: the :class:`EpochSetup`.
-      shardings: ``(batch_sharding, replicated)`` from :func:`.batches.placement`.
+      shardings: ``(batch_sharding, replicated)`` from :func:`.batches.placement`, and
+        optionally the :class:`.sharding.ParamSharding` of the parameters.
 
     Returns:
       ``epoch(params, opt_state, key, epoch_index, data)`` → ``(params, opt_state, metrics,

@@ -2,6 +2,7 @@
 (for inference, sampling, or a look at what it learned)."""
 from __future__ import annotations
 
+import os
 import pathlib
 
 import jax
@@ -35,6 +36,13 @@ def load_run(path):
       ValueError: the directory holds no run or no readable checkpoint, or the run trained a
         ready-made network that cannot be rebuilt from its name.
     """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise TypeError(f"load_run: path must be a run directory (a str or pathlib.Path), "
+                        f"received {type(path).__name__}: {path!r}.")
+    if not (pathlib.Path(path) / "config.json").is_file():
+        raise ValueError(f"load_run: path {str(path)!r} holds no run (no config.json there). "
+                         f"Pass the out directory of an earlier fb.train(out=...) or "
+                         f"fbackprop train --out run.")
     saved = rundir.read_config(path)
     fields = {k: saved[k] for k in TrainConfig.__dataclass_fields__ if k in saved}
     if fields.get("hidden") is not None:

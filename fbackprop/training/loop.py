@@ -42,7 +42,7 @@ import numpy as np
 from .. import data as datasets
 from ..costs import get_cost
 from ..gradcheck import TOLERANCE, check
-from ..inputs import require_choice
+from ..inputs import require_bool, require_choice
 from ..network import Network
 from . import distributed as multiprocess
 from . import metrics, rundir
@@ -51,6 +51,7 @@ from .checkpoints import Checkpoints, move_aside, restore_latest
 from .config import Settings, TrainConfig, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
+from .sharding import ParamSharding, host_value
 
 __all__ = ["train", "prepare", "train_prepared", "settle", "build_state", "open_run",
            "run_epochs", "Prepared", "Built", "Opened", "TrainResult", "TrainingStopped",
@@ -152,7 +153,7 @@ ASYNC_CHECKPOINTS = True
 def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=None,
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
           checkpoint_every=None, features_per_step=None, weight_decay=None, out=None,
-          resume=False, force=False, devices=None, distributed=None,
+          resume=False, force=False, devices=None, distributed=None, shard_params=None,
           progress=False) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
@@ -174,14 +175,18 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         global one), or on ``resume`` the saved value.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
-        with its saved settings when it has none); ``lr``, ``epochs`` and ``checkpoint_every``
-        may change on resume (recorded in the ``"history"`` of ``config.json``).
+        with its saved settings when it has none); ``lr``, ``epochs``, ``checkpoint_every``
+        and ``shard_params`` may change on resume (recorded in the ``"history"`` of
+        ``config.json``).
       force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
         size divides evenly).
       distributed: join a multi-process run first (:func:`.distributed.initialize`): a
         :class:`~.distributed.Distributed`, a dict of its fields, or ``"auto"``. Each batch is
         then split across every device of every process; process 0 alone writes ``out``.
+      shard_params: split each parameter and its optimizer state over the devices that split
+        the batch, FSDP-style (:mod:`.sharding`; default ``False``: replicated); the returned
+        ``params`` are then sharded ``jax.Array`` leaves.
       progress: show a progress bar.
 
     Returns:
@@ -201,7 +206,8 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
                    grad=grad, seed=seed, hidden=hidden, check_every=check_every,
                    checkpoint_every=checkpoint_every, features_per_step=features_per_step,
                    weight_decay=weight_decay, out=out, resume=resume, force=force,
-                   devices=devices, distributed=distributed, progress=progress)
+                   devices=devices, distributed=distributed, shard_params=shard_params,
+                   progress=progress)
     return train_prepared(prepare(model, data, options))
 
 
@@ -326,6 +332,10 @@ def settle(model, data, options: dict) -> Settings:
     o = dict(options)
     out, resume, force = o.pop("out", None), o.pop("resume", False), o.pop("force", False)
     devices, progress = o.pop("devices", None), o.pop("progress", False)
+    for flag, value in (("resume", resume), ("force", force), ("progress", progress)):
+        require_bool(value, flag, fix="A flag must be a bool: a string such as 'no' is truthy "
+                                      "(force='no' would delete the run).")
+    devices = _devices(devices)
     if multiprocess.initialize(o.pop("distributed", None)) and devices is not None:
         raise ValueError("devices: a multi-process run splits each batch across every device of "
                          "every process; received an explicit device list. Leave devices out.")
@@ -352,6 +362,19 @@ def settle(model, data, options: dict) -> Settings:
         net = build_model(name, ds, config.hidden, config.features_per_step)
     return Settings(config, ds, net, out, resume, force, saved,
                     None if devices is None else tuple(devices), progress)
+
+
+def _devices(devices):
+    """``devices`` as a list of ``jax.Device`` (``None`` passes): ``TypeError`` otherwise."""
+    if devices is None:
+        return None
+    listed = (list(devices) if hasattr(devices, "__iter__")
+              and not isinstance(devices, (str, bytes)) else [])
+    if not listed or not all(isinstance(d, jax.Device) for d in listed):
+        raise TypeError(f"devices must be a non-empty list of jax devices, e.g. "
+                        f"jax.devices()[:2], received {devices!r}. Leave it out to use every "
+                        f"local device.")
+    return listed
 
 
 def _network(model):
@@ -395,6 +418,7 @@ def build_state(s: Settings) -> Built:
     """
     config, ds, net = s.config, s.data, s.net
     n_dev, batch_sharding, replicated, put = placement(s.devices, config.batch_size)
+    sharded = _param_sharding(s, n_dev, batch_sharding)
     device = device_info(jax.local_devices() if s.devices is None else s.devices, n_dev)
     x_dtype = input_dtype(ds)
     host = {"x_train": shape_inputs(ds.x_train, net.input_shape).astype(x_dtype),
@@ -409,15 +433,33 @@ def build_state(s: Settings) -> Built:
                        ds.n_classes if ds.task == "sequence" else 0)
     init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = net.init(init_key)
-    state = {"params": params, "opt_state": setup.make_optimizer().init(params), "key": key,
-             "epoch": jnp.zeros((), jnp.int32)}
-    state = jax.tree.map(put, state)
-    epoch = compiled_epoch(setup, (batch_sharding, replicated))
+    state = {"params": params, "opt_state": setup.make_optimizer().init(params)}
+    state = jax.tree.map(put, state) if sharded is None else sharded.place(state)
+    state.update(key=put(key), epoch=put(jnp.zeros((), jnp.int32)))
+    epoch = compiled_epoch(setup, (batch_sharding, replicated, sharded))
     # Trace one epoch (shapes only) so that a network failing at trace time fails here, before
     # the run directory is touched.
     jax.eval_shape(epoch, state["params"], state["opt_state"], state["key"],
                    jnp.zeros((), jnp.int32), feed(state["key"]))
     return Built(setup, epoch, feed, state, n_dev, device)
+
+
+def _param_sharding(s: Settings, n_dev: int, batch_sharding):
+    """The :class:`.sharding.ParamSharding` of a ``shard_params`` run over the devices that
+    split the batch (``None`` without ``shard_params``, or with one device in all)."""
+    if not s.config.shard_params:
+        return None
+    if batch_sharding is None:
+        available = len(jax.local_devices() if s.devices is None else s.devices)
+        if available > 1:  # placement() fell back to one device: the batch does not split
+            b = s.config.batch_size
+            raise ValueError(f"shard_params splits the parameters over the devices that split "
+                             f"each batch; received batch_size {b}, not a multiple of the "
+                             f"{available} devices. Use --batch-size "
+                             f"{max(available, b // available * available)} or another "
+                             f"multiple of {available}.")
+        return None  # one device: nothing to split
+    return ParamSharding(batch_sharding.mesh)
 
 
 class Opened(NamedTuple):
@@ -582,7 +624,8 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
         # diverged: each layer's rules are compared with jax.vjp at the autodiff delta, so the
         # failing layer is the one whose own rule is wrong, not merely the lowest affected one.
         x, y = batch_at(step, epoch_key, b.feed.host, b.setup.batch_size)
-        report = check(b.setup.net, b.setup.cost, params, x, encode_targets(b.setup, y),
+        whole = jax.tree.map(host_value, params)  # split across processes: all gather
+        report = check(b.setup.net, b.setup.cost, whole, x, encode_targets(b.setup, y),
                        dtype="float64")
         located = (f"The gradient checker locates it: {report.failure_message()}"
                    if not report.ok else

@@ -7,6 +7,7 @@ decoupled weight decay, Loshchilov & Hutter 2019) are optax's own.
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 
 from ..inputs import require_choice, require_number
@@ -66,10 +67,19 @@ def check_lr(lr, optimizer: str) -> float:
       ``float(lr)``.
 
     Raises:
-      ValueError: ``lr`` is not a finite number > 0.
+      ValueError: ``lr`` is not a finite number > 0, or is 0 or inf in float32.
     """
-    return require_number(lr, "the learning rate", positive=True,
-                          fix=f"Try --lr {LR_DEFAULTS[optimizer]}.")
+    lr = require_number(lr, "the learning rate", positive=True,
+                        fix=f"Try --lr {LR_DEFAULTS[optimizer]}.")
+    with np.errstate(over="ignore"):
+        as_f32 = float(np.float32(lr))  # the step is taken in float32: 1e-320 is 0 there
+    if not (as_f32 > 0 and np.isfinite(as_f32)):
+        f32 = np.finfo(np.float32)
+        raise ValueError(f"the learning rate must be a number > 0 that float32 can hold "
+                         f"({f32.smallest_subnormal:.2g} … {f32.max:.2g}), "
+                         f"received {lr!r}, which is {as_f32:g} in float32. Try --lr "
+                         f"{LR_DEFAULTS[optimizer]}.")
+    return lr
 
 
 def check_weight_decay(weight_decay, optimizer: str):

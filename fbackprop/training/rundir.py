@@ -172,7 +172,8 @@ def _differences(saved: dict, config: dict, ignore) -> list:
             for k in keys if saved.get(k) != config.get(k)]
 
 
-MAY_CHANGE = ("lr", "epochs", "checkpoint_every")
+# shard_params only places the same values elsewhere (orbax restores into either placement).
+MAY_CHANGE = ("lr", "epochs", "checkpoint_every", "shard_params")
 
 
 def open_for_resume(out, config: dict, saved: dict, *, start: int = 0,
