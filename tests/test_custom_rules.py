@@ -75,6 +75,40 @@ def test_bf16_kernel_passes_its_error_budget_and_a_planted_1_percent_error_fails
     assert c.mode == "budget" and "ratio" in c.reason
 
 
+def _tanh_scale(factor=1.0):
+    @jax.custom_vjp
+    def tanh_scale(x, w):
+        return jnp.tanh(x) * w
+
+    def bwd(r, g):
+        x, w = r
+        return g * (1 - jnp.tanh(x) ** 2) * w * factor, jnp.sum(g * jnp.tanh(x), 0)
+
+    tanh_scale.defvjp(lambda x, w: (tanh_scale(x, w), (x, w)), bwd)
+    return tanh_scale
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_without_a_reference_uses_check_vjps_budget(dtype):
+    # the same budget as fb.check_vjp: both errors against float64 autodiff of the primal
+    x = jax.random.normal(jax.random.key(0), (6, 5)).astype(dtype)
+    good = fb.check_custom_rules(lambda x, w: jnp.sum(_tanh_scale()(x, w) ** 2), x, x[0])
+    (c,) = good.checks
+    assert c.status == "ok" and c.mode == "budget" and c.report.budget["budget"] == 2.0, str(good)
+    assert all(r.budget["ratio"] <= 2 for r in c.report.rows if r.budget)
+    bad = fb.check_custom_rules(lambda x, w: jnp.sum(_tanh_scale(1.05)(x, w) ** 2), x, x[0])
+    assert [c.name for c in bad.failing] == ["tanh_scale"] and "ratio" in bad.failing[0].reason
+    # a primal traced with typed constants has no float64 version: skipped, asking a reference
+    @jax.custom_vjp
+    def swish(x):
+        return x * jax.nn.sigmoid(1.5 * x)  # 1.5 is a {dtype} literal in the captured primal
+
+    swish.defvjp(lambda x: (swish(x), x), lambda x, g: (jax.grad(
+        lambda x: jnp.sum(x * jax.nn.sigmoid(1.5 * x)))(x) * g,))
+    (c,) = fb.check_custom_rules(lambda x: jnp.sum(swish(x)), x).checks
+    assert c.status == "skipped" and "pass a reference" in c.reason, c.reason
+
+
 @jax.custom_vjp
 def _wrong_shape(x, w):
     return x * w
@@ -161,6 +195,12 @@ def test_no_rules_fn_that_raises_and_bad_options():
         fb.check_custom_rules(jnp.sum, jnp.ones(3), references={"f": 3})
     with pytest.raises(TypeError, match="callable"):
         fb.check_custom_rules("loss", jnp.ones(3))
+    with pytest.raises(TypeError, match="unexpected keyword"):  # dtype is each call's own
+        fb.check_custom_rules(jnp.sum, jnp.ones(3), dtype="float32")
+    with pytest.raises(TypeError, match="fb.CheckOptions"):
+        fb.check_custom_rules(jnp.sum, jnp.ones(3), options={"seed": 1})
+    with pytest.raises(ValueError, match="budget"):  # the shared options check it
+        fb.check_custom_rules(jnp.sum, jnp.ones(3), budget=0)
     with pytest.raises(RuntimeError, match="JAX 0.99.0"):
         jaxpr_reader.require_known_jax("0.99.0")
     jaxpr_reader.require_known_jax("0.11.0")  # the GPU machine's series is accepted

@@ -3,18 +3,21 @@ function reaches and check each at the operands it actually received.
 
 The run: ``fn`` is traced to a jaxpr and evaluated by :mod:`.jaxpr_reader`'s interpreter, which
 records the concrete operands of each custom call (the first call per call site by default).
-Each recorded call is then checked on its own:
+Each recorded call is then checked on its own, through :func:`~fbackprop.check_vjp` with the
+sweep's :class:`~fbackprop.CheckOptions` (its dtype set to the operands'), so that a tolerance,
+a reference row, an error budget or a "pass a reference" skip means what it means there:
 
 * **reverse** — the rule (the captured call re-bound, so JAX runs the user's fwd/bwd or jvp rule)
   against ``jax.vjp`` of the rule's primal (for a custom_jvp, its primal function with the rule set
-  aside), through :func:`~fbackprop.check_vjp`: a row per operand, worst index, the JVP row;
-* **forward** — when the primal has no reverse mode (a ``while_loop`` inside, as in
-  ``jax.experimental.ode.odeint``): ⟨u, J v⟩ from ``jax.jvp`` of the primal against ⟨Jᵀu, v⟩
-  from the rule, for ``directions`` random v per operand;
-* **reference** — with ``references={f_or_name: g}``: against autodiff of ``g`` plus a forward
-  row ``f(args)`` vs ``g(args)`` (a Pallas kernel, a ``pure_callback``);
-* **budget** — bfloat16/float16 operands: the rule's error and autodiff's error in the same
-  precision, each against a float32 reference (``g``), pass when rule ≤ budget × autodiff + floor.
+  aside): a row per operand, worst index, the JVP row;
+* **reference** — with ``references={f_or_name: g}``: ``check_vjp(reference=g)``, against autodiff
+  of ``g`` plus a forward row ``f(args)`` vs ``g(args)`` (a Pallas kernel, a ``pure_callback``);
+* **budget** — bfloat16/float16 operands (or float32 under a lower ``matmul_precision``): the
+  error budget of :mod:`.budget`, rule and autodiff (of the primal or of ``g``) each against
+  float64 autodiff;
+* **forward** — the one mode of the sweep's own: when the primal has no reverse mode (a
+  ``while_loop`` inside, as in ``jax.experimental.ode.odeint``), ⟨u, J v⟩ from ``jax.jvp`` of
+  the primal against ⟨Jᵀu, v⟩ from the rule, for ``directions`` random v per operand.
 
 Operands that are integers, booleans or PRNG keys are held fixed (noted, not failed); the
 rule's closed-over constants likewise.
@@ -29,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import jaxpr_reader as jr
+from .budget import widen
 from .custom import check_vjp
 from .custom_report import (
     EXPECTED,
@@ -40,27 +44,28 @@ from .custom_report import (
     ModeReport,
     RuleCheck,
 )
-from .numerics import BUDGET, BUDGET_FLOOR, TOLERANCE, error_stats, precision_for
+from .numerics import precision_for
+from .options import FIELDS, CheckOptions, options_from
 from .report import FAIL as ROW_FAIL
-from .report import HAND_AUTO, HAND_JVP, PASS, GradientReport, Row
+from .report import HAND_JVP, PASS, Row
 
-__all__ = ["check_custom_rules", "LOW_PRECISION_TOLERANCE", "BUDGET", "BUDGET_FLOOR"]
+__all__ = ["check_custom_rules"]
 
-LOW_PRECISION_TOLERANCE = {"bfloat16": 3e-2, "float16": 5e-3}  # without a reference
-# BUDGET, BUDGET_FLOOR (rule error ≤ BUDGET × autodiff error + BUDGET_FLOOR): from .numerics,
-# which the trainer's checked low-precision gradients share
+# the CheckOptions fields the sweep takes as keywords: the dtype is each call's own, `directions`
+# is the sweep's (forward-mode directions; finite differences take theirs from `options`), and
+# `resample` does not apply (the operands are the run's)
+SWEEP_OPTIONS = FIELDS - {"dtype", "directions", "resample"}
 
 
 @dataclasses.dataclass(frozen=True)
-class _Options:
+class _Sweep:
+    """The sweep's own settings, beside the shared :class:`CheckOptions`."""
+
     calls: object
-    tolerance: object
+    tolerance: dict  # per-rule tolerance overrides, by rule name
     expect_mismatch: frozenset
     references: dict
     directions: int
-    budget: float
-    seed: int
-    jit: bool = False
 
 
 def _name_of(key) -> str:
@@ -75,15 +80,11 @@ def _name_of(key) -> str:
                     f"prints in its 'rule' column.")
 
 
-def _options(calls, tolerance, expect_mismatch, references, directions, budget, seed, jit):
+def _sweep(calls, tolerance, expect_mismatch, references, directions) -> _Sweep:
     if not (calls in ("first", "all") or (isinstance(calls, int) and not isinstance(calls, bool)
                                           and calls >= 1)):
         raise ValueError(f"check_custom_rules: calls must be 'first', 'all' or a number ≥ 1 (the "
                          f"first N calls per call site), received {calls!r}.")
-    if isinstance(tolerance, dict):
-        tolerance = {_name_of(k): _nonneg(v, "tolerance") for k, v in tolerance.items()}
-    elif tolerance is not None:
-        tolerance = _nonneg(tolerance, "tolerance")
     if isinstance(expect_mismatch, (str, bytes)) or callable(expect_mismatch):
         expect_mismatch = (expect_mismatch,)
     refs = {}
@@ -95,8 +96,79 @@ def _options(calls, tolerance, expect_mismatch, references, directions, budget, 
     if not isinstance(directions, int) or isinstance(directions, bool) or directions < 1:
         raise ValueError(f"check_custom_rules: directions must be an int ≥ 1, received "
                          f"{directions!r}.")
-    return _Options(calls, tolerance, frozenset(_name_of(k) for k in expect_mismatch or ()),
-                    refs, directions, _nonneg(budget, "budget"), int(seed), bool(jit))
+    return _Sweep(calls, {_name_of(k): _nonneg(v, "tolerance") for k, v in tolerance.items()},
+                  frozenset(_name_of(k) for k in expect_mismatch or ()), refs, directions)
+
+
+def _settings(options, overrides, tolerance):
+    """The sweep's :class:`CheckOptions` (default ``jit=False``) and its per-rule tolerances: a
+    number ``tolerance`` is the options' ``tolerance``, a dict the per-rule overrides."""
+    if isinstance(tolerance, dict):
+        per_rule = tolerance
+    else:
+        per_rule = {}
+        if tolerance is not None:
+            overrides = {**overrides, "tolerance": _nonneg(tolerance, "tolerance")}
+    base = CheckOptions(jit=False) if options is None else options
+    return options_from(base, overrides, who="check_custom_rules", accepts=SWEEP_OPTIONS), per_rule
+
+
+def check_custom_rules(fn: Callable, *args, calls="first", tolerance=None, expect_mismatch=(),
+                       references=None, directions: int = 4,
+                       options: CheckOptions | None = None, **overrides) -> CustomRulesReport:
+    """Find every ``jax.custom_vjp``/``jax.custom_jvp`` rule that ``fn(*args)`` reaches and check
+    each at the operands it received in that run.
+
+    Rules are found through ``jax.jit``, ``lax.scan``/``fori_loop``, ``while_loop``,
+    ``cond``/``switch``, ``jax.checkpoint``, ``jax.vmap`` (the rule is checked batched), Flax and
+    Equinox modules and inside other rules' primals. Each captured call is checked by
+    :func:`~fbackprop.check_vjp` in its operands' dtype, with ``options`` (tolerances, error
+    budget, finite differences, JVP row, seed, jit), or in forward mode when its primal has no
+    reverse-mode autodiff.
+
+    Args:
+      fn: any JAX function (a Flax ``apply``, an Equinox model's loss, plain JAX).
+      *args: its arguments (pytrees; non-array leaves are held static).
+      calls: ``"first"`` (default: the first call at each call site), ``"all"``, or N (the
+        first N calls per site).
+      tolerance: a number for every rule (the options' ``tolerance``) or ``{rule or name:
+        number}`` per rule; default that of the operands' dtype (1e-10 in float64, 1e-4 in
+        float32 under matmul precision highest; the error budget in bfloat16/float16).
+      expect_mismatch: rules (functions or names) whose mismatch is by design (a
+        straight-through estimator): reported ``expected mismatch``, not failed.
+      references: ``{rule or name: g}``: ``check_vjp(reference=g)``, with ``g`` called with the
+        rule's array operands in order: needed when the primal is not differentiable (Pallas,
+        ``pure_callback``).
+      directions: random directions per operand in forward mode.
+      options: a :class:`~fbackprop.CheckOptions` (default ``CheckOptions(jit=False)``: op by
+        op, whose compiled primitives every check shares, is faster for the small operands of
+        most rules); its ``dtype`` is replaced by each call's, finite differences run for
+        float64 operands only.
+      **overrides: its fields as keywords (``budget=``, ``seed=``, ``jit=``,
+        ``raise_on_failure=``, …), except ``dtype``, ``directions`` and ``resample``.
+
+    Returns:
+      A :class:`~fbackprop.CustomRulesReport`.
+
+    Raises:
+      RuntimeError: an unsupported JAX version (the sweep reads JAX internals).
+      ValueError, TypeError: a bad option; whatever ``fn(*args)`` raises, with a note.
+      GradientCheckError: with ``raise_on_failure=True``, with the table.
+    """
+    jr.require_known_jax()
+    if not callable(fn):
+        raise TypeError(f"check_custom_rules: fn must be a callable JAX function, received "
+                        f"{type(fn).__name__}. Pass the function and its arguments: "
+                        f"fb.check_custom_rules(loss, params, x).")
+    opts, per_rule = _settings(options, overrides, tolerance)
+    sweep = _sweep(calls, per_rule, expect_mismatch, references, directions)
+    sites, unsearched = _capture(fn, args, sweep)
+    report = CustomRulesReport(
+        subject=getattr(fn, "__name__", type(fn).__name__), checks=_check_all(sites, opts, sweep),
+        unsearched=unsearched,
+        settings={"calls": sweep.calls, "seed": opts.seed, "directions": sweep.directions,
+                  "budget": opts.budget})
+    return report.raise_if_failed() if opts.raise_on_failure else report
 
 
 def _nonneg(v, what):
@@ -105,7 +177,7 @@ def _nonneg(v, what):
     return float(v)
 
 
-def _capture(fn, args, opts):
+def _capture(fn, args, sweep):
     """Run ``fn(*args)`` through the interpreter; ``(sites, unsearched)`` where sites maps a call
     site to ``[call, count, [operands, …]]`` in the order first reached."""
     try:
@@ -115,7 +187,7 @@ def _capture(fn, args, opts):
                    "arguments: the sweep runs exactly fn(*args))")
         raise
     sites, unsearched = {}, []
-    keep = 1 if opts.calls == "first" else None if opts.calls == "all" else opts.calls
+    keep = 1 if sweep.calls == "first" else None if sweep.calls == "all" else sweep.calls
 
     def visit(call, operands):
         if call is None:  # an equation with rules inside that the interpreter cannot enter
@@ -140,64 +212,15 @@ def _capture(fn, args, opts):
     return sites, tuple(dict.fromkeys(unsearched))
 
 
-def check_custom_rules(fn: Callable, *args, calls="first", tolerance=None, expect_mismatch=(),
-                       references=None, directions: int = 4, budget: float = BUDGET,
-                       seed: int = 0, jit: bool = False,
-                       raise_on_failure: bool = False) -> CustomRulesReport:
-    """Find every ``jax.custom_vjp``/``jax.custom_jvp`` rule that ``fn(*args)`` reaches and check
-    each at the operands it received in that run.
-
-    Rules are found through ``jax.jit``, ``lax.scan``/``fori_loop``, ``while_loop``,
-    ``cond``/``switch``, ``jax.checkpoint``, ``jax.vmap`` (the rule is checked batched), Flax and
-    Equinox modules and inside other rules' primals.
-
-    Args:
-      fn: any JAX function (a Flax ``apply``, an Equinox model's loss, plain JAX).
-      *args: its arguments (pytrees; non-array leaves are held static).
-      calls: ``"first"`` (default: the first call at each call site), ``"all"``, or N (the
-        first N calls per site).
-      tolerance: a number for every rule or ``{rule or name: number}``; default 1e-10 in
-        float64, 1e-4 in float32 (matmul precision highest).
-      expect_mismatch: rules (functions or names) whose mismatch is by design (a
-        straight-through estimator): reported ``expected mismatch``, not failed.
-      references: ``{rule or name: g}``: compare with autodiff of ``g`` (called with the rule's
-        array operands, in order) and add a forward row; needed when the primal is not
-        differentiable (Pallas, ``pure_callback``), and the float32 reference of the
-        low-precision budget.
-      directions: random directions per operand in forward mode.
-      budget: low precision passes when the rule's error ≤ budget × autodiff's error + 1e-4.
-      seed: seeds every random cotangent and direction.
-      jit: compile each check as one program; the default runs it op by op, whose compiled
-        primitives are shared by every check (faster for the small operands of most rules).
-      raise_on_failure: raise :class:`~fbackprop.GradientCheckError` (with the table) instead of
-        returning a failing report.
-
-    Returns:
-      A :class:`~fbackprop.CustomRulesReport`.
-
-    Raises:
-      RuntimeError: an unsupported JAX version (the sweep reads JAX internals).
-      ValueError, TypeError: a bad option; whatever ``fn(*args)`` raises, with a note.
-    """
-    jr.require_known_jax()
-    if not callable(fn):
-        raise TypeError(f"check_custom_rules: fn must be a callable JAX function, received "
-                        f"{type(fn).__name__}. Pass the function and its arguments: "
-                        f"fb.check_custom_rules(loss, params, x).")
-    opts = _options(calls, tolerance, expect_mismatch, references, directions, budget, seed,
-                    jit)
-    sites, unsearched = _capture(fn, args, opts)
+def _check_all(sites, opts, sweep) -> tuple:
+    """Check every recorded call, each seeded by its site and call number."""
     checks = []
     for n, (call, count, recorded) in enumerate(sites.values()):
         info = jr.describe_call(call)
         for k, operands in enumerate(recorded):
-            checks.append(_check_one(call, info, count, k, operands, opts, opts.seed + 97 * n + k))
-    report = CustomRulesReport(
-        subject=getattr(fn, "__name__", type(fn).__name__), checks=tuple(checks),
-        unsearched=unsearched,
-        settings={"calls": opts.calls, "seed": opts.seed, "directions": opts.directions,
-                  "budget": opts.budget})
-    return report.raise_if_failed() if raise_on_failure else report
+            seeded = dataclasses.replace(opts, seed=opts.seed + 97 * n + k)
+            checks.append(_check_one(call, (info, count, k), operands, seeded, sweep))
+    return tuple(checks)
 
 
 def _aval_str(x) -> str:
@@ -211,7 +234,8 @@ def _is_float(x) -> bool:
     return jnp.issubdtype(jnp.result_type(x), jnp.floating)
 
 
-def _check_one(call, info, count, k, operands, opts, seed) -> RuleCheck:
+def _check_one(call, where, operands, opts, sweep) -> RuleCheck:
+    info, count, k = where
     name = info["name"]
     base = dict(name=name, kind=call.kind, defined_at=info["defined_at"], rule=info["rule"],
                 rule_at=info["rule_at"], called_at=info["called_at"], scope=info["name_stack"],
@@ -231,10 +255,12 @@ def _check_one(call, info, count, k, operands, opts, seed) -> RuleCheck:
     if nonfinite:  # check_vjp refuses NaN/inf: a comparison there would blame the rule
         return RuleCheck(**base, status=SKIPPED, reason="; ".join(
             [f"operand(s) {nonfinite} hold NaN or inf: no rule can be checked there"] + notes))
-    ref = opts.references.get(name) or opts.references.get(info["rule"])
+    names = (name, info["rule"])
+    ref = next((sweep.references[n] for n in names if n in sweep.references), None)
+    tol = next((sweep.tolerance[n] for n in names if n in sweep.tolerance), opts.tolerance)
     subject = _Subject(call, operands, diff_idx, ref)
-    status, reason, mode, report = _verdict(subject, name, opts, seed)
-    if status == FAIL and (name in opts.expect_mismatch or info["rule"] in opts.expect_mismatch):
+    status, reason, mode, report = _verdict(subject, name, opts, tol, sweep.directions)
+    if status == FAIL and any(n in sweep.expect_mismatch for n in names):
         status, reason = EXPECTED, "mismatch expected by design (expect_mismatch): " + reason
     return RuleCheck(**base, status=status, reason="; ".join(filter(None, [reason] + notes)),
                      mode=mode, report=report)
@@ -259,28 +285,27 @@ class _Subject:
         return list(self._primal(*self._full(diff)))
 
     def rule(self, *diff):
-        return list(self._rule(*self._full(diff)))
+        """The user's rule at ``diff``. The captured call is typed by the run (a kernel's inner
+        ``jit`` too): the float64 pass of the error budget, whose rule values are not read, runs
+        it at the captured dtypes and widens its outputs."""
+        captured = [jnp.result_type(x) for x in self.diff]
+        if all(jnp.result_type(d) == c for d, c in zip(diff, captured)):
+            return list(self._rule(*self._full(diff)))
+        out = self._rule(*self._full([d.astype(c) for d, c in zip(diff, captured)]))
+        return [o.astype(diff[0].dtype) if _is_float(o) else o for o in out]
+
+    def as_custom_vjp(self, name):
+        """The captured call as a ``jax.custom_vjp`` of the differentiable operands, backward
+        the user's rule (for :func:`~fbackprop.check_vjp`): its primal is :meth:`primal`, or,
+        with a reference (which then stands for the primal), the call itself."""
+        f = jax.custom_vjp(self.primal if self.reference is None else self.rule)
+        f.defvjp(lambda *d: (self.rule(*d), d), lambda d, u: tuple(jax.vjp(self.rule, *d)[1](u)))
+        f.__name__ = name
+        return f
 
     def ref(self, *diff):
         out = self.reference(*self._full(diff)[self.call.num_consts:])
         return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
-def _differentiable(f, diff) -> str | None:
-    """``"reverse"``, ``"forward"`` or ``None``: the autodiff mode ``f`` supports at ``diff``."""
-    try:
-        def pull(*d):
-            out, back = jax.vjp(f, *d)
-            return back(out)
-        jax.eval_shape(pull, *diff)
-        return "reverse"
-    except Exception:
-        pass
-    try:
-        jax.eval_shape(lambda *d: jax.jvp(f, d, d), *diff)
-        return "forward"
-    except Exception:
-        return None
 
 
 def _rule_problem(subject) -> str | None:
@@ -301,7 +326,15 @@ def _rule_problem(subject) -> str | None:
     return None
 
 
-def _verdict(subject, name, opts, seed):
+def _call_options(opts, dtype, tol) -> CheckOptions:
+    """The options of one captured call: the sweep's, in the operands' dtype."""
+    return dataclasses.replace(
+        opts, dtype=dtype, tolerance=tol, raise_on_failure=False,
+        finite_differences=opts.finite_differences and dtype == "float64",
+        matmul_precision="highest" if dtype == "float64" else opts.matmul_precision)
+
+
+def _verdict(subject, name, opts, tol, directions):
     """``(status, reason, mode, report)`` for one captured call."""
     problem = _rule_problem(subject)
     if problem:
@@ -309,28 +342,46 @@ def _verdict(subject, name, opts, seed):
     dtypes = {jnp.result_type(x).name for x in subject.diff}
     if len(dtypes) > 1:
         return SKIPPED, f"operands of mixed floating dtypes {sorted(dtypes)}", "", None
-    dtype = dtypes.pop()
-    tol = opts.tolerance.get(name) if isinstance(opts.tolerance, dict) else opts.tolerance
-    if dtype in ("bfloat16", "float16"):
-        return _low_precision(subject, dtype, tol, opts, seed, name)
-    against = subject.ref if subject.reference is not None else subject.primal
-    mode = _differentiable(against, subject.diff)
-    if mode is None:
-        return (SKIPPED, "primal not differentiable — pass a reference (references={rule: g})"
-                if subject.reference is None else "the reference is not differentiable either",
-                "", None)
-    with precision_for(dtype):
-        if mode == "reverse":
-            report = _vjp_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
-                              opts.jit)
-        else:
-            report = _forward_rows(subject.rule, against, subject.diff, dtype, tol, seed, name,
-                                  opts.directions)
-        if subject.reference is not None:
-            report = dataclasses.replace(report, rows=report.rows + (
-                _forward_value_row(subject, report.tolerance),))
-    mode = "reference" if subject.reference is not None and mode == "reverse" else mode
-    return _status_of(report), _reason_of(report), mode, report
+    opts = _call_options(opts, dtypes.pop(), tol)
+    if opts.low_precision and subject.reference is None and not _runs_in_float64(subject):
+        return SKIPPED, (f"{opts.dtype}: the error budget needs autodiff of the primal in "
+                         f"float64, and the captured primal is typed {opts.dtype} (its "
+                         f"constants, its inner jit) — pass a reference (references={{rule: "
+                         f"g}})"), "", None
+    try:
+        report = check_vjp(subject.as_custom_vjp(name), *subject.diff, options=opts,
+                           reference=None if subject.reference is None else subject.ref)
+    except TypeError as e:  # the reference: wrong outputs (a failure) or not differentiable
+        status = SKIPPED if "cannot differentiate" in str(e) else FAIL
+        return status, str(e).splitlines()[0], "", None
+    if not report.skipped:
+        mode = ("budget" if opts.low_precision else
+                "reverse" if subject.reference is None else "reference")
+        return _status_of(report), _reason_of(report), mode, report
+    if opts.low_precision or not _has_forward_mode(subject.primal, subject.diff):
+        return SKIPPED, report.skipped.split(" (")[0] + " (references={rule: g})", "", None
+    with precision_for(opts.dtype, opts.matmul_precision):
+        report = _forward_rows(subject, name, opts, directions)
+    return _status_of(report), _reason_of(report), "forward", report
+
+
+def _runs_in_float64(subject) -> bool:
+    """Whether the captured primal can be evaluated at float64 operands (the reference pass of
+    the error budget): a jaxpr traced in low precision often cannot (typed literals)."""
+    with precision_for("float64"):
+        try:
+            jax.eval_shape(subject.primal, *widen(subject.diff))
+        except Exception:  # whatever the typed jaxpr raises: it has no float64 version
+            return False
+    return True
+
+
+def _has_forward_mode(f, diff) -> bool:
+    try:
+        jax.eval_shape(lambda *d: jax.jvp(f, d, d), *diff)
+    except Exception:  # whatever autodiff raises: the primal has no forward mode either
+        return False
+    return True
 
 
 def _status_of(report) -> str:
@@ -348,28 +399,20 @@ def _reason_of(report) -> str:
             f"{r.tolerance:.0e} at index {r.index}" + (f" — {r.note}" if r.note else ""))
 
 
-def _vjp_rows(rule, primal, diff, dtype, tolerance, seed, name, jit=False) -> GradientReport:
-    """The rows of :func:`~fbackprop.check_vjp` for ``rule`` (differentiated by its custom rule)
-    against autodiff of ``primal``; the one place the sweep calls ``check_vjp``."""
-    f = jax.custom_vjp(primal)
-    f.defvjp(lambda *a: (rule(*a), a), lambda a, u: tuple(jax.vjp(rule, *a)[1](u)))
-    f.__name__ = name
-    return check_vjp(f, *diff, dtype=dtype, tolerance=tolerance, seed=seed, jit=jit)
-
-
 def _random(shape, rng, dtype):
     return jnp.asarray(rng.standard_normal(tuple(shape)), dtype)
 
 
-def _forward_rows(rule, primal, diff, dtype, tolerance, seed, name, directions) -> GradientReport:
+def _forward_rows(subject, name, opts, directions) -> ModeReport:
     """Forward mode: for ``directions`` random v per operand, ⟨u, J v⟩ with J from ``jax.jvp`` of
     ``primal`` against ⟨Jᵀu, v⟩ with Jᵀu from the custom ``rule``; one row per operand (the worst
     direction), relative to max(‖u‖‖J v‖, ‖Jᵀu‖‖v‖)."""
-    rng = np.random.default_rng(seed)
+    rule, primal, diff, dtype = subject.rule, subject.primal, subject.diff, opts.dtype
+    rng = np.random.default_rng(opts.seed)
     outs = jax.eval_shape(primal, *diff)
     u = [_random(o.shape, rng, dtype) for o in outs]
     vs = [[_random(jnp.shape(x), rng, dtype) for _ in range(directions)] for x in diff]
-    tol = TOLERANCE.get(dtype, 1e-4) if tolerance is None else tolerance
+    tol = opts.tolerances(0.0).tol
 
     n, K = len(diff), directions
     # one batch of tangents: row i·K + k perturbs operand i along its k-th direction only
@@ -406,77 +449,3 @@ def _forward_rows(rule, primal, diff, dtype, tolerance, seed, name, directions) 
                                 f"max(‖u‖‖J v‖, ‖Jᵀu‖‖v‖), J by jax.jvp of the primal, Jᵀu by "
                                 f"the rule",
                       layer_names=(name,))
-
-
-def _forward_value_row(subject, tol) -> Row:
-    got, ref = subject.rule(*subject.diff), subject.ref(*subject.diff)
-    if len(got) != len(ref):
-        return Row(None, "forward value", "f(args) vs g(args)", "all outputs", "rule–reference",
-                   float("nan"), float("nan"), (), tol, ROW_FAIL,
-                   f"{len(got)} outputs, the reference gives {len(ref)}")
-    worst = max((error_stats(np.asarray(a, np.float64), np.asarray(b, np.float64))
-                 for a, b in zip(got, ref)), key=lambda s: s[1])
-    return Row(None, "forward value", "f(args) vs g(args)", "all outputs", "rule–reference",
-               worst[0], worst[1], worst[2], tol, PASS if worst[1] <= tol else ROW_FAIL)
-
-
-def _low_precision(subject, dtype, tol, opts, seed, name):
-    """bfloat16/float16: against a float32 reference's budget (with a reference) or autodiff of
-    the primal in the same precision at a fixed tolerance (without)."""
-    rng = np.random.default_rng(seed)
-    outs = jax.eval_shape(subject.rule, *subject.diff)
-    u32 = [_random(o.shape, rng, jnp.float32) for o in outs]
-    u = [x.astype(o.dtype) for x, o in zip(u32, outs)]
-    g_rule = jax.vjp(subject.rule, *subject.diff)[1](u)
-    if subject.reference is None:
-        if _differentiable(subject.primal, subject.diff) != "reverse":
-            return (SKIPPED, "primal not differentiable — pass a reference "
-                             "(references={rule: g})", "", None)
-        tol = LOW_PRECISION_TOLERANCE[dtype] if tol is None else tol
-        g_auto = jax.vjp(subject.primal, *subject.diff)[1](u)
-        rows = tuple(_leaf_row(i, a, b, tol) for i, (a, b) in enumerate(zip(g_rule, g_auto)))
-        report = ModeReport(subject=name, cost=None, dtype=dtype, tolerance=tol, rows=rows,
-                            criterion=f"{dtype}, no reference: pass when max rel ≤ {tol:.0e} "
-                                      f"against autodiff of the primal in {dtype}")
-        return _status_of(report), _reason_of(report), "reverse", report
-    return _budget_check(subject, u32, g_rule, opts.budget, tol, name)
-
-
-def _leaf_row(i, got, ref, tol) -> Row:
-    err, rel, idx = error_stats(np.asarray(got, np.float64), np.asarray(ref, np.float64))
-    return Row(None, "∂⟨u, f⟩/∂args by the custom rule", "∂J/∂p", f"[{i}]", HAND_AUTO, err, rel,
-               idx, tol, PASS if rel <= tol else ROW_FAIL)
-
-
-def _norm_rel(got, ref) -> float:
-    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
-    scale = np.linalg.norm(ref)
-    return float(np.linalg.norm(got - ref) / (scale if scale > 0 else 1.0))
-
-
-def _budget_check(subject, u32, g_rule, budget, floor=None, name="rule"):
-    """The error budget: per operand, e_rule = ‖g_rule − g₃₂‖/‖g₃₂‖ and e_auto the same for
-    autodiff of the reference in ``dtype``, with g₃₂ autodiff of the reference in float32
-    (matmul precision highest); pass when e_rule ≤ budget × e_auto + floor."""
-    floor = BUDGET_FLOOR if floor is None else floor
-    dtype = jnp.result_type(subject.diff[0]).name
-    u = [x.astype(g.dtype) for x, g in zip(u32, jax.eval_shape(subject.rule, *subject.diff))]
-    diff32 = [x.astype(jnp.float32) for x in subject.diff]
-    g_auto = jax.vjp(subject.ref, *subject.diff)[1](u)
-    with jax.default_matmul_precision("highest"):
-        g_ref = jax.vjp(subject.ref, *diff32)[1](u32)
-    rows = []
-    for i, (r, a, t) in enumerate(zip(g_rule, g_auto, g_ref)):
-        e_rule, e_auto = _norm_rel(r, t), _norm_rel(a, t)
-        bound = budget * e_auto + floor
-        ok = e_rule <= bound
-        rows.append(Row(None, f"{dtype} error budget: ‖g − g₃₂‖/‖g₃₂‖ ≤ {budget:g}·autodiff "
-                              f"+ {floor:.0e}", "∂J/∂p", f"[{i}]", "rule–float32 reference",
-                        e_rule, e_rule, (), bound, PASS if ok else ROW_FAIL,
-                        f"autodiff in {dtype}: {e_auto:.2e}; ratio "
-                        f"{e_rule / e_auto if e_auto > 0 else float('inf'):.2f}"))
-    report = ModeReport(subject=name, cost=None, dtype=dtype, tolerance=floor, criterion=(
-        f"{dtype} error budget: per operand, pass when ‖g − g₃₂‖/‖g₃₂‖ of the rule ≤ "
-        f"{budget:g} × that of autodiff of the reference in {dtype} + {floor:.0e}; g₃₂: "
-        f"autodiff of the reference in float32, matmul precision highest"), rows=tuple(rows))
-    return _status_of(report), _reason_of(report), "budget", report
