@@ -18,42 +18,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import platform
+import sys
 
 import jax
 import jax.numpy as jnp
 import optax
 
-import fbackprop as fb
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from bench_models import SIZES as MODEL_SIZES  # noqa: E402  (scripts/ is not a package)
+
+import fbackprop as fb  # noqa: E402
 
 COST = "softmax_cross_entropy"
 
-# (model, size label, constructor, x shape incl. batch, what the size means)
-SIZES = [
+# (model, size label, constructor, x shape incl. batch, what the size means): bench_models.py's
+# rows (its one-block "large" transformer aside), two MLPs, and two deeper transformers
+MLP_SIZES = [
     ("mlp", "small", lambda: fb.mlp((64, 64, 10), "relu", "identity"), (32, 64),
      "64-64-10"),
     ("mlp", "large", lambda: fb.mlp((1024, 2048, 2048, 10), "relu", "identity"), (256, 1024),
      "1024-2048-2048-10"),
-    ("cnn", "small", lambda: fb.cnn((1, 16, 16), conv_channels=(8,), kernel_size=3, pool_size=2,
-                                    hidden=(32,), n_out=10, activation="relu"),
-     (64, 1, 16, 16), "1x16x16, conv 8 k3, pool 2, hidden 32"),
-    ("cnn", "large", lambda: fb.cnn((1, 28, 28), conv_channels=(16, 32), kernel_size=5,
-                                    pool_size=2, pool="max", hidden=(128,), n_out=10,
-                                    activation="relu"),
-     (128, 1, 28, 28), "1x28x28, conv 16-32 k5, max pool 2, hidden 128"),
-    ("rnn", "small", lambda: fb.rnn(8, 64, 10), (32, 20, 8), "n_in 8, H 64, T 20"),
-    ("rnn", "large", lambda: fb.rnn(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
-    ("lstm", "small", lambda: fb.lstm(8, 32, 10), (32, 20, 8), "n_in 8, H 32, T 20"),
-    ("lstm", "large", lambda: fb.lstm(32, 128, 10), (64, 100, 32), "n_in 32, H 128, T 100"),
-    ("gru", "small", lambda: fb.gru(8, 64, 10), (32, 20, 8), "n_in 8, H 64, T 20"),
-    ("gru", "large", lambda: fb.gru(32, 256, 10), (64, 100, 32), "n_in 32, H 256, T 100"),
-    ("transformer", "small", lambda: fb.transformer(64, 32, 4, 1, 16), (16, 16),
-     "1 block, V 64, D 32, 4 heads, T 16"),
+]
+DEEP_TRANSFORMERS = [
     ("transformer", "medium", lambda: fb.transformer(256, 128, 4, 2, 64), (16, 64),
      "2 blocks, V 256, D 128, 4 heads, T 64"),
     ("transformer", "large", lambda: fb.transformer(512, 256, 8, 4, 128), (8, 128),
      "4 blocks, V 512, D 256, 8 heads, T 128"),
 ]
+SIZES = (MLP_SIZES + [r for r in MODEL_SIZES if (r[0], r[1]) != ("transformer", "large")]
+         + DEEP_TRANSFORMERS)
 
 # --smoke: the same families at tiny sizes, so that the test suite builds every row in seconds
 SMOKE = [
