@@ -23,11 +23,11 @@ import platform
 import sys
 
 import jax
-import jax.numpy as jnp
 import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_models import SIZES as MODEL_SIZES  # noqa: E402  (scripts/ is not a package)
+from bench_models import batch  # noqa: E402
 
 import fbackprop as fb  # noqa: E402
 
@@ -60,20 +60,6 @@ SMOKE = [
     ("gru", "tiny", lambda: fb.gru(2, 4, 3), (4, 3, 2), "n_in 2, H 4, T 3"),
     ("transformer", "tiny", lambda: fb.transformer(8, 8, 2, 1, 4), (2, 4), "V 8, D 8, T 4"),
 ]
-
-
-def batch(net, x_shape, key):
-    """A random input batch of ``x_shape`` for ``net`` (token ids for a transformer) and one-hot
-    targets for its output width."""
-    n_out = net.layers[-1].init(jax.random.PRNGKey(0))["b"].shape[0]
-    kx, ky = jax.random.split(key)
-    if net.input_vocab is None:
-        x = jax.random.normal(kx, x_shape, jnp.float32)
-        y = jax.nn.one_hot(jax.random.randint(ky, (x_shape[0],), 0, n_out), n_out)
-    else:  # token ids in, next-token one-hot targets at every position
-        x = jax.random.randint(kx, x_shape, 0, net.input_vocab)
-        y = jax.nn.one_hot(jax.random.randint(ky, x_shape, 0, n_out), n_out)
-    return x, y
 
 
 def memory(fn, *args) -> dict:

@@ -44,6 +44,20 @@ SIZES = [
 ]
 
 
+def batch(net, x_shape, key):
+    """A random input batch of ``x_shape`` for ``net`` (token ids for a transformer) and one-hot
+    targets for its output width."""
+    n_out = net.layers[-1].init(jax.random.PRNGKey(0))["b"].shape[0]
+    kx, ky = jax.random.split(key)
+    if net.input_vocab is None:
+        x = jax.random.normal(kx, x_shape, jnp.float32)
+        y = jax.nn.one_hot(jax.random.randint(ky, (x_shape[0],), 0, n_out), n_out)
+    else:  # token ids in, next-token one-hot targets at every position
+        x = jax.random.randint(kx, x_shape, 0, net.input_vocab)
+        y = jax.nn.one_hot(jax.random.randint(ky, x_shape, 0, n_out), n_out)
+    return x, y
+
+
 def bench(repeats: int = 100, only=None):
     """Time every row of SIZES (or the models named in ``only``); one dict per row."""
     rows = []
@@ -52,14 +66,7 @@ def bench(repeats: int = 100, only=None):
             continue
         net = make()
         params = net.init(jax.random.PRNGKey(0))
-        kx, ky = jax.random.split(jax.random.PRNGKey(1))
-        n_out = net.layers[-1].init(jax.random.PRNGKey(0))["b"].shape[0]
-        if net.input_vocab is None:
-            x = jax.random.normal(kx, x_shape, jnp.float32)
-            y = jax.nn.one_hot(jax.random.randint(ky, (x_shape[0],), 0, n_out), n_out)
-        else:  # token ids in, next-token one-hot targets at every position
-            x = jax.random.randint(kx, x_shape, 0, net.input_vocab)
-            y = jax.nn.one_hot(jax.random.randint(ky, x_shape, 0, n_out), n_out)
+        x, y = batch(net, x_shape, jax.random.PRNGKey(1))
         manual = jax.jit(fb.manual_grad(net, COST))
         auto = jax.jit(jax.grad(fb.loss_fn(net, COST)))
         m, a = time_pair(manual, auto, (params, x, y), repeats)

@@ -43,6 +43,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import gpt2_step  # noqa: E402  (scripts/ is not a package)
 from bench_mlp import time_pair  # noqa: E402
 from bench_peers import torch_recurrent_step  # noqa: E402
+from roofline import median_time as _median  # noqa: E402
 
 import fbackprop as fb  # noqa: E402
 
@@ -68,15 +69,8 @@ SMOKE = {
 
 
 def median_time(f, *args, repeats: int) -> float:
-    """Median seconds of ``f(*args)`` after two warm-up calls."""
-    for _ in range(2):
-        jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    """Median seconds of ``f(*args)`` after two warm-up calls (roofline.py's timer)."""
+    return _median(f, *args, repeats=repeats, warmup=2)
 
 
 def row(name, value, unit, target=None, met=None, note=""):

@@ -36,8 +36,10 @@ CASES = [
 ]
 
 
-def _median_time(f, *args, repeats):
-    jax.block_until_ready(f(*args))
+def median_time(f, *args, repeats, warmup=1):
+    """Median seconds of ``f(*args)`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        jax.block_until_ready(f(*args))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -51,10 +53,10 @@ def device_rates(repeats: int):
     n = 2048
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     mm = jax.jit(lambda a: a @ a)
-    rate = 2 * n ** 3 / _median_time(mm, a, repeats=repeats)
+    rate = 2 * n ** 3 / median_time(mm, a, repeats=repeats)
     big = jnp.ones((64 * 2 ** 20,), jnp.float32)  # 256 MiB
     copy = jax.jit(lambda x: x * 1.0001)
-    bandwidth = 2 * big.nbytes / _median_time(copy, big, repeats=repeats)  # read + write
+    bandwidth = 2 * big.nbytes / median_time(copy, big, repeats=repeats)  # read + write
     return rate, bandwidth
 
 
@@ -72,7 +74,7 @@ def case_row(label, make, shape, rate, bandwidth, repeats):
     param_bytes = sum(np.asarray(p).nbytes for p in jax.tree.leaves(params))
     min_bytes = 2 * param_bytes + x.nbytes + y.nbytes  # read params, write grads, read batch
     floor = max(flops / rate, min_bytes / bandwidth)
-    measured = _median_time(step, params, x, y, repeats=repeats)
+    measured = median_time(step, params, x, y, repeats=repeats)
     return {"case": label, "gflop": flops / 1e9, "mbytes": min_bytes / 1e6,
             "floor_ms": floor * 1e3, "measured_ms": measured * 1e3,
             "floor_over_measured": floor / measured}
