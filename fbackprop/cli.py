@@ -6,7 +6,7 @@ import importlib
 import os
 import sys
 
-from . import __version__
+from . import __version__, plotting
 from .commands import SUMMARIES
 
 COMMANDS = tuple(SUMMARIES)  # modules under fbackprop.commands, in the order --help lists them
@@ -58,12 +58,15 @@ def main(argv=None) -> int:
       output went away (``fbackprop errata --markdown | head``), quietly, as a shell tool does.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(only=_command(argv)).parse_args(argv)
-    args.argv = argv  # a supervised run starts it again
-    from .jax_cache import enable_compilation_cache  # after parsing, so --help stays fast
-
-    enable_compilation_cache()  # before the first compilation of this process
+    command = _command(argv)
+    if command == "train" and not {"-h", "--help"} & set(argv):
+        plotting.start_process()  # matplotlib's import, on another core while JAX's runs here
     try:
+        args = build_parser(only=command).parse_args(argv)
+        args.argv = argv  # a supervised run starts it again
+        from .jax_cache import enable_compilation_cache  # after parsing: --help stays fast
+
+        enable_compilation_cache()  # before the first compilation of this process
         status = args.func(args)
         sys.stdout.flush()
         return status
@@ -72,6 +75,8 @@ def main(argv=None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    finally:
+        plotting.close_process()  # unused: the command failed before its plot
 
 
 if __name__ == "__main__":

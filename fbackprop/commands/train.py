@@ -7,6 +7,7 @@ import pathlib
 import sys
 import time
 
+from .. import plotting
 from ..data import DATASETS, SEQUENCE_DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS, PRECISIONS
 from ..training.registry import MODELS
@@ -96,7 +97,9 @@ def _add_settings(p):
 def _add_output(p):
     """The options of the run directory and of what the command prints."""
     p.add_argument("--checkpoint-every", type=int,
-                   help="epochs between checkpoints (default: epochs // 20, at least 1)")
+                   help="epochs between checkpoints, and a checkpoint of epoch 0 (default: "
+                        "every epochs // 20 epochs but at most one per 10 seconds; always the "
+                        "last epoch)")
     p.add_argument("--out",
                    help="run directory (default runs/<date>-<time>); refuses one that holds a run")
     p.add_argument("--resume", action="store_true",
@@ -222,6 +225,9 @@ def run(args) -> int:
     """
     if not args.verbose:
         _quiet_third_party_logs()
+    if args.distributed is not None or any(getattr(args, f) is not None
+                                           for f in _CLUSTER_FLAGS):
+        plotting.close_process()  # the plot process the command started: for one process
     prepared = _prepared(args)
     if isinstance(prepared, int):  # refused, or handed to the supervisor
         return prepared

@@ -163,6 +163,13 @@ def _write_checksum(out, epoch: int, digest: dict):
         write_json(step / CHECKSUM, digest)
 
 
+def _import_orbax():
+    try:
+        import orbax.checkpoint  # noqa: F401
+    except ImportError:
+        pass  # the first save imports it again and raises
+
+
 class Checkpoints:
     """The checkpoints of a run being trained: orbax saves plus the checksum of each step.
 
@@ -188,9 +195,24 @@ class Checkpoints:
 
     def __init__(self, out, *, asynchronous: bool = True, max_to_keep: int = 3, stamp=None):
         self.out = pathlib.Path(out).absolute()
-        self.manager = checkpoint_manager(self.out, max_to_keep=max_to_keep,
-                                          asynchronous=asynchronous)
-        self._pending, self.stamp, self.failed = None, stamp, None
+        self._options = {"max_to_keep": max_to_keep, "asynchronous": asynchronous}
+        self._manager, self._pending, self.stamp, self.failed = None, None, stamp, None
+
+    def prefetch(self):
+        """Start importing orbax on a daemon thread, if no manager exists yet: the epochs run
+        in XLA with the GIL released, so the import overlaps them instead of delaying the
+        first save (a short run's only one, at its end)."""
+        if self._manager is None and "orbax.checkpoint" not in sys.modules:
+            threading.Thread(target=_import_orbax, name="fbackprop-import-orbax",
+                             daemon=True).start()
+
+    @property
+    def manager(self):
+        """The orbax ``CheckpointManager``, made at the first use: a short run saves once, at
+        its end, and until then neither orbax's import nor its manager delays the epochs."""
+        if self._manager is None:
+            self._manager = checkpoint_manager(self.out, **self._options)
+        return self._manager
 
     def save(self, epoch: int, state: dict):
         """Start saving ``state`` as the checkpoint of ``epoch`` (after finishing the previous
@@ -240,6 +262,8 @@ class Checkpoints:
         Raises:
           CheckpointError: the save in flight could not be written.
         """
+        if self._manager is None:
+            return  # nothing was saved
         epoch = self._pending[0] if self._pending is not None else None
         self._guard(epoch, self.manager.wait_until_finished)
         if self._pending is not None:
@@ -258,7 +282,8 @@ class Checkpoints:
             if self.failed is None:
                 self.finish()
         finally:
-            self.manager.close()
+            if self._manager is not None:
+                self._manager.close()
 
 
 def restore(manager, epoch: int, like: dict) -> dict:

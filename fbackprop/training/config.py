@@ -17,7 +17,7 @@ from ..inputs import require_choice, require_int, require_positive_int
 from .optim import LR_DEFAULTS, OPTIMIZERS, PRECISIONS, check_lr, check_weight_decay
 
 __all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "Settings",
-           "resolve", "data_defaults"]
+           "resolve", "data_defaults", "CHECKPOINT_SECONDS", "checkpoint_due"]
 
 MODES = ("online", "offline", "minibatch")
 GRADS = ("manual", "autodiff", "checked")
@@ -27,7 +27,8 @@ RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence 
 # Greydanus 2020: Adam with η = 1e-2, batch 100, 6000 steps (150 epochs of 4000). Its recurrent
 # networks read 8 features per step (5 steps of the 40-sample signal): over 40 steps of one
 # feature a plain tanh RNN barely learns (Jin §3.2's vanishing and exploding deltas).
-# checkpoint_every None: every epochs // 20 (≥ 1)
+# checkpoint_every None: every epochs // 20 (≥ 1), no sooner than CHECKPOINT_SECONDS after the
+# last save (one process), and always the last epoch (see checkpoint_due)
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
             "check_every": 10, "checkpoint_every": None, "shard_params": False,
             "precision": "fp32"}
@@ -48,6 +49,39 @@ DATA_DEFAULTS = {
     "text": {"epochs": 20, "batch_size": 32, "hidden": (128, 128), "optimizer": "adamw",
              "lr": {"adamw": 3e-3}, "weight_decay": {"adamw": 0.01}},
 }
+
+
+# A default checkpoint costs tens of milliseconds (orbax's save and a checksum): at most one per
+# this many seconds keeps that near 1% of a run, and a stop loses at most these seconds of work.
+CHECKPOINT_SECONDS = 10.0
+
+
+def checkpoint_due(every: int | None, epochs: int, epoch: int, since_save: float,
+                   processes: int = 1) -> bool:
+    """Whether the run saves a checkpoint after ``epoch``.
+
+    The last epoch is always saved. An explicit ``every`` saves each ``every``-th epoch. The
+    default (``every=None``) saves each ``epochs // 20``-th epoch (at least every epoch) once
+    :data:`CHECKPOINT_SECONDS` have passed since the last save, so a run of a few seconds writes
+    one checkpoint, at its end; with several processes the clock is left out, since every
+    process must make the same decision without talking to the others.
+
+    Args:
+      every: ``checkpoint_every`` (``None``: the default).
+      epochs: the run's last epoch.
+      epoch: the epoch just finished.
+      since_save: seconds since the last save (or since the epochs started).
+      processes: how many processes train the run.
+
+    Returns:
+      ``True`` to save.
+    """
+    if epoch == epochs:
+        return True
+    if every is not None:
+        return epoch % every == 0
+    return epoch % max(1, epochs // 20) == 0 and (processes > 1
+                                                   or since_save >= CHECKPOINT_SECONDS)
 
 
 def data_defaults(name: str) -> dict:
@@ -74,7 +108,9 @@ class TrainConfig:
       hidden: hidden widths (the state size for RNN/LSTM); ``None`` for the model's default or
         when a ready-made network is trained.
       check_every: steps between comparisons with ``jax.grad`` (``grad="checked"``).
-      checkpoint_every: epochs between checkpoints.
+      checkpoint_every: epochs between checkpoints; ``None`` (the default) for every
+        ``epochs // 20`` epochs but no sooner than :data:`CHECKPOINT_SECONDS` after the last
+        save (:func:`checkpoint_due`).
       features_per_step: for ``"rnn"``/``"lstm"`` on 1-D signals, how many consecutive samples
         each time step reads (the signal of length L becomes L / features_per_step steps);
         ``None`` otherwise.
@@ -96,7 +132,7 @@ class TrainConfig:
     seed: int
     hidden: tuple | None
     check_every: int
-    checkpoint_every: int
+    checkpoint_every: int | None
     features_per_step: int | None = None
     weight_decay: float | None = None
     shard_params: bool = False
@@ -187,10 +223,10 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
                          fix="E.g. --seed 0."),
         hidden=None if model_is_network else hidden,
         check_every=require_positive_int(cfg["check_every"], "check_every", fix="E.g. 10."),
-        checkpoint_every=require_positive_int(
-            max(1, cfg["epochs"] // 20) if cfg["checkpoint_every"] is None
-            else cfg["checkpoint_every"], "checkpoint_every",
-            fix="E.g. --checkpoint-every 1 (leave it out for epochs // 20)."),
+        checkpoint_every=None if cfg["checkpoint_every"] is None else require_positive_int(
+            cfg["checkpoint_every"], "checkpoint_every",
+            fix="E.g. --checkpoint-every 1 (leave it out for the default: epochs // 20, at "
+                "most one save per 10 seconds)."),
         features_per_step=features,
         weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
         shard_params=_shard_params(cfg["shard_params"]),

@@ -55,7 +55,7 @@ from .checkpoints import (
     restore_latest,
     run_stamp,
 )
-from .config import Settings, TrainConfig, resolve
+from .config import Settings, TrainConfig, checkpoint_due, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .optim import get_policy
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
@@ -318,7 +318,9 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                 checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS,
                                           stamp=_stamp(s))
                 try:
-                    if restored is None or restored.epoch is None:  # epoch 0 not saved yet
+                    if s.config.checkpoint_every is not None and (
+                            restored is None or restored.epoch is None):  # epoch 0 not saved yet
+                        # (by default it is not: a run with no checkpoint resumes from scratch)
                         checkpoints.save(0, opened.state)
                     params, history = run_epochs(s, b, opened, checkpoints)
                 finally:
@@ -573,9 +575,11 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
     config, history = s.config, opened.history
     params, opt_state, key = (opened.state[k] for k in ("params", "opt_state", "key"))
     last_saved = opened.start if checkpoints is not None else None
+    submitted = None  # the plot handed to the plot process
+    if checkpoints is not None:
+        checkpoints.prefetch()
+    saved_at = time.monotonic()
     writes = s.out is not None and multiprocess.is_primary()  # metrics and plot: process 0
-    if writes:
-        metrics.prefetch_plot_modules()  # the import overlaps the epochs, not the end
     bar = tqdm(total=config.epochs, initial=opened.start, unit="epoch",
                disable=not s.progress or not multiprocess.is_primary(),
                desc=f"{config.model} on {config.data}", dynamic_ncols=True)
@@ -593,29 +597,37 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
             history.append(row)
             if writes:
                 metrics.append_metrics(s.out, row)
-            if checkpoints is not None and (epoch % config.checkpoint_every == 0
-                                            or epoch == config.epochs):
+                if epoch == config.epochs:  # drawn while the last checkpoint is written
+                    submitted = metrics.submit_plot(s.out, history, _plot_title(s))
+            if checkpoints is not None and checkpoint_due(
+                    config.checkpoint_every, config.epochs, epoch, time.monotonic() - saved_at,
+                    jax.process_count()):
                 checkpoints.save(epoch, {"params": params, "opt_state": opt_state, "key": key,
                                          # the epoch placed like the key: replicated
                                          "epoch": jax.device_put(np.int32(epoch), key.sharding)})
-                last_saved = epoch
+                last_saved, saved_at = epoch, time.monotonic()
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
     finally:
         bar.close()
         if writes and history:
-            _plot(s, history)
+            _plot(s, history, submitted)
     return params, history
 
 
-def _plot(s: Settings, history):
-    """Write ``plot.png``; a failure is a :class:`PlotWarning`, never the loss of the run."""
+def _plot_title(s: Settings) -> str:
+    """The title of a run's plot."""
     c = s.config
     data = (f"text:{pathlib.Path(c.data[5:]).name}"  # no machine path in figures
             if c.data.startswith("text:") else c.data)
+    return f"{c.model} on {data}, {c.mode}, {c.optimizer} η={c.lr:g}, {c.grad} gradients"
+
+
+def _plot(s: Settings, history, submitted=None):
+    """Write ``plot.png`` (or wait for the ``submitted`` drawing); a failure is a
+    :class:`PlotWarning`, never the loss of the run."""
     try:
-        metrics.write_plot(s.out, history, f"{c.model} on {data}, {c.mode}, {c.optimizer} "
-                                           f"η={c.lr:g}, {c.grad} gradients")
+        metrics.plot_run(s.out, history, _plot_title(s), submitted)
     except (OSError, ValueError) as err:
         warnings.warn(f"{s.out / rundir.PLOT} could not be written ({type(err).__name__}: "
                       f"{err}); the metrics and checkpoints are saved. Plot them again from "

@@ -2,20 +2,17 @@
 plot."""
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 import pathlib
-import threading
 
-from .rundir import METRICS, PLOT, atomic_write
+from .. import plotting
+from ..plotting import loss_unit, write_plot
+from .rundir import METRICS, atomic_write
 
-__all__ = ["append_metrics", "read_metrics", "rewrite_metrics", "write_plot",
-           "loss_unit", "prefetch_plot_modules", "PLOT_MODULES"]
-
-# What write_plot imports (the Agg canvas included, which savefig loads).
-PLOT_MODULES = ("matplotlib.figure", "matplotlib.ticker", "matplotlib.backends.backend_agg")
+__all__ = ["append_metrics", "read_metrics", "rewrite_metrics", "write_plot", "loss_unit",
+           "submit_plot", "plot_run"]
 
 
 def _json_row(row: dict) -> str:
@@ -102,89 +99,31 @@ def rewrite_metrics(out: pathlib.Path, rows: list):
                   lambda f: f.write("".join(_json_row(r) + "\n" for r in rows).encode()))
 
 
-def prefetch_plot_modules() -> threading.Thread:
-    """Start importing matplotlib (:data:`PLOT_MODULES`) on a daemon thread.
-
-    A run writes its plot only at the end, and importing matplotlib takes a noticeable part of a
-    short run; started when the epochs start, the import overlaps compiling and training (XLA
-    releases the GIL while it works) instead of adding to the end. :func:`write_plot` needs
-    nothing from it: an import still under way in the thread is waited for by Python's import
-    lock, and one that failed is retried (and reported) there.
+def submit_plot(out, history: list, title: str = ""):
+    """Hand a finished run's metrics to the plot process :func:`fbackprop.plotting.start_process`
+    started (``fbackprop train`` starts one), which draws while the run writes its last
+    checkpoint; :func:`plot_run` waits for it.
 
     Returns:
-      The started thread.
+      The :class:`~fbackprop.plotting.PlotProcess` drawing, or ``None`` without one.
     """
-    def load():
-        for name in PLOT_MODULES:
-            try:
-                importlib.import_module(name)
-            except ImportError:
-                return  # write_plot imports it again and reports the error
-
-    thread = threading.Thread(target=load, name="fbackprop-prefetch-matplotlib", daemon=True)
-    thread.start()
-    return thread
+    proc = plotting.take_process()
+    if proc is not None:
+        proc.submit(out, list(history), title)
+    return proc
 
 
-def loss_unit(row: dict) -> tuple:
-    """Which loss a metrics row's plot and progress bar show, and its unit.
+def plot_run(out, history: list, title: str = "", submitted=None):
+    """Draw a run's ``plot.png``: wait for the ``submitted`` drawing (:func:`submit_plot`), or
+    draw in the plot process if one was started, or here (:func:`write_plot`).
 
-    Args:
-      row: a metrics row.
-
-    Returns:
-      ``(train_key, test_key, label, short)``: per token for token sequences
-      (``loss_per_token``, ``test_loss_per_token``: cross-entropy in nats per scored token),
-      the cross-entropy or logistic loss per example in nats where there is an accuracy, else
-      the regression's squared error per example, ½‖y − a‖²; ``label`` names it on a plot's
-      axis, ``short`` on the progress bar.
+    Raises:
+      OSError, ValueError: the plot could not be written.
     """
-    if row.get("test_loss_per_token") is not None or row.get("loss_per_token") is not None:
-        return ("loss_per_token", "test_loss_per_token", "cross-entropy (nats per token)",
-                "nats/token")
-    if row.get("test_accuracy") is not None:
-        return "loss", "test_loss", "loss (nats per example)", "loss (nats)"
-    return "loss", "test_loss", "squared error ½‖y − a‖² per example", "½‖y−a‖²"
-
-
-def write_plot(out: pathlib.Path, history: list, title: str = ""):
-    """Plot training loss, test loss and the accuracies against epochs into ``plot.png``.
-
-    The loss is per token for token sequences, per example otherwise, in the unit of
-    :func:`loss_unit`; a regression run (no accuracy) gets the loss panel alone.
-
-    Args:
-      out: the run directory.
-      history: the metrics rows (``None`` values are drawn as gaps).
-      title: the figure's title.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    def col(name):
-        return [math.nan if r.get(name) is None else r[name] for r in history]
-
-    epochs = [r["epoch"] for r in history]
-    accuracy = any(r.get("test_accuracy") is not None for r in history)
-    fig = Figure(figsize=(9, 3.6) if accuracy else (5, 3.6), layout="constrained")
-    axes = fig.subplots(1, 2 if accuracy else 1, squeeze=False)[0]
-    train_key, test_key, label, _ = loss_unit(history[-1])
-    axes[0].plot(epochs, col(train_key), label="training loss (during the epoch)")
-    axes[0].plot(epochs, col(test_key), label="test loss")
-    axes[0].set(xlabel="epoch", ylabel=label, yscale="log")
-    axes[0].legend()
-    if accuracy:
-        axes[1].plot(epochs, col("train_accuracy"), label="train accuracy")
-        axes[1].plot(epochs, col("test_accuracy"), label="test accuracy")
-        axes[1].set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.01))
-        axes[1].legend()
-    for ax in axes:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    fig.suptitle(title)
-    atomic_write(pathlib.Path(out) / PLOT, lambda f: fig.savefig(f, format="png", dpi=100))
-
-
-# --- checkpoints ----------------------------------------------------------------------------
+    proc = submitted or plotting.take_process()
+    if proc is None:
+        write_plot(out, history, title)
+    else:
+        if submitted is None:
+            proc.submit(out, history, title)
+        proc.finish()

@@ -38,15 +38,17 @@ import json
 import os
 import pathlib
 import shutil
-import tempfile
 import time
+
+from ..files import atomic_write, fsync_dir
+from ..plotting import PLOT
 
 __all__ = ["CONFIG", "VOCAB", "METRICS", "PLOT", "CHECKPOINTS", "QUARANTINE", "LOCK", "CHECKSUM",
            "MAY_CHANGE", "RunLocked", "check_resume_settings", "check_out", "check_layout",
            "create", "read_config", "open_for_resume", "lock", "write_vocab", "read_vocab",
            "check_vocab", "atomic_write", "write_json", "fsync_dir"]
 
-CONFIG, METRICS, PLOT, CHECKPOINTS = "config.json", "metrics.jsonl", "plot.png", "checkpoints"
+CONFIG, METRICS, CHECKPOINTS = "config.json", "metrics.jsonl", "checkpoints"
 QUARANTINE, LOCK, CHECKSUM = "quarantine", ".lock", "fbackprop_checksum.json"
 VOCAB = "vocab.json"  # a token-sequence run's vocabulary and window length
 _RUN_FILES = (CONFIG, METRICS, PLOT, CHECKPOINTS, QUARANTINE, VOCAB)
@@ -346,42 +348,6 @@ def lock(out) -> _Lock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return _Lock(fd, path)
-
-
-def fsync_dir(path: pathlib.Path):
-    """Flush a directory's entries (a file created or renamed in it) to disk.
-
-    Args:
-      path: the directory.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: pathlib.Path, write):
-    """Write through ``write(file_object)`` into a temporary file beside ``path``, fsync it and
-    rename it over ``path``: readers see the old file or the new one, never a part.
-
-    Args:
-      path: the file to write.
-      write: a function of a binary file object that writes the contents.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def write_json(path: pathlib.Path, obj):
