@@ -70,3 +70,16 @@ def test_gpu_report_smoke_writes_every_row_with_a_verdict(tmp_path, capsys):
     assert check["met"], check                            # the command passed
     table = (tmp_path / "gpu_report.md").read_text()
     assert table.count("\n| ") == len(rep["rows"]) + 2 and table in capsys.readouterr().out
+
+
+@pytest.mark.float32
+@pytest.mark.filterwarnings("ignore:.*near chance")  # one epoch of xor learns little
+def test_precision_runs_smoke_compares_every_seed_with_fp32(capsys):
+    script = load_script("precision_runs")
+    (row,) = script.main(["--smoke"])
+    assert row["seeds"] == [0, 1] and set(row["runs"]) == {"fp32", "bf16"}
+    assert all(0 <= a <= 100 for runs in row["runs"].values() for a in runs)
+    mean, _ = script.differences(row, "bf16")
+    assert mean == pytest.approx(sum(row["runs"]["bf16"]) / 2 - sum(row["runs"]["fp32"]) / 2)
+    table = capsys.readouterr().out
+    assert "bf16 − fp32, mean ± sd" in table and "`mlp` on `xor`" in table
