@@ -156,6 +156,17 @@ def test_non_finite_loss_stops_and_the_last_checkpoint_loads(tmp_path):
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state["params"]))
 
 
+def test_a_stop_before_the_first_default_checkpoint_says_the_resume_starts_over(tmp_path):
+    with pytest.raises(fb.TrainingStopped) as err:
+        fb.train("mlp", "xor", optimizer="sgd", lr=1e20, epochs=3, out=tmp_path / "run")
+    assert err.value.last_checkpoint is None
+    assert "No checkpoint was saved before it" in str(err.value)
+    assert "last good checkpoint" not in str(err.value)
+    with pytest.warns(fb.training.CheckpointWarning, match="starts from scratch"):
+        result = fb.train(out=tmp_path / "run", resume=True, lr=0.01)
+    assert len(result.history) == 3 and saved_epochs(tmp_path / "run") == [3]
+
+
 def test_default_run_reaches_95_percent_and_writes_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli.main(["train", "--out", str(out), "--no-progress"]) == 0

@@ -197,6 +197,7 @@ class Checkpoints:
         self.out = pathlib.Path(out).absolute()
         self._options = {"max_to_keep": max_to_keep, "asynchronous": asynchronous}
         self._manager, self._pending, self.stamp, self.failed = None, None, stamp, None
+        self.last_epoch = None  # the epoch of the newest save started here
 
     def prefetch(self):
         """Start importing orbax on a daemon thread, if no manager exists yet: the epochs run
@@ -239,6 +240,7 @@ class Checkpoints:
         self._pending = (epoch, digest)
         self._guard(epoch, lambda: self.manager.save(epoch, args=ocp.args.StandardSave(state),
                                                      force=True))
+        self.last_epoch = epoch
 
     def _guard(self, epoch, action):
         """Run an orbax call; an ``OSError`` (here or from its background thread) becomes

@@ -55,7 +55,7 @@ from .checkpoints import (
     restore_latest,
     run_stamp,
 )
-from .config import Settings, TrainConfig, checkpoint_due, resolve
+from .config import CHECKPOINT_SECONDS, Settings, TrainConfig, checkpoint_due, resolve
 from .epoch import EpochSetup, compiled_epoch, encode_targets, leaf_names
 from .optim import get_policy
 from .registry import COST_FOR_TASK, MODELS, build_model, input_dtype, shape_inputs, targets
@@ -574,7 +574,9 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
 
     config, history = s.config, opened.history
     params, opt_state, key = (opened.state[k] for k in ("params", "opt_state", "key"))
-    last_saved = opened.start if checkpoints is not None else None
+    # the newest checkpoint on disk: the resumed one, or this run's epoch-0 save
+    last_saved = (None if checkpoints is None else
+                  opened.start if opened.start > 0 else checkpoints.last_epoch)
     submitted = None  # the plot handed to the plot process
     if checkpoints is not None:
         checkpoints.prefetch()
@@ -698,6 +700,9 @@ def _stopped(s: Settings, b: Built, at, status, params, history, last_saved) -> 
     if last_saved is not None:
         msg += (f" The last good checkpoint (epoch {last_saved}) is in "
                 f"{s.out / rundir.CHECKPOINTS}.")
+    elif s.out is not None:
+        msg += (" No checkpoint was saved before it (by default a run saves at most one per "
+                f"{CHECKPOINT_SECONDS:g} s), so the resume starts from the initial parameters.")
     return TrainingStopped(msg, epoch=epoch, step=step, history=history,
                            last_checkpoint=last_saved, report=report)
 
