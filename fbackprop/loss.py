@@ -130,7 +130,7 @@ class Backprop(NamedTuple):
     activations: tuple
 
 
-def backprop(net: Network, cost, *, input_grad: bool = True):
+def backprop(net: Network, cost, *, input_grad: bool = True, recompute: bool = False):
     """The whole manual pass: forward, d_L = D(C y) a_L / batch, then Gordon's backward
     recurrence on the hand-written rules (no autodiff).
 
@@ -138,6 +138,8 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
       net: the network.
       cost: a cost name or :class:`~fbackprop.Cost`.
       input_grad: also compute d_0 = ∂J/∂x (Bradbury Table 1, step 7).
+      recompute: recompute what each rule derives from its layer's input in the backward pass
+        rather than keep the forward's copy alive (:func:`~fbackprop.network.backward`).
 
     Returns:
       ``run(params, x, y, mask=None, scale=None)`` → :class:`Backprop`; gradients are of the
@@ -153,13 +155,15 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
     """
     _require_network(net, "backprop")
     input_grad = require_bool(input_grad, "input_grad", who="backprop")
+    recompute = require_bool(recompute, "recompute", who="backprop")
     cost = get_cost(cost)
 
     def run(params, x, y, mask=None, scale=None):
         activations, y, mask = _prepare(net, cost, params, x, y, mask)
         a_L = activations[-1]
         d_L = _output_delta(cost, y, a_L, mask, scale)  # D(C y) a_L, averaged over the batch
-        grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad)
+        grads, deltas = backward(net, params, activations, d_L, input_grad=input_grad,
+                                 recompute=recompute)
         if net.nodes is not None:
             activations = {"x": activations[0], **per_node(net, activations[1:])}
         return Backprop(batch_mean_cost(cost, y, a_L, mask), grads, deltas, activations)
@@ -167,20 +171,22 @@ def backprop(net: Network, cost, *, input_grad: bool = True):
     return run
 
 
-def manual_grad(net: Network, cost):
+def manual_grad(net: Network, cost, *, recompute: bool = False):
     """The gradient by the hand-written rules only (no ``jax.grad``, ``jax.vjp`` or other
     autodiff): Gordon's recurrence, Δp_l = −η · d_l · D(λv. f v a_{l−1}) p_l without the −η.
 
     Args:
       net: the network.
       cost: a cost name or :class:`~fbackprop.Cost`.
+      recompute: recompute in the backward pass what the rules derive from each layer's input
+        (:func:`backprop`): less temporary memory for a transformer, the same values.
 
     Returns:
       ``grad(params, x, y, mask=None)`` → ∂J/∂params of the batch-mean loss, structured like
       params.
     """
     _require_network(net, "manual_grad")
-    run = backprop(net, cost, input_grad=False)
+    run = backprop(net, cost, input_grad=False, recompute=recompute)
 
     def grad(params, x, y, mask=None):
         return run(params, x, y, mask).grads

@@ -375,7 +375,8 @@ def _node_label(net, i):
     return f"layer {i}" if net.nodes is None else f"node {net.nodes[i]!r}"
 
 
-def backward(net: Network, params, activations, d_L, *, input_grad: bool = False):
+def backward(net: Network, params, activations, d_L, *, input_grad: bool = False,
+             recompute: bool = False):
     """Gordon's backward recurrence on the hand-written rules, over a chain or a graph.
 
     For each node, last first: ∂J/∂p_i = d_i · D(λv. f v a) p_i (``D_param``) and, per input,
@@ -387,6 +388,12 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
       activations: ``(a_0 = x, …, a_L)`` from :func:`forward`.
       d_L: ∂J/∂a_L, shaped like ``a_L`` (for the batch-mean loss it carries the 1/batch).
       input_grad: also compute ``d_0`` = ∂J/∂x.
+      recompute: hide each layer's input behind ``lax.optimization_barrier`` before its rules
+        run, so that what a rule recomputes from its input (the attention probabilities, a
+        dense layer's pre-activation for GELU's derivative) is recomputed in the backward pass
+        instead of being merged by XLA with the forward's copy and kept alive from the forward
+        to the backward: less memory, more arithmetic (docs/PERFORMANCE.md, "Memory"). The
+        values are the same.
 
     Returns:
       ``(grads, deltas)``: ``grads`` = ∂J/∂params, structured like params; ``deltas`` = d_k =
@@ -401,6 +408,8 @@ def backward(net: Network, params, activations, d_L, *, input_grad: bool = False
 
     def node_backward(i, a, d, needs_input):
         layer, p = net.layers[i], params[net.keys[i]]
+        if recompute:
+            a = jax.lax.optimization_barrier(a)
         if needs_input and layer.backward is not None:
             d_in, g = layer.backward(p, a, d)  # both Euler derivatives at once
         else:

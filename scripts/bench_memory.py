@@ -28,6 +28,7 @@ import optax
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_models import SIZES as MODEL_SIZES  # noqa: E402  (scripts/ is not a package)
 from bench_models import batch  # noqa: E402
+from roofline import median_time  # noqa: E402
 
 import fbackprop as fb  # noqa: E402
 
@@ -85,9 +86,11 @@ def training_step(grad_fn, optimizer):
     return step
 
 
-def measure(rows):
+def measure(rows, repeats: int = 0):
     """One dict per row of ``rows``: the model, its size, and for each side (``manual``,
-    ``autodiff``) the bytes of the gradient alone (``grad``) and of the whole step (``step``)."""
+    ``recompute``: the hand-written rules with ``recompute=True``, ``autodiff``) the bytes of
+    the gradient alone (``grad``) and of the whole step (``step``); with ``repeats`` > 0 also the
+    median seconds of the step (``step_s``)."""
     out = []
     optimizer = optax.adam(1e-3)
     for model, size, make, x_shape, desc in rows:
@@ -97,13 +100,18 @@ def measure(rows):
         opt_state = optimizer.init(params)
         row = {"model": model, "size": size, "shape": desc, "batch": x_shape[0]}
         for side, grad_fn in (("manual", fb.manual_grad(net, COST)),
+                              ("recompute", fb.manual_grad(net, COST, recompute=True)),
                               ("autodiff", jax.grad(fb.loss_fn(net, COST)))):
+            step = training_step(grad_fn, optimizer)
             row[side] = {"grad": memory(grad_fn, params, x, y),
-                         "step": memory(training_step(grad_fn, optimizer), params, opt_state,
-                                        x, y)}
+                         "step": memory(step, params, opt_state, x, y)}
+            if repeats:
+                row[side]["step_s"] = median_time(jax.jit(step), params, opt_state, x, y,
+                                                  repeats=repeats, warmup=2)
         for part in ("grad", "step"):
-            row[f"{part}_temp_ratio"] = (row["manual"][part]["temp"]
-                                         / max(row["autodiff"][part]["temp"], 1))
+            for side in ("manual", "recompute"):
+                key = f"{part}_temp_ratio" + ("" if side == "manual" else "_recompute")
+                row[key] = row[side][part]["temp"] / max(row["autodiff"][part]["temp"], 1)
         out.append(row)
     return out
 
@@ -120,20 +128,28 @@ def table(rows) -> str:
     """The rows as a markdown table (ratio = hand-written temporary bytes / jax.grad's)."""
     lines = [f"device: {jax.devices()[0]}  jax {jax.__version__}  python "
              f"{platform.python_version()}", "",
-             "| model | size | shape | batch | gradient temp: hand | jax.grad | ratio "
-             "| step temp: hand | jax.grad | ratio | step arguments | step outputs |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | size | shape | batch | gradient temp: hand | recompute | jax.grad "
+             "| ratio | ratio, recompute | step temp: hand | recompute | jax.grad | ratio "
+             "| ratio, recompute | step arguments | step outputs |",
+             "| --- | --- | --- |" + " ---: |" * 13]
     for r in rows:
-        m, a = r["manual"], r["autodiff"]
-        lines.append(
-            f"| {r['model']} | {r['size']} | {r['shape']} | {r['batch']} | "
-            f"{_size(m['grad']['temp'])} | {_size(a['grad']['temp'])} | "
-            f"{r['grad_temp_ratio']:.2f} | {_size(m['step']['temp'])} | "
-            f"{_size(a['step']['temp'])} | {r['step_temp_ratio']:.2f} | "
-            f"{_size(m['step']['argument'])} | {_size(m['step']['output'])} |")
+        m, c, a = r["manual"], r["recompute"], r["autodiff"]
+        cells = [r["model"], r["size"], r["shape"], str(r["batch"])]
+        for part in ("grad", "step"):
+            cells += [_size(m[part]["temp"]), _size(c[part]["temp"]), _size(a[part]["temp"]),
+                      f"{r[part + '_temp_ratio']:.2f}", f"{r[part + '_temp_ratio_recompute']:.2f}"]
+        cells += [_size(m["step"]["argument"]), _size(m["step"]["output"])]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "temp = XLA's temporary buffers of the compiled program; gradient = the gradient "
-              "function alone, step = gradient + Adam update; ratio = hand-written / jax.grad "
-              "(≤ 1: the hand-written rules need no more scratch memory)"]
+              "function alone, step = gradient + Adam update; recompute = the hand-written rules "
+              "with recompute=True; ratio = hand-written / jax.grad (≤ 1: the hand-written rules "
+              "need no more scratch memory)"]
+    if "step_s" in rows[0]["manual"]:
+        lines += ["", "| model | size | step s: hand | recompute | jax.grad | recompute / hand |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {r['model']} | {r['size']} | {r['manual']['step_s']:.4f} | "
+                  f"{r['recompute']['step_s']:.4f} | {r['autodiff']['step_s']:.4f} | "
+                  f"{r['recompute']['step_s'] / r['manual']['step_s']:.2f} |" for r in rows]
     return "\n".join(lines)
 
 
@@ -142,10 +158,12 @@ def main(argv=None):
     ap.add_argument("--only", default="", help="comma-separated subset of model families")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (what the tests run)")
+    ap.add_argument("--time", type=int, default=0, metavar="REPEATS",
+                    help="also time each step (median of REPEATS calls)")
     args = ap.parse_args(argv)
     only = {s for s in args.only.split(",") if s}
     rows = [r for r in (SMOKE if args.smoke else SIZES) if not only or r[0] in only]
-    result = measure(rows)
+    result = measure(rows, args.time)
     if args.json:
         print(json.dumps({"device": str(jax.devices()[0]), "jax": jax.__version__,
                           "rows": result}))

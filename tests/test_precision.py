@@ -195,3 +195,17 @@ def test_the_command_line_takes_precision():
     assert args.precision == "bf16"
     from fbackprop.commands import train as command
     assert command._options(args, None)["precision"] == "bf16"
+
+
+def test_recompute_trains_to_the_same_numbers_and_may_change_on_resume(tmp_path):
+    settings = dict(epochs=1, hidden=(16,), batch_size=64)
+    plain = fb.train("transformer", "modadd", **settings)
+    again = fb.train("transformer", "modadd", recompute=True, out=tmp_path / "run", **settings)
+    assert again.config.recompute and not plain.config.recompute
+    for key in ("loss", "test_loss", "test_accuracy"):
+        assert again.history[-1][key] == pytest.approx(plain.history[-1][key], rel=1e-5)
+    resumed = fb.train(out=tmp_path / "run", resume=True, epochs=2, recompute=False)
+    assert len(resumed.history) == 2 and not resumed.config.recompute
+    assert cli.build_parser().parse_args(["train", "--recompute"]).recompute is True
+    with pytest.raises(TypeError, match="recompute must be True or False"):
+        fb.train("transformer", "modadd", recompute="yes", **settings)

@@ -8,6 +8,7 @@ import json
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts"
@@ -27,7 +28,7 @@ def test_bench_memory_smoke_covers_every_family_and_hand_written_needs_no_more_s
     rows = bench.main(["--smoke"])
     assert {r["model"] for r in rows} == {"mlp", "cnn", "rnn", "lstm", "gru", "transformer"}
     for r in rows:
-        for side in ("manual", "autodiff"):
+        for side in ("manual", "recompute", "autodiff"):
             for part in ("grad", "step"):
                 assert all(r[side][part][k] > 0 for k in ("temp", "argument", "output")), r
         # the same parameters, optimizer state and batch go in and come out on both sides
@@ -35,8 +36,26 @@ def test_bench_memory_smoke_covers_every_family_and_hand_written_needs_no_more_s
         assert r["grad_temp_ratio"] <= 1.0 and r["step_temp_ratio"] <= 1.0, r
     # the fused recurrent rules keep only the deltas that recur: strictly less than autodiff
     assert all(r["grad_temp_ratio"] < 0.8 for r in rows if r["model"] in ("rnn", "lstm", "gru"))
+    assert all(r["recompute"]["step"]["argument"] == r["manual"]["step"]["argument"]
+               for r in rows)
     table = capsys.readouterr().out
-    assert table.count("\n| ") == len(rows) + 2 and "ratio" in table
+    assert table.count("\n| ") == len(rows) + 2 and "ratio, recompute" in table
+
+
+@pytest.mark.float32
+def test_recompute_gives_the_same_gradient():
+    import fbackprop as fb
+
+    net = fb.transformer(11, 8, 2, 2, 6)
+    params = net.init(jax.random.PRNGKey(0))
+    x = jax.random.randint(jax.random.PRNGKey(1), (3, 6), 0, 11)
+    y = jax.random.randint(jax.random.PRNGKey(2), (3, 6), 0, 11)
+    plain = jax.jit(fb.manual_grad(net, "softmax_cross_entropy"))(params, x, y)
+    again = jax.jit(fb.manual_grad(net, "softmax_cross_entropy", recompute=True))(params, x, y)
+    for u, v in zip(jax.tree.leaves(plain), jax.tree.leaves(again)):
+        assert jnp.allclose(u, v, rtol=1e-5, atol=1e-7)
+    with pytest.raises(TypeError, match="recompute"):
+        fb.manual_grad(net, "softmax_cross_entropy", recompute="yes")
 
 
 @pytest.mark.float32

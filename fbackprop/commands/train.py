@@ -80,6 +80,11 @@ def _add_settings(p):
                         "hand-written backward with float32 master weights (fp16 with dynamic "
                         "loss scaling); --grad checked then compares with jax.grad in the same "
                         "precision under the error budget")
+    p.add_argument("--recompute", action="store_true", default=None,
+                   help="the hand-written backward recomputes what its rules derive from each "
+                        "layer's input (attention probabilities, pre-activations) instead of "
+                        "keeping the forward's copy: less memory for a transformer, the same "
+                        "values (docs/PERFORMANCE.md)")
     p.add_argument("--hidden", type=_widths,
                    help="hidden widths, e.g. 64,32 ('none' for no hidden layer); the state size "
                         "for rnn/lstm/gru; for transformer one width per block, all equal "
@@ -200,7 +205,7 @@ def _options(args, distributed) -> dict:
     """The keyword arguments of ``fbackprop.train`` that the command line gives."""
     names = ("mode", "optimizer", "lr", "epochs", "batch_size", "grad", "seed", "hidden",
              "check_every", "checkpoint_every", "features_per_step", "weight_decay", "precision",
-             "out", "resume", "force", "shard_params")
+             "out", "resume", "force", "shard_params", "recompute")
     return {**{n: getattr(args, n) for n in names}, "distributed": distributed,
             "progress": not args.no_progress}
 
@@ -331,6 +336,7 @@ def _report(result, caught):
           + f", batch {c.batch_size}, "
           f"{plural(c.epochs, 'epoch')}, {c.grad} gradients"
           + (f", {c.precision} mixed precision" if c.precision != "fp32" else "")
+          + (", recomputing in the backward" if c.recompute else "")
           + (f", {plural(c.features_per_step, 'feature')} per step" if c.features_per_step else "")
           + (f", batches split across {result.devices} devices" if result.devices > 1 else "")
           + (f" of {jax.process_count()} processes" if jax.process_count() > 1 else "")

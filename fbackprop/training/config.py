@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from ..inputs import require_choice, require_int, require_positive_int
+from ..inputs import require_bool, require_choice, require_int, require_positive_int
 from .optim import LR_DEFAULTS, OPTIMIZERS, PRECISIONS, check_lr, check_weight_decay
 
 __all__ = ["MODES", "GRADS", "RECURRENT", "DEFAULTS", "DATA_DEFAULTS", "TrainConfig", "Settings",
@@ -31,7 +31,7 @@ RECURRENT = ("rnn", "lstm", "gru")  # families that read a signal as a sequence 
 # last save (one process), and always the last epoch (see checkpoint_due)
 DEFAULTS = {"mode": "minibatch", "optimizer": "adam", "grad": "manual", "seed": 0,
             "check_every": 10, "checkpoint_every": None, "shard_params": False,
-            "precision": "fp32"}
+            "precision": "fp32", "recompute": False}
 DATA_DEFAULTS = {
     "digits": {"epochs": 20, "batch_size": 32, "hidden": (64,)},
     "mnist1d": {"epochs": 150, "batch_size": 100, "hidden": (100, 100), "lr": {"adam": 1e-2},
@@ -119,6 +119,9 @@ class TrainConfig:
         the batch (:mod:`.sharding`); ``False`` replicates them.
       precision: ``"fp32"``, or mixed precision ``"bf16" | "fp16"`` (float32 master weights,
         :class:`.optim.Policy`).
+      recompute: the hand-written backward recomputes what its rules derive from each
+        layer's input instead of keeping the forward's copy (``fbackprop.manual_grad``'s
+        ``recompute``): less memory, the same values.
     """
 
     model: str
@@ -137,6 +140,7 @@ class TrainConfig:
     weight_decay: float | None = None
     shard_params: bool = False
     precision: str = "fp32"
+    recompute: bool = False
 
     def as_dict(self) -> dict:
         """The settings as JSON-ready values (what ``config.json`` holds).
@@ -230,7 +234,9 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
         features_per_step=features,
         weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
         shard_params=_shard_params(cfg["shard_params"]),
-        precision=cfg["precision"])
+        precision=cfg["precision"],
+        recompute=require_bool(cfg.get("recompute", False), "recompute",
+                               fix="Pass recompute=True or False (--recompute)."))
 
 
 def _hidden(hidden, given: dict, net_name: str, model_is_network: bool):

@@ -66,6 +66,8 @@ class EpochSetup(NamedTuple):
       task: the data set's task.
       n_classes: the vocabulary size of a ``"sequence"`` task (its targets are token ids).
       precision: the :class:`.optim.Policy`'s name, ``"fp32" | "bf16" | "fp16"``.
+      recompute: the hand-written backward recomputes what its rules derive from each layer's
+        input (:func:`fbackprop.backprop`'s ``recompute``).
     """
 
     net: Network
@@ -81,6 +83,7 @@ class EpochSetup(NamedTuple):
     task: str
     n_classes: int = 0
     precision: str = "fp32"
+    recompute: bool = False
 
     def make_optimizer(self):
         """The optax optimizer these settings name (a new, equal object each call).
@@ -99,10 +102,10 @@ def encode_targets(s: EpochSetup, y):
     return jax.nn.one_hot(y, s.n_classes, dtype=jnp.float32)  # id −1 → a row of zeros
 
 
-def gradient_source(net, cost, grad):
+def gradient_source(net, cost, grad, recompute: bool = False):
     """(params, x, y, mask, scale=None) → (loss, ∂J/∂params) from the chosen source; J is the
     mean over the unmasked examples of the batch. With a loss scale S the gradient is of S·J
-    (the loss returned stays J)."""
+    (the loss returned stays J); ``recompute`` as :func:`fbackprop.backprop`'s."""
     if grad == "autodiff":
         loss = loss_fn(net, cost)
 
@@ -113,7 +116,7 @@ def gradient_source(net, cost, grad):
             return scaled / scale, grads
 
         return auto
-    run = backprop(net, cost, input_grad=False)
+    run = backprop(net, cost, input_grad=False, recompute=recompute)
 
     def manual(params, x, y, mask, scale=None):
         r = run(params, x, y, mask, scale)
@@ -143,7 +146,7 @@ def epoch_function(s: EpochSetup, batch_sharding=None, replicated=None, sharded=
     ``sharded`` (a :class:`.sharding.ParamSharding`, or ``None``: replicated parameters) keeps
     the parameters and optimizer state split over the devices: each step gathers the parameters
     for the forward and backward passes and scatters the gradient back to the slices."""
-    value_and_grad = gradient_source(s.net, s.cost, s.grad)
+    value_and_grad = gradient_source(s.net, s.cost, s.grad, s.recompute)
     optimizer = s.make_optimizer()
     policy = get_policy(s.precision)
     check_error = functools.partial(_check_error, s, policy)

@@ -168,7 +168,7 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
           batch_size=None, grad=None, seed=None, hidden=None, check_every=None,
           checkpoint_every=None, features_per_step=None, weight_decay=None, precision=None,
           out=None, resume=False, force=False, devices=None, distributed=None, shard_params=None,
-          progress=False) -> TrainResult:
+          progress=False, recompute=None) -> TrainResult:
     """Train ``model`` on ``data`` with the hand-written gradients (or ``jax.grad``, or both).
 
     The task decides the cost: softmax cross-entropy (classes), Fleuret's logistic loss (two
@@ -184,16 +184,17 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
         token sequences ``"modadd"`` or ``"text:PATH"`` (for ``model="transformer"``; their
         vocabulary is saved as ``vocab.json`` in ``out``), or a :class:`fbackprop.data.Dataset`.
       mode, optimizer, lr, epochs, batch_size, grad, seed, hidden, check_every,
-        checkpoint_every, features_per_step, weight_decay, precision, shard_params: the
-        settings of the run, each described under :class:`TrainConfig` (``precision="bf16"``
-        or ``"fp16"``: mixed precision with float32 master weights; ``shard_params=True``:
-        parameters and optimizer state split over the devices, returned as sharded
-        ``jax.Array`` leaves); ``None`` means the data set's default (or the global one), or
+        checkpoint_every, features_per_step, weight_decay, precision, shard_params, recompute:
+        the settings of the run, each described under :class:`TrainConfig`
+        (``precision="bf16"`` or ``"fp16"``: mixed precision with float32 master weights;
+        ``shard_params=True``: parameters and optimizer state split over the devices, returned
+        as sharded ``jax.Array`` leaves; ``recompute=True``: the backward recomputes instead of
+        keeping, for less memory); ``None`` means the data set's default (or the global one), or
         on ``resume`` the saved value.
       out: a directory for config, metrics, plot and checkpoints; ``None`` writes nothing.
       resume: continue the run in ``out`` from its newest verified checkpoint (or from scratch
-        with its saved settings when it has none); ``lr``, ``epochs``, ``checkpoint_every``
-        and ``shard_params`` may change on resume (recorded in the ``"history"`` of
+        with its saved settings when it has none); ``lr``, ``epochs``, ``checkpoint_every``,
+        ``shard_params`` and ``recompute`` may change on resume (recorded in the ``"history"`` of
         ``config.json``).
       force: replace the run saved in ``out`` (its config, metrics, plot and checkpoints).
       devices: the devices to split batches across (default: all local ones, when the batch
@@ -221,7 +222,7 @@ def train(model=None, data=None, *, mode=None, optimizer=None, lr=None, epochs=N
                    checkpoint_every=checkpoint_every, features_per_step=features_per_step,
                    weight_decay=weight_decay, precision=precision, out=out, resume=resume,
                    force=force, devices=devices, distributed=distributed,
-                   shard_params=shard_params, progress=progress)
+                   shard_params=shard_params, progress=progress, recompute=recompute)
     return train_prepared(prepare(model, data, options))
 
 
@@ -367,8 +368,8 @@ def settle(model, data, options: dict) -> Settings:
     if out is not None:
         rundir.check_layout(out, resume=resume)
     saved = rundir.read_config(out) if resume else None
-    if saved is not None and "precision" not in saved:
-        saved = {**saved, "precision": "fp32"}  # a run saved before mixed precision existed
+    if saved is not None:  # a run saved before these settings existed
+        saved = {"precision": "fp32", "recompute": False, **saved}
     vocab = rundir.read_vocab(out) if resume else None
     if saved is not None:
         model = saved.get("model") if model is None and saved.get("model") in MODELS else model
@@ -454,7 +455,8 @@ def build_state(s: Settings) -> Built:
                        config.check_every,
                        # low precision: the error budget's ratio, ≤ 1 passes
                        1.0 if get_policy(config.precision).low else TOLERANCE["float32"],
-                       ds.task, ds.n_classes if ds.task == "sequence" else 0, config.precision)
+                       ds.task, ds.n_classes if ds.task == "sequence" else 0, config.precision,
+                       config.recompute)
     init_key, key = jax.random.split(jax.random.PRNGKey(config.seed))
     params = net.init(init_key)
     state = {"params": params, "opt_state": setup.make_optimizer().init(params)}
@@ -604,9 +606,7 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
             if checkpoints is not None and checkpoint_due(
                     config.checkpoint_every, config.epochs, epoch, time.monotonic() - saved_at,
                     jax.process_count()):
-                checkpoints.save(epoch, {"params": params, "opt_state": opt_state, "key": key,
-                                         # the epoch placed like the key: replicated
-                                         "epoch": jax.device_put(np.int32(epoch), key.sharding)})
+                _save(checkpoints, epoch, params, opt_state, key)
                 last_saved, saved_at = epoch, time.monotonic()
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
@@ -615,6 +615,12 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
         if writes and history:
             _plot(s, history, submitted)
     return params, history
+
+
+def _save(checkpoints, epoch: int, params, opt_state, key):
+    """Save the state after ``epoch``; the epoch is placed like the key: replicated."""
+    checkpoints.save(epoch, {"params": params, "opt_state": opt_state, "key": key,
+                             "epoch": jax.device_put(np.int32(epoch), key.sharding)})
 
 
 def _plot_title(s: Settings) -> str:

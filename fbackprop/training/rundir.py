@@ -216,7 +216,7 @@ def _differences(saved: dict, config: dict, ignore) -> list:
 
 
 # shard_params only places the same values elsewhere (orbax restores into either placement).
-MAY_CHANGE = ("lr", "epochs", "checkpoint_every", "shard_params")
+MAY_CHANGE = ("lr", "epochs", "checkpoint_every", "shard_params", "recompute")
 
 
 def check_resume_settings(out, config: dict, saved: dict, *, may_change=MAY_CHANGE) -> dict:
