@@ -109,7 +109,7 @@ def _add_output(p):
                    help="run directory (default runs/<date>-<time>); refuses one that holds a run")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest verified checkpoint; --lr, "
-                        "--epochs and --checkpoint-every may change")
+                        "--epochs, --checkpoint-every, --shard-params and --recompute may change")
     p.add_argument("--force", action="store_true",
                    help="replace the run saved in --out (its config, metrics, plot and "
                         "checkpoints are deleted)")
