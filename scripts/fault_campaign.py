@@ -367,12 +367,19 @@ def main(argv=None):
     parser.add_argument("--kills", type=int, default=40)
     parser.add_argument("--no-damage", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--default-checkpoints", action="store_true",
+                        help="kill runs with the default checkpoints (at most one per 10 s: "
+                             "a run of seconds saves only its end) instead of "
+                             "--checkpoint-every 1")
     parser.add_argument("--write-docs", action="store_true")
     parser.add_argument("--json", type=pathlib.Path, help="write every row here")
     parser.add_argument("--tables-from", type=pathlib.Path, nargs="+", metavar="JSON",
                         help="run nothing: render the tables from earlier --json files (the "
                              "kills of one, the damage of another)")
     args = parser.parse_args(argv)
+    if args.default_checkpoints:
+        BASE.remove("--checkpoint-every")
+        BASE.remove("1")
     if args.tables_from:
         saved = [json.loads(path.read_text()) for path in args.tables_from]
         rows = [r for d in saved for r in d.get("kill_rows") or []]
