@@ -475,6 +475,10 @@ def test_resume_after_divergence_in_epoch_1_continues_with_the_printed_lr(tmp_pa
     with pytest.raises(training.TrainingStopped, match=r"--resume --lr 1e\+29") as stopped:
         fb.train("mlp", "xor", out=out, epochs=3, checkpoint_every=1, lr=1e30)
     assert stopped.value.last_checkpoint == 0
+    with pytest.raises(training.TrainingStopped,
+                       match=r"last good checkpoint \(epoch 0\)") as again:
+        fb.train(out=out, resume=True)  # the same lr: resumed from epoch 0, stopped again
+    assert again.value.last_checkpoint == 0
     result = fb.train(out=out, resume=True, lr=0.003)
     assert result.restored.epoch == 0 and len(result.history) == 3
     assert saved_epochs(out) == [1, 2, 3]

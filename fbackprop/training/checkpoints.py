@@ -191,13 +191,20 @@ class Checkpoints:
       max_to_keep: how many steps orbax keeps.
       stamp: :func:`run_stamp` of the run, recorded in each step's checksum file (``None``:
         none).
+      last_epoch: the epoch of the newest checkpoint already on disk (a resumed run's), or
+        ``None``.
+
+    Attributes:
+      last_epoch: the epoch of the newest checkpoint: the last save started here, else the one
+        given.
     """
 
-    def __init__(self, out, *, asynchronous: bool = True, max_to_keep: int = 3, stamp=None):
+    def __init__(self, out, *, asynchronous: bool = True, max_to_keep: int = 3, stamp=None,
+                 last_epoch=None):
         self.out = pathlib.Path(out).absolute()
         self._options = {"max_to_keep": max_to_keep, "asynchronous": asynchronous}
         self._manager, self._pending, self.stamp, self.failed = None, None, stamp, None
-        self.last_epoch = None  # the epoch of the newest save started here
+        self.last_epoch = last_epoch
 
     def prefetch(self):
         """Start importing orbax on a daemon thread, if no manager exists yet: the epochs run

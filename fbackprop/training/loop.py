@@ -317,7 +317,8 @@ def train_prepared(prepared: Prepared) -> TrainResult:
                     warnings.warn(f"{s.out}: {restored.message()}", CheckpointWarning,
                                   stacklevel=3)
                 checkpoints = Checkpoints(s.out, asynchronous=ASYNC_CHECKPOINTS,
-                                          stamp=_stamp(s))
+                                          stamp=_stamp(s),
+                                          last_epoch=None if restored is None else restored.epoch)
                 try:
                     if s.config.checkpoint_every is not None and (
                             restored is None or restored.epoch is None):  # epoch 0 not saved yet
@@ -576,9 +577,6 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
 
     config, history = s.config, opened.history
     params, opt_state, key = (opened.state[k] for k in ("params", "opt_state", "key"))
-    # the newest checkpoint on disk: the resumed one, or this run's epoch-0 save
-    last_saved = (None if checkpoints is None else
-                  opened.start if opened.start > 0 else checkpoints.last_epoch)
     submitted = None  # the plot handed to the plot process
     if checkpoints is not None:
         checkpoints.prefetch()
@@ -596,7 +594,8 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
                 b.feed(epoch_key))
             values, status = jax.device_get((values, status))
             if status["stopped"]:
-                raise _stopped(s, b, (epoch, epoch_key), status, params, history, last_saved)
+                raise _stopped(s, b, (epoch, epoch_key), status, params, history,
+                               None if checkpoints is None else checkpoints.last_epoch)
             row = _row(epoch, values, s.data.task, time.perf_counter() - t0, b.device)
             history.append(row)
             if writes:
@@ -607,7 +606,7 @@ def run_epochs(s: Settings, b: Built, opened: Opened, checkpoints):
                     config.checkpoint_every, config.epochs, epoch, time.monotonic() - saved_at,
                     jax.process_count()):
                 _save(checkpoints, epoch, params, opt_state, key)
-                last_saved, saved_at = epoch, time.monotonic()
+                saved_at = time.monotonic()
             bar.set_postfix(_postfix(row), refresh=False)
             bar.update(1)
     finally:
