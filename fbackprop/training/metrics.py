@@ -114,16 +114,15 @@ def submit_plot(out, history: list, title: str = ""):
 
 
 def plot_run(out, history: list, title: str = "", submitted=None):
-    """Draw a run's ``plot.png``: wait for the ``submitted`` drawing (:func:`submit_plot`), or
-    draw in the plot process if one was started, or here (:func:`write_plot`).
+    """Draw a run's ``plot.png``: wait for the ``submitted`` drawing (:func:`submit_plot`; if
+    ``None``, submitted now), or draw here (:func:`write_plot`) without a plot process.
 
     Raises:
       OSError, ValueError: the plot could not be written.
     """
-    proc = submitted or plotting.take_process()
-    if proc is None:
+    if submitted is None:
+        submitted = submit_plot(out, history, title)
+    if submitted is None:
         write_plot(out, history, title)
     else:
-        if submitted is None:
-            proc.submit(out, history, title)
-        proc.finish()
+        submitted.finish()
