@@ -10,6 +10,7 @@ import time
 from .. import plotting
 from ..data import DATASETS, SEQUENCE_DATASETS
 from ..training import GRADS, MODES, OPTIMIZERS, PRECISIONS
+from ..training.config import CHECKPOINT_SECONDS
 from ..training.registry import MODELS
 from . import SUMMARIES, any_case, plural, supervisor
 
@@ -103,8 +104,8 @@ def _add_output(p):
     """The options of the run directory and of what the command prints."""
     p.add_argument("--checkpoint-every", type=int,
                    help="epochs between checkpoints, and a checkpoint of epoch 0 (default: "
-                        "every epochs // 20 epochs but at most one per 10 seconds; always the "
-                        "last epoch)")
+                        f"every epochs // 20 epochs but at most one per {CHECKPOINT_SECONDS:g} "
+                        "seconds; always the last epoch)")
     p.add_argument("--out",
                    help="run directory (default runs/<date>-<time>); refuses one that holds a run")
     p.add_argument("--resume", action="store_true",

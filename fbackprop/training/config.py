@@ -229,8 +229,8 @@ def resolve(given: dict, saved: dict | None, ds, net_name: str,
         check_every=require_positive_int(cfg["check_every"], "check_every", fix="E.g. 10."),
         checkpoint_every=None if cfg["checkpoint_every"] is None else require_positive_int(
             cfg["checkpoint_every"], "checkpoint_every",
-            fix="E.g. --checkpoint-every 1 (leave it out for the default: epochs // 20, at "
-                "most one save per 10 seconds)."),
+            fix=f"E.g. --checkpoint-every 1 (leave it out for the default: epochs // 20, at "
+                f"most one save per {CHECKPOINT_SECONDS:g} seconds)."),
         features_per_step=features,
         weight_decay=check_weight_decay(cfg.get("weight_decay"), cfg["optimizer"]),
         shard_params=_shard_params(cfg["shard_params"]),
